@@ -1,21 +1,26 @@
 """The one bridge between the Qt GUI and the core's blocking engine client.
 
-Every engine request runs on a background thread; results come back as Qt signals, which Qt
-delivers on the GUI thread. ``finished`` is emitted in ``finally`` so the UI never stays busy.
+Every engine request runs on a background thread. The thread never touches Qt: it posts its
+results to a queue, and a timer on the GUI thread drains the queue and emits the signals there
+(emitting PySide signals from plain Python threads crashed the interpreter with a refcount error
+in PySide6 6.12). A job's end is posted in ``finally`` so the UI never stays busy.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.core.engine import EngineClient, ModelInfo, Reply, SamplingParams
 from app.core.errors import EngineCrashed, QuantDeskError
 
 log = logging.getLogger(__name__)
+
+PUMP_INTERVAL_MS = 10
 
 
 class EngineBridge(QObject):
@@ -32,28 +37,50 @@ class EngineBridge(QObject):
     def __init__(self, client: EngineClient | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.client = client or EngineClient()
-        self._busy = False
+        self._jobs = 0
         self._threads: list[threading.Thread] = []
+        self._outbox: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()
+        self._pump = QTimer(self)
+        self._pump.setInterval(PUMP_INTERVAL_MS)
+        self._pump.timeout.connect(self._drain)
 
     @property
     def busy(self) -> bool:
-        return self._busy
+        return self._jobs > 0
+
+    def _post(self, signal_name: str, *args: Any) -> None:
+        """From a worker thread: emit ``signal_name`` on the GUI thread."""
+        self._outbox.put((signal_name, args))
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                name, args = self._outbox.get_nowait()
+            except queue.Empty:
+                break
+            if name == "__job_done__":
+                self._jobs -= 1
+                if self._jobs == 0:
+                    self.busy_changed.emit(False)
+            else:
+                getattr(self, name).emit(*args)
+        if self._jobs == 0:
+            self._pump.stop()
 
     def _run(self, name: str, job: Callable[[], None]) -> None:
         def target() -> None:
-            self._set_busy(True)
             try:
                 job()
             finally:
-                self._set_busy(False)
+                self._post("__job_done__")
 
+        self._jobs += 1
+        if self._jobs == 1:
+            self.busy_changed.emit(True)
+        self._pump.start()
         thread = threading.Thread(target=target, name=name, daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
-
-    def _set_busy(self, busy: bool) -> None:
-        self._busy = busy
-        self.busy_changed.emit(busy)
 
     def load_model(self, path: str, *, ctx: int | None = None, gpu_layers: int | None = None) -> None:
         self.model_loading.emit(path)
@@ -62,12 +89,12 @@ class EngineBridge(QObject):
             try:
                 info: ModelInfo = self.client.load_model(path, ctx=ctx, gpu_layers=gpu_layers)
             except QuantDeskError as exc:
-                self.load_failed.emit(str(exc))
+                self._post("load_failed", str(exc))
             except Exception as exc:  # unexpected: still a message, never a dead window
                 log.exception("model load failed")
-                self.load_failed.emit(f"{path}: cannot load model: {exc}")
+                self._post("load_failed", f"{path}: cannot load model: {exc}")
             else:
-                self.model_loaded.emit(info)
+                self._post("model_loaded", info)
 
         self._run("engine-load", job)
 
@@ -78,20 +105,20 @@ class EngineBridge(QObject):
                 for event in self.client.stream(messages, sampling):
                     kind = event["ev"]
                     if kind == "start":
-                        self.reply_started.emit(event)
+                        self._post("reply_started", event)
                     elif kind == "token":
                         partial.append(event["text"])
-                        self.token_received.emit(event["text"])
+                        self._post("token_received", event["text"])
                     elif kind == "done":
                         reply: Reply = event["reply"]
-                        self.reply_finished.emit(reply)
+                        self._post("reply_finished", reply)
             except EngineCrashed as exc:
-                self.reply_failed.emit(str(exc), True, "".join(partial))
+                self._post("reply_failed", str(exc), True, "".join(partial))
             except QuantDeskError as exc:
-                self.reply_failed.emit(str(exc), False, "".join(partial))
+                self._post("reply_failed", str(exc), False, "".join(partial))
             except Exception as exc:
                 log.exception("chat failed")
-                self.reply_failed.emit(f"the reply failed: {exc}", False, "".join(partial))
+                self._post("reply_failed", f"the reply failed: {exc}", False, "".join(partial))
 
         self._run("engine-chat", job)
 
@@ -103,7 +130,7 @@ class EngineBridge(QObject):
                 log.info("token count unavailable: %s", exc)
                 return
             model = self.client.model
-            self.tokens_counted.emit(n, model.n_ctx if model else 0)
+            self._post("tokens_counted", n, model.n_ctx if model else 0)
 
         self._run("engine-count", job)
 

@@ -116,7 +116,7 @@ class Host:
                 "path": path,
                 "architecture": llm.metadata.get("general.architecture", "?"),
                 "n_ctx": llm.n_ctx(),
-                "n_ctx_train": llm.n_ctx_train(),
+                "n_ctx_train": llama_cpp.llama_model_n_ctx_train(llm.model),
                 "n_layer": n_layer,
                 "n_gpu_layers": min(n_layer, kwargs["n_gpu_layers"]) if kwargs["n_gpu_layers"] >= 0 else n_layer,
                 "device": gpu_device_name() if offload else "CPU",
