@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.core.engine import EngineClient, SamplingParams
-from app.core.errors import EngineCrashed
+from app.core.errors import EngineCrashed, EngineError
 from tests.conftest import LONG_PROMPT, THREADS, TEST_CTX, load_params
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=48, repeat_penalty=1.0)
@@ -121,6 +121,11 @@ def test_overlong_conversation_drops_oldest_turns_keeps_system(starter_model: Pa
         reply = client.chat(messages, SamplingParams(temperature=0, max_tokens=16))
         assert reply.dropped_messages >= 2
         assert reply.prompt_tokens + 16 <= 256
+        # a context llama.cpp pads (320 -> 512) still holds only what was asked for
+        client.load(starter_model, load_params(n_ctx=320))
+        assert client.model is not None and client.model.n_ctx == 320
+        reply = client.chat(messages, SamplingParams(temperature=0, max_tokens=16))
+        assert reply.dropped_messages >= 2 and reply.prompt_tokens + 16 <= 320
         # the system prompt survives the cut
         assert client.count_tokens(messages[:1]) > 0
     finally:
@@ -144,3 +149,24 @@ def test_model_with_template_reports_it(engine: EngineClient) -> None:
     assert engine.model is not None
     assert engine.model.template_source == "gguf"
     assert engine.model.n_ctx == TEST_CTX and engine.model.device == "CPU"
+
+
+def test_hostile_chat_template_is_sandboxed(starter_model: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    hostile = tmp_path / "hostile.gguf"
+    template = "{{ ''.__class__.__mro__[1].__subclasses__() }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    subprocess.run(
+        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--force", "--chat-template", template,
+         str(starter_model), str(hostile)],
+        check=True, capture_output=True,
+    )
+    client = EngineClient(log_path=tmp_path / "engine.log")
+    try:
+        client.load(hostile, load_params())
+        with pytest.raises(EngineError, match="unsafe"):
+            client.chat([{"role": "user", "content": "hi"}], GREEDY)
+        assert client.alive  # the refusal is an error message, not a dead engine
+    finally:
+        client.close()

@@ -115,7 +115,7 @@ class Host:
             info={
                 "path": path,
                 "architecture": llm.metadata.get("general.architecture", "?"),
-                "n_ctx": llm.n_ctx(),
+                "n_ctx": usable_ctx(llm),
                 "n_ctx_train": llama_cpp.llama_model_n_ctx_train(llm.model),
                 "n_layer": n_layer,
                 "n_gpu_layers": min(n_layer, kwargs["n_gpu_layers"]) if kwargs["n_gpu_layers"] >= 0 else n_layer,
@@ -156,7 +156,7 @@ class Host:
         """Tokens of the prompt, dropping the oldest turns (never the system prompt) to leave
         ``reserve`` tokens for the reply. Returns tokens, stop strings, messages dropped."""
         llm = self._require_model()
-        n_ctx = llm.n_ctx()
+        n_ctx = usable_ctx(llm)
         msgs = list(messages)
         dropped = 0
         while True:
@@ -183,7 +183,7 @@ class Host:
         llm = self._require_model()
         formatted = self.fmt.render(msg["messages"])
         tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=formatted.add_bos, special=True)
-        self.emit("counted", id=msg.get("id"), tokens=len(tokens), n_ctx=llm.n_ctx())
+        self.emit("counted", id=msg.get("id"), tokens=len(tokens), n_ctx=usable_ctx(llm))
 
     def op_chat(self, msg: dict[str, Any]) -> None:
         import llama_cpp
@@ -198,7 +198,7 @@ class Host:
 
     def _chat(self, llm: Any, llama_cpp: Any, rid: Any, msg: dict[str, Any]) -> None:
         sp = SamplingParams.from_dict(msg.get("sampling", {}))
-        n_ctx = llm.n_ctx()
+        n_ctx = usable_ctx(llm)
         t0 = time.perf_counter()
         reserve = min(sp.max_tokens or n_ctx // 4, n_ctx // 2)
         tokens, stops, dropped = self._fit(msg["messages"], max(reserve, 1))
@@ -279,6 +279,12 @@ class Host:
                 "dropped_messages": dropped,
             },
         )
+
+
+def usable_ctx(llm: Any) -> int:
+    """Tokens the context holds: llama.cpp may pad n_ctx up, but llama-cpp-python's token
+    buffers keep the requested size, so the smaller of the two is the real limit."""
+    return min(llm.n_ctx(), int(llm.input_ids.shape[0]))
 
 
 def _find_stop(text: str, stops: list[str]) -> int | None:
