@@ -33,6 +33,8 @@ def create_window():  # type: ignore[no-untyped-def]
     if conversations:
         ids = [c.id for c in conversations]
         window.chat.open_conversation(last if last in ids else ids[0])
+    else:
+        window.chat.new_conversation()  # first run: an empty chat, ready to type in
     return window
 
 

@@ -50,6 +50,7 @@ class ChatPage(QWidget):
         self.context_meter.setFormat("context: %v / %m tokens")
         self.context_meter.setRange(0, 1)
         self.context_meter.setValue(0)
+        self.context_meter.setMinimumWidth(240)
         self.template_label = QLabel()
         self.template_label.setStyleSheet("color: gray;")
         self.template_label.setWordWrap(True)
@@ -177,7 +178,7 @@ class ChatPage(QWidget):
     def send(self, text: str) -> None:
         if self.stream_id is not None:
             return
-        if self.model is None and self.bridge.client._wanted is None:
+        if self.bridge.client.wanted_model is None:
             self.notice.show_message("No model is loaded: open a GGUF file first (File → Open model…).", error=True)
             return
         if self.conversation is None:

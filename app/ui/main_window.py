@@ -36,6 +36,7 @@ class MainWindow(QMainWindow):
         bridge.model_loading.connect(self._on_loading)
         bridge.model_loaded.connect(self._on_loaded)
         bridge.load_failed.connect(self._on_load_failed)
+        bridge.model_unloaded.connect(self._on_unloaded)
         self._build_menus()
         if store.recovered:
             self.chat.notice.show_message(
@@ -46,8 +47,9 @@ class MainWindow(QMainWindow):
         file_menu = self.menuBar().addMenu("&File")
         self.open_action = QAction("&Open model…", self, shortcut=QKeySequence.StandardKey.Open, triggered=self.choose_model)
         self.starter_action = QAction("Open the &starter model", self, triggered=self.open_starter)
+        self.unload_action = QAction("&Unload model", self, triggered=self.bridge.unload_model)
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
-        file_menu.addActions([self.open_action, self.starter_action])
+        file_menu.addActions([self.open_action, self.starter_action, self.unload_action])
         file_menu.addSeparator()
         file_menu.addAction(quit_action)
         chat_menu = self.menuBar().addMenu("&Chat")
@@ -96,6 +98,10 @@ class MainWindow(QMainWindow):
         self.chat.set_model(info)
         self.settings.last_model = info.path
         app_settings.save(self.settings)
+
+    def _on_unloaded(self) -> None:
+        self.model_label.setText("No model loaded")
+        self.chat.set_model(None)
 
     def _on_load_failed(self, message: str) -> None:
         model = self.bridge.client.model

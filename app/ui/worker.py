@@ -27,6 +27,7 @@ class EngineBridge(QObject):
     model_loading = Signal(str)
     model_loaded = Signal(object)  # ModelInfo
     load_failed = Signal(str)
+    model_unloaded = Signal()
     reply_started = Signal(dict)
     token_received = Signal(str)
     reply_finished = Signal(object)  # Reply
@@ -97,6 +98,16 @@ class EngineBridge(QObject):
                 self._post("model_loaded", info)
 
         self._run("engine-load", job)
+
+    def unload_model(self) -> None:
+        def job() -> None:
+            try:
+                self.client.unload()
+            except QuantDeskError as exc:
+                log.info("unload: %s", exc)
+            self._post("model_unloaded")
+
+        self._run("engine-unload", job)
 
     def chat(self, messages: list[dict[str, str]], sampling: SamplingParams) -> None:
         def job() -> None:

@@ -145,6 +145,20 @@ def test_model_without_template_uses_builtin_chatml(no_template_model: Path, tmp
         client.close()
 
 
+def test_unload_frees_the_model_and_a_new_load_works(starter_model: Path, tmp_path: Path) -> None:
+    client = EngineClient(log_path=tmp_path / "engine.log")
+    try:
+        client.load(starter_model, load_params())
+        client.unload()
+        assert client.model is None and client.alive
+        with pytest.raises(EngineError, match="no model is loaded"):
+            client.chat([{"role": "user", "content": "hi"}], GREEDY)
+        client.load(starter_model, load_params())
+        assert client.chat([{"role": "user", "content": "hi"}], GREEDY).completion_tokens > 0
+    finally:
+        client.close()
+
+
 def test_model_with_template_reports_it(engine: EngineClient) -> None:
     assert engine.model is not None
     assert engine.model.template_source == "gguf"

@@ -246,3 +246,12 @@ def test_code_block_copy_button(qtbot, window: MainWindow) -> None:  # type: ign
     assert 'href="copy:0"' in widget.body.text() and "<b>" not in widget.body.text().split("print")[0][-5:]
     widget.body.linkActivated.emit("copy:0")
     assert QGuiApplication.clipboard().text() == "print('hi')"
+
+
+def test_unload_then_send_says_no_model(qtbot, window: MainWindow) -> None:  # type: ignore[no-untyped-def]
+    with qtbot.waitSignal(window.bridge.model_unloaded, timeout=WAIT_MS):
+        window.unload_action.trigger()
+    assert window.model_label.text() == "No model loaded"
+    send(qtbot, window, "Anyone there?")
+    assert "No model is loaded" in window.chat.notice.label.text()
+    assert window.chat.composer.input.toPlainText() == "Anyone there?"  # the draft is kept

@@ -71,6 +71,11 @@ class EngineClient:
         return self._proc.pid if self._proc else None
 
     @property
+    def wanted_model(self) -> str | None:
+        """The model the next request runs on (loaded now, or reloaded after a crash)."""
+        return self._wanted[0] if self._wanted else None
+
+    @property
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -203,6 +208,18 @@ class EngineClient:
             raise ModelFileError(event["message"])
         self.model = ModelInfo.from_dict(event["info"])
         return self.model
+
+    def unload(self) -> None:
+        """Free the model's memory; the engine process stays up for the next load."""
+        with self._request_lock:
+            self._wanted = None
+            if not self.alive:
+                self.model = None
+                return
+            rid = next(self._ids)
+            self._send({"op": "unload", "id": rid})
+            self._next_event(rid)
+            self.model = None
 
     def _ensure_loaded(self) -> None:
         if self.alive and self.model is not None:
