@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -57,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--ctx", type=int, default=None, help="context size in tokens (default: the plan's)")
     chat.add_argument("--gpu-layers", type=_gpu_layers, default=None, metavar="N|auto")
     chat.add_argument("--json", action="store_true", help="print one JSON object with the text and stats")
+
+    hw = sub.add_parser("hw", help="what this machine has: CPU, RAM, GPUs")
+    hw.add_argument("--json", action="store_true")
+
+    inspect = sub.add_parser("inspect", help="facts from a GGUF file's header")
+    inspect.add_argument("model", help="a .gguf file, or 'starter'")
+    inspect.add_argument("--json", action="store_true")
+
+    plan = sub.add_parser("plan", help="how a model would be loaded here: GPU layers, context, KV cache, memory")
+    plan.add_argument("model", help="a .gguf file, or 'starter'")
+    plan.add_argument("--ctx", type=int, default=None, help="the wanted context (default: 4096 or the trained one)")
+    plan.add_argument("--gpu-mem", type=int, default=None, metavar="BYTES", help="GPU memory to plan for (0: CPU only)")
+    plan.add_argument("--ram", type=int, default=None, metavar="BYTES", help="RAM to plan for")
+    plan.add_argument("--json", action="store_true")
     return parser
 
 
@@ -133,6 +148,86 @@ def _prompt_loop(engine: "EngineClient", messages: list[dict[str, str]], samplin
         print(f"[{reply.completion_tokens} tokens, {reply.tokens_per_s:.1f} tok/s, first token {reply.ttft_s:.2f} s]", file=sys.stderr)
 
 
+def cmd_hw(args: argparse.Namespace) -> int:
+    from app.core.hardware import detect
+    from app.core.planner import human_bytes
+
+    hw = detect()
+    if args.json:
+        print(json.dumps(hw.to_dict(), indent=2))
+        return 0
+    print(f"OS:   {hw.os}")
+    print(f"CPU:  {hw.cpu_model}, {hw.physical_cores} cores ({hw.logical_cores} threads), {' '.join(hw.simd) or 'no SIMD flags found'}")
+    print(f"RAM:  {human_bytes(hw.ram_total_bytes)} total, {human_bytes(hw.ram_available_bytes)} available")
+    for g in hw.gpus:
+        extra = f", driver {g.driver}, compute {g.compute_capability}" if g.vendor == "nvidia" else ", unified memory"
+        print(f"GPU {g.index}: {g.name}: {human_bytes(g.total_bytes)} total, {human_bytes(g.free_bytes)} free{extra}")
+    if not hw.gpus:
+        print(f"GPU:  none ({hw.gpu_note})")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from app.core.gguf_info import read_header
+    from app.core.planner import human_bytes
+
+    h = read_header(resolve_model(args.model))
+    if args.json:
+        data = h.to_dict()
+        data["swa_layers"] = [i for i, swa in enumerate(h.swa_layers) if swa]
+        print(json.dumps(data, indent=2))
+        return 0
+    rows = [
+        ("file", str(h.path)),
+        ("name", h.display_name),
+        ("architecture", h.architecture),
+        ("parameters", f"{h.n_params / 1e9:.3f} B"),
+        ("quant", f"{h.file_type_name} ({h.bits_per_weight:.2f} bits per weight)"),
+        ("size", human_bytes(h.size_bytes)),
+        ("layers", f"{h.block_count} (about {human_bytes(max(h.layer_bytes, default=0))} each)"),
+        ("embeddings / output", f"{human_bytes(h.embd_bytes)} / {human_bytes(h.output_bytes)}" + (" (tied)" if h.output_tied else "")),
+        ("trained context", f"{h.context_length:,}" if h.context_length else "unknown"),
+        ("heads (q / kv)", f"{h.head_count} / {h.head_count_kv}"),
+        ("sliding window", f"{h.sliding_window} on {sum(h.swa_layers)} of {h.block_count} layers" if h.sliding_window else "none"),
+        ("experts", f"{h.expert_used_count} of {h.expert_count}" if h.expert_count else "none"),
+        ("recurrent state", f"d_state {h.ssm_d_state}, d_inner {h.ssm_d_inner}" if h.recurrent else "none"),
+        ("tokenizer", h.tokenizer_model or "unknown"),
+        ("chat template", "yes" if h.chat_template else "no"),
+        ("split files", str(h.split_count)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from app.core.gguf_info import read_header
+    from app.core.hardware import detect
+    from app.core.planner import human_bytes, plan
+
+    for name in ("gpu_mem", "ram"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            raise QuantDeskError(f"--{name.replace('_', '-')} {getattr(args, name)}: must not be negative")
+    if args.ctx is not None and args.ctx <= 0:
+        raise QuantDeskError(f"--ctx {args.ctx}: must be at least 1")
+    h = read_header(resolve_model(args.model))
+    hw = detect()
+    offload = True if args.gpu_mem else None
+    result = plan(h, hw, ctx=args.ctx, gpu_mem=args.gpu_mem, ram=args.ram, gpu_offload=offload)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    m = result.memory
+    print(f"{h.path.name}: {result.verdict}; largest context that fits: {result.max_ctx:,}")
+    print("load parameters: " + ", ".join(f"{k}={v}" for k, v in result.llama_kwargs().items()))
+    print(f"memory: weights {human_bytes(m.weights_bytes)}, KV cache {human_bytes(m.kv_bytes)}, compute {human_bytes(m.compute_bytes)}")
+    print(f"        GPU {human_bytes(m.gpu_bytes)}, CPU {human_bytes(m.cpu_bytes)}")
+    for reason in result.reasons:
+        print(f"- {reason}")
+    return 0 if result.fits else EXIT_BAD_INPUT
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--engine-host"]:  # the frozen app starts its engine host through itself
@@ -147,12 +242,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_gui()
     try:
-        return {"chat": cmd_chat}[args.command](args)
+        return {"chat": cmd_chat, "hw": cmd_hw, "inspect": cmd_inspect, "plan": cmd_plan}[args.command](args)
     except QuantDeskError as exc:
         print(f"quantdesk: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 if __name__ == "__main__":

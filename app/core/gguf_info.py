@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,61 @@ class GGUFHeader:
     value_length: int | None
     file_type: int | None
     chat_template: str | None
+    # sizes, from the tensor list
+    n_params: int = 0
+    tensor_bytes: int = 0
+    layer_bytes: tuple[int, ...] = ()  # bytes of each blk.N tensor group
+    embd_bytes: int = 0  # token embeddings
+    output_bytes: int = 0  # output norm + output projection (0 when tied to the embeddings)
+    output_tied: bool = False
+    n_vocab: int = 0
+    # attention shape, per layer where the GGUF gives arrays
+    head_count_kv_layers: tuple[int, ...] = ()
+    key_length_swa: int | None = None
+    value_length_swa: int | None = None
+    sliding_window: int | None = None
+    swa_layers: tuple[bool, ...] = ()  # True where layer i uses sliding-window attention
+    # mixture of experts and recurrent state
+    expert_count: int = 0
+    expert_used_count: int = 0
+    ffn_length: int = 0  # feed-forward width (an expert's width for MoE models)
+    ssm_d_conv: int = 0
+    ssm_d_inner: int = 0
+    ssm_d_state: int = 0
+    ssm_n_group: int = 0
+    tokenizer_model: str | None = None
+    split_count: int = 1
 
     @property
     def display_name(self) -> str:
         return self.name or self.path.stem
+
+    @property
+    def file_type_name(self) -> str:
+        """The quant label (Q4_K_M, Q8_0, F16, ...) from general.file_type."""
+        import gguf
+
+        if self.file_type is None:
+            return "unknown"
+        try:
+            return gguf.LlamaFileType(self.file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        except ValueError:
+            return f"type {self.file_type}"
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8 * self.tensor_bytes / self.n_params if self.n_params else 0.0
+
+    @property
+    def recurrent(self) -> bool:
+        return self.ssm_d_state > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        data["chat_template"] = bool(self.chat_template)
+        data.update(file_type_name=self.file_type_name, bits_per_weight=round(self.bits_per_weight, 3))
+        return data
 
 
 def _field_value(reader: Any, key: str) -> Any:
@@ -42,11 +95,41 @@ def _field_value(reader: Any, key: str) -> Any:
         return None
 
 
+MAX_TENSORS = 1_000_000  # far beyond any real model (DeepSeek-V3 has ~1,100 per 61 layers)
+MAX_KV = 100_000
+LAYER = re.compile(r"^blk\.(\d+)\.")
+SPLIT_NAME = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+
+
+def _check_counts(p: Path) -> None:
+    """Refuse absurd counts before the reader tries to build them (bounded time and memory)."""
+    with p.open("rb") as fh:
+        head = fh.read(24)
+    if len(head) < 24:
+        raise ModelFileError(f"{p}: truncated GGUF header ({len(head)} bytes)")
+    version = int.from_bytes(head[4:8], "little")
+    n_tensors = int.from_bytes(head[8:16], "little")
+    n_kv = int.from_bytes(head[16:24], "little")
+    if version not in (2, 3):
+        raise ModelFileError(f"{p}: unsupported GGUF version {version} (llama.cpp reads versions 2 and 3)")
+    if n_tensors > MAX_TENSORS or n_kv > MAX_KV:
+        raise ModelFileError(f"{p}: corrupt GGUF header: it claims {n_tensors:,} tensors and {n_kv:,} metadata keys")
+
+
 def read_header(path: str | Path) -> GGUFHeader:
     """Read a local GGUF file's header; raise ModelFileError naming the file and the cause."""
+    p = Path(path).expanduser()
+    try:
+        stat = p.stat()
+    except OSError:
+        raise ModelFileError(f"{p}: no such file") from None
+    return _read_header_cached(p.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _read_header_cached(p: Path, _size: int, _mtime_ns: int) -> GGUFHeader:
     import gguf  # imported lazily: numpy import is not free and the GUI starts without it
 
-    p = Path(path).expanduser()
     if not p.exists():
         raise ModelFileError(f"{p}: no such file")
     if p.is_dir():
@@ -56,6 +139,7 @@ def read_header(path: str | Path) -> GGUFHeader:
         magic = fh.read(4)
     if magic != GGUF_MAGIC:
         raise ModelFileError(f"{p}: not a GGUF file (it starts with {magic!r}, a GGUF file starts with b'GGUF')")
+    _check_counts(p)
     try:
         reader = gguf.GGUFReader(p, "r")
     except Exception as exc:
@@ -76,11 +160,66 @@ def read_header(path: str | Path) -> GGUFHeader:
         value = _field_value(reader, f"{arch}.{key}")
         if isinstance(value, list):  # per-layer arrays: the largest value bounds the memory
             value = max(value) if value else None
-        return int(value) if isinstance(value, (int, float)) else None
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
+    return _build(p, size, reader, arch, arch_int)
+
+
+def _per_layer(value: Any, n_layer: int, default: int) -> tuple[int, ...]:
+    if isinstance(value, list) and len(value) == n_layer:
+        return tuple(int(v) for v in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (int(value),) * n_layer
+    return (default,) * n_layer
+
+
+def _swa_layers(reader: Any, arch: str, n_layer: int, window: int | None) -> tuple[bool, ...]:
+    """Which layers use sliding-window attention: the GGUF's pattern array when present, else
+    llama.cpp's per-architecture default (src/llama-model.cpp ``set_swa_pattern``)."""
+    if not window:
+        return (False,) * n_layer
+    pattern = _field_value(reader, f"{arch}.attention.sliding_window_pattern")
+    if isinstance(pattern, list) and len(pattern) == n_layer:
+        return tuple(bool(x) for x in pattern)
+    period = pattern if isinstance(pattern, int) and not isinstance(pattern, bool) else SWA_PERIOD.get(arch)
+    if not period:
+        return (True,) * n_layer if arch in ALL_SWA else (False,) * n_layer
+    # llama.cpp: layer il is SWA when il % period < period - 1 (the last of each period is global)
+    return tuple(il % period < period - 1 for il in range(n_layer))
+
+
+SWA_PERIOD = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "exaone4": 4, "llama4": 4, "gpt-oss": 2}
+ALL_SWA = {"mistral3"}
+
+
+def _build(p: Path, size: int, reader: Any, arch: str, arch_int: Any) -> GGUFHeader:
     template = _field_value(reader, "tokenizer.chat_template")
     file_type = _field_value(reader, "general.file_type")
     name = _field_value(reader, "general.name")
+    n_layer = arch_int("block_count") or 0
+    layer_bytes = [0] * n_layer
+    n_params = tensor_bytes = embd_bytes = output_bytes = 0
+    n_vocab = 0
+    has_output = False
+    for tensor in reader.tensors:
+        n_params += int(tensor.n_elements)
+        tensor_bytes += int(tensor.n_bytes)
+        m = LAYER.match(tensor.name)
+        if m and int(m.group(1)) < n_layer:
+            layer_bytes[int(m.group(1))] += int(tensor.n_bytes)
+        elif tensor.name.startswith("token_embd."):
+            embd_bytes += int(tensor.n_bytes)
+            if tensor.name == "token_embd.weight":
+                n_vocab = int(tensor.shape[-1])
+        elif tensor.name.startswith(("output.", "output_norm.")):
+            output_bytes += int(tensor.n_bytes)
+            has_output = has_output or tensor.name == "output.weight"
+    heads = arch_int("attention.head_count") or 0
+    embd = arch_int("embedding_length") or 0
+    head_kv_raw = _field_value(reader, f"{arch}.attention.head_count_kv")
+    window = arch_int("attention.sliding_window")
+    split = _field_value(reader, "split.count")
+    tok_model = _field_value(reader, "tokenizer.ggml.model")
     return GGUFHeader(
         path=p,
         size_bytes=size,
@@ -95,4 +234,25 @@ def read_header(path: str | Path) -> GGUFHeader:
         value_length=arch_int("attention.value_length"),
         file_type=int(file_type) if isinstance(file_type, int) else None,
         chat_template=template if isinstance(template, str) and template.strip() else None,
+        n_params=n_params,
+        tensor_bytes=tensor_bytes,
+        layer_bytes=tuple(layer_bytes),
+        embd_bytes=embd_bytes,
+        output_bytes=output_bytes,
+        output_tied=not has_output,
+        n_vocab=n_vocab or (arch_int("vocab_size") or 0),
+        head_count_kv_layers=_per_layer(head_kv_raw, n_layer, heads),
+        key_length_swa=arch_int("attention.key_length_swa"),
+        value_length_swa=arch_int("attention.value_length_swa"),
+        sliding_window=window,
+        swa_layers=_swa_layers(reader, arch, n_layer, window),
+        expert_count=arch_int("expert_count") or 0,
+        expert_used_count=arch_int("expert_used_count") or 0,
+        ffn_length=arch_int("expert_feed_forward_length") or arch_int("feed_forward_length") or 0,
+        ssm_d_conv=arch_int("ssm.conv_kernel") or 0,
+        ssm_d_inner=arch_int("ssm.inner_size") or 0,
+        ssm_d_state=arch_int("ssm.state_size") or 0,
+        ssm_n_group=arch_int("ssm.group_count") or 0,
+        tokenizer_model=tok_model if isinstance(tok_model, str) else None,
+        split_count=int(split) if isinstance(split, int) and not isinstance(split, bool) else 1,
     )

@@ -94,6 +94,7 @@ class Host:
             "flash_attn": params.get("flash_attn", False),
             "type_k": type_map.get(params.get("type_k", "f16"), 1),
             "type_v": type_map.get(params.get("type_v", "f16"), 1),
+            "swa_full": params.get("swa_full", False),
         }
         t0 = time.perf_counter()
         LOG_TAIL.clear()
