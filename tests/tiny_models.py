@@ -40,10 +40,10 @@ _FILE_TYPES: dict[str, tuple[gguf.LlamaFileType, gguf.GGMLQuantizationType]] = {
     "q8_0": (gguf.LlamaFileType.MOSTLY_Q8_0, gguf.GGMLQuantizationType.Q8_0),
 }
 
-# tensors that convert_hf_to_gguf.py always keeps in F32 (besides 1-D ones and norms)
-_KEEP_F32 = (gguf.MODEL_TENSOR.FFN_GATE_INP, gguf.MODEL_TENSOR.SSM_CONV1D, gguf.MODEL_TENSOR.SSM_A)
-
 T = gguf.MODEL_TENSOR
+
+# kept in F32 by convert_hf_to_gguf.py whatever the file type (besides 1-D tensors, norms and biases)
+_KEEP_F32 = (T.FFN_GATE_INP, T.SSM_CONV1D, T.SSM_A)
 
 
 @functools.lru_cache(maxsize=1)
@@ -151,6 +151,7 @@ def _encode(
     if data.shape[-1] % block_size:
         qtype = gguf.GGMLQuantizationType.F16  # rows not a multiple of the block: the converter's fallback
     return gguf.quants.quantize(data, qtype), qtype
+
 
 def build_tiny_gguf(
     arch: str,

@@ -11,6 +11,14 @@ import html
 import re
 from dataclasses import dataclass, field
 
+import markdown
+from markdown.extensions.sane_lists import SaneListExtension
+from markdown.extensions.tables import TableExtension
+
+# One converter, built once: building it (and finding extensions by name) costs tens of ms.
+_MD = markdown.Markdown(extensions=[TableExtension(), SaneListExtension()])
+BOUNDARY = re.compile(r"\n[ \t]*\n(?=[^\s\-*+\d>|])")
+
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)[ \t]*(?P<lang>[\w+#.-]*)[^\n]*\n", re.MULTILINE)
 
 
@@ -53,18 +61,42 @@ def _highlight(code: str, lang: str, dark: bool) -> str:
     return highlight(code, lexer, formatter)
 
 
-def render_markdown(text: str, *, dark: bool = False) -> Rendered:
-    import markdown
+def split_blocks(text: str) -> list[str]:
+    """Cut ``text`` into top-level chunks at blank lines outside code fences, never before an
+    indented line, a list item, a quote or a table row (they continue the previous block). While a
+    reply streams, every chunk but the last stays the same, so only the last is rendered again."""
+    chunks: list[str] = []
+    current = ""
+    for kind, body, lang in _split(text):
+        if kind == "code":
+            fence = f"```{lang}\n{body}\n```"
+            current += fence
+            continue
+        pieces = BOUNDARY.split(body)
+        current += pieces[0]
+        for piece in pieces[1:]:
+            if current.strip():
+                chunks.append(current)
+            current = piece
+        if re.search(r"\n[ \t]*\n\s*$", body) and current.strip():  # a blank line before a code fence
+            chunks.append(current)
+            current = ""
+    if current.strip() or not chunks:
+        chunks.append(current)
+    return chunks
 
+
+def render_markdown(text: str, *, dark: bool = False, first_index: int = 0) -> Rendered:
     out: list[str] = []
     blocks: list[str] = []
     bg = "#272822" if dark else "#f4f4f4"
     for kind, body, lang in _split(text):
         if kind == "md":
             if body.strip():
-                out.append(markdown.markdown(html.escape(body, quote=False), extensions=["tables", "sane_lists"]))
+                _MD.reset()
+                out.append(_MD.convert(html.escape(body, quote=False)))
             continue
-        index = len(blocks)
+        index = first_index + len(blocks)
         blocks.append(body)
         label = html.escape(lang or "code")
         out.append(

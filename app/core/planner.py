@@ -97,7 +97,7 @@ def kv_layer_bytes(h: GGUFHeader, n_ctx: int, *, type_k: str = "f16", type_v: st
     cells_full = pad(n_ctx)
     for il in range(n_layer):
         if h.recurrent:
-            conv = (h.ssm_d_conv - 1) * (h.ssm_d_inner + 2 * max(h.ssm_n_group, 1) * h.ssm_d_state) * 4
+            conv = (h.ssm_d_conv - 1) * (h.ssm_d_inner + 2 * h.ssm_n_group * h.ssm_d_state) * 4  # Mamba-2 convolves B and C too
             ssm = h.ssm_d_state * h.ssm_d_inner * 4
             out.append((conv + ssm) * n_seq)
             continue
@@ -123,20 +123,29 @@ def compute_bytes(h: GGUFHeader, n_ctx: int, *, n_ubatch: int = 512, flash_attn:
         n_kv = min(n_kv, pad(h.sliding_window + n_ubatch))
     ff = max(h.ffn_length, 1) * max(h.expert_used_count, 1)
     activations = n_ubatch * (ff + 3 * embd) * 4
+    swa_kv = 0
+    if any(h.swa_layers) and not all(h.swa_layers):  # a second KQ mask for the sliding-window cache
+        swa_kv = pad(n_ctx) if swa_full else min(pad(n_ctx), pad((h.sliding_window or 0) + n_ubatch))
     if flash_attn:
-        attn_stage = n_ubatch * n_kv * 2 + activations
+        attn_stage = n_ubatch * (n_kv + swa_kv) * 2 + activations
     else:
-        attn_stage = n_ubatch * n_kv * heads * 4 + n_ubatch * n_kv * 4 + activations
+        attn_stage = n_ubatch * n_kv * heads * 4 + n_ubatch * (n_kv + swa_kv) * 4 + activations
     if h.recurrent:
         attn_stage = n_ubatch * (h.ssm_d_inner * 4 + embd * 3) * 4
     return max(logits_stage, attn_stage) + vocab * 4
 
 
+def effective_ubatch(params: LoadParams) -> int:
+    """llama.cpp: n_batch = min(n_ctx, n_batch), n_ubatch = min(n_batch, n_ubatch)."""
+    return min(params.n_ubatch, params.n_batch, params.n_ctx)
+
+
 def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool) -> MemoryEstimate:
     """Predicted memory of loading ``h`` with ``params``, split by device."""
     n_layer = h.block_count or 0
+    n_ubatch = effective_ubatch(params)
     kv_layers = kv_layer_bytes(h, params.n_ctx, type_k=params.type_k, type_v=params.type_v,
-                               n_ubatch=params.n_ubatch, swa_full=params.swa_full)
+                               n_ubatch=n_ubatch, swa_full=params.swa_full)
     ngl = n_layer + 1 if params.n_gpu_layers < 0 else min(params.n_gpu_layers, n_layer + 1)
     if not gpu_offload:
         ngl = 0
@@ -149,7 +158,7 @@ def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool) -> MemoryE
     weights = h.tensor_bytes
     kv = sum(kv_layers)
     gpu_kv = sum(kv_layers[first_gpu:])
-    compute = compute_bytes(h, params.n_ctx, n_ubatch=params.n_ubatch, flash_attn=params.flash_attn, swa_full=params.swa_full)
+    compute = compute_bytes(h, params.n_ctx, n_ubatch=n_ubatch, flash_attn=params.flash_attn, swa_full=params.swa_full)
     gpu_compute = compute if ngl > 0 else 0
     cpu_compute = compute if ngl <= n_layer else n_ubatch_embd(h, params)
     margin = GPU_MARGIN if ngl > 0 else 0
@@ -165,7 +174,7 @@ def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool) -> MemoryE
 
 def n_ubatch_embd(h: GGUFHeader, params: LoadParams) -> int:
     """The CPU-side staging buffer that remains when every layer is on the GPU."""
-    return params.n_ubatch * (h.embedding_length or 0) * 4 + h.n_vocab * 4
+    return effective_ubatch(params) * (h.embedding_length or 0) * 4 + h.n_vocab * 4
 
 
 def _budgets(hw: Hardware, gpu_mem: int | None, ram: int | None) -> tuple[int, int, bool]:
@@ -199,7 +208,8 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
         return m.gpu_bytes <= gpu_budget + (GPU_MARGIN if m.gpu_bytes else 0) and m.cpu_bytes <= cpu_budget, m
 
     threads = n_threads or physical_cores()
-    base = LoadParams(n_ctx=want_ctx, n_gpu_layers=0, n_threads=threads)
+    has_swa = any(h.swa_layers)
+    base = LoadParams(n_ctx=want_ctx, n_gpu_layers=0, n_threads=threads, swa_full=has_swa)
     candidates: list[tuple[LoadParams, str]] = []
     if can_offload:
         for ngl in range(n_layer + 1, -1, -1):
@@ -223,6 +233,22 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
                 break
             if ok:
                 break
+    if has_swa and (chosen is None or (can_offload and chosen[0].n_gpu_layers <= n_layer)):
+        # a full-size sliding-window cache lets follow-ups reuse the KV cache; trimmed, it saves memory
+        for p, _ in candidates:
+            trimmed = LoadParams(**{**(chosen[0] if chosen else p).to_dict(), "n_gpu_layers": p.n_gpu_layers, "swa_full": False, "reasons": ()})
+            ok, m = fits(trimmed)
+            if ok and (chosen is None or trimmed.n_gpu_layers > chosen[0].n_gpu_layers):
+                chosen = (trimmed, m)
+                reasons.append(
+                    f"sliding-window layers keep only the last {h.sliding_window} tokens (+ one batch): it fits, "
+                    "but a follow-up message re-reads the whole conversation"
+                )
+                break
+            if ok:
+                break
+    elif has_swa:
+        reasons.append("sliding-window layers keep the full context, so follow-up messages reuse the KV cache")
     if chosen is None:
         m = estimate(h, candidates[-1][0], gpu_offload=False)
         reasons.append(

@@ -206,7 +206,8 @@ class ChatPage(QWidget):
         history = self.store.engine_messages(self.conversation.id)
         placeholder = self.store.add_message(self.conversation.id, "assistant", "", status=chats.STREAMING)
         self.stream_id, self.stream_text = placeholder.id, ""
-        self.open_conversation(self.conversation.id)
+        self._sync_widgets()
+        self.refresh_list()
         self._pending = []
         self._last_save = time.monotonic()
         self.composer.set_generating(True)
@@ -284,6 +285,20 @@ class ChatPage(QWidget):
     def copy_text(self, text: str) -> None:
         QGuiApplication.clipboard().setText(text)
         self.status_message.emit("Copied to the clipboard")
+
+    def _sync_widgets(self) -> None:
+        """Bring the message list in line with the store without rebuilding what is unchanged."""
+        assert self.conversation is not None
+        messages = self.store.messages(self.conversation.id)
+        ids = {m.id for m in messages}
+        for widget in [w for w in self.messages.widgets if w.message.id not in ids]:
+            self.messages.widgets.remove(widget)
+            widget.setParent(None)
+            widget.deleteLater()
+        shown = {w.message.id for w in self.messages.widgets}
+        for message in messages:
+            if message.id not in shown:
+                self._add_widget(message)
 
     def _add_widget(self, message: chats.Message) -> MessageWidget:
         widget = MessageWidget(message)

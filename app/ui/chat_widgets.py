@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core import chats
-from app.core.markdown_render import render_markdown
+from app.core.markdown_render import render_markdown, split_blocks
 
 STATUS_BADGES = {
     chats.STOPPED: "stopped",
@@ -59,6 +59,9 @@ class MessageWidget(QFrame):
         self.message = message
         self.code_blocks: list[str] = []
         self._rendered_text: str | None = None
+        self._chunks: list[tuple[str, int]] = []  # (markdown chunk, index of its first code block)
+        self._chunk_blocks: list[list[str]] = []
+        self.labels: list[QLabel] = []
         self.setObjectName("message")
         self.setFrameShape(QFrame.Shape.StyledPanel)
         layout = QVBoxLayout(self)
@@ -85,14 +88,9 @@ class MessageWidget(QFrame):
             self.regenerate_button.clicked.connect(lambda: self.regenerate_requested.emit(self.message.id))
             header.addWidget(self.regenerate_button)
         layout.addLayout(header)
-        self.body = QLabel()
-        self.body.setWordWrap(True)
-        self.body.setTextFormat(Qt.TextFormat.RichText)
-        self.body.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
-        self.body.setOpenExternalLinks(False)
-        self.body.linkActivated.connect(self._on_link)
-        self.body.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
-        layout.addWidget(self.body)
+        self.body = QVBoxLayout()
+        self.body.setSpacing(2)
+        layout.addLayout(self.body)
         self.stats_label = QLabel()
         self.stats_label.setStyleSheet("color: gray; font-size: 11px;")
         layout.addWidget(self.stats_label)
@@ -102,18 +100,51 @@ class MessageWidget(QFrame):
         self.message.content = text
         self.refresh()
 
+    def body_html(self) -> str:
+        return "".join(label.text() for label in self.labels)
+
+    def _label(self, index: int) -> QLabel:
+        while len(self.labels) <= index:
+            label = QLabel()
+            label.setWordWrap(True)
+            label.setTextFormat(Qt.TextFormat.RichText)
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+            label.setOpenExternalLinks(False)
+            label.linkActivated.connect(self.activate_link)
+            label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+            self.body.addWidget(label)
+            self.labels.append(label)
+        return self.labels[index]
+
+    def _render_body(self, text: str) -> None:
+        """Render only the chunks that changed: while streaming, that is the last one."""
+        dark = is_dark()
+        chunks = split_blocks(text)
+        first = 0
+        for i, chunk in enumerate(chunks):
+            key = (chunk, first)
+            if i >= len(self._chunks) or self._chunks[i] != key:
+                rendered = render_markdown(chunk, dark=dark, first_index=first)
+                self._label(i).setText(rendered.html or "<i>…</i>")
+                self._chunks[i:i + 1] = [key]
+                self._chunk_blocks[i:i + 1] = [rendered.code_blocks]
+            first += len(self._chunk_blocks[i])
+        for label in self.labels[len(chunks):]:
+            label.setParent(None)
+            label.deleteLater()
+        del self.labels[len(chunks):], self._chunks[len(chunks):], self._chunk_blocks[len(chunks):]
+        self.code_blocks = [code for blocks in self._chunk_blocks for code in blocks]
+
     def refresh(self) -> None:
         m = self.message
         if m.content != self._rendered_text:
-            rendered = render_markdown(m.content, dark=is_dark())
-            self.code_blocks = rendered.code_blocks
-            self.body.setText(rendered.html or "<i>…</i>")
+            self._render_body(m.content)
             self._rendered_text = m.content
         self.badge.setText(STATUS_BADGES.get(m.status, ""))
         self.stats_label.setText(format_stats(m.stats))
         self.stats_label.setVisible(bool(m.stats))
 
-    def _on_link(self, link: str) -> None:
+    def activate_link(self, link: str) -> None:
         if link.startswith("copy:"):
             index = int(link.split(":", 1)[1])
             if 0 <= index < len(self.code_blocks):

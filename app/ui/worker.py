@@ -21,6 +21,7 @@ from app.core.errors import EngineCrashed, QuantDeskError
 log = logging.getLogger(__name__)
 
 PUMP_INTERVAL_MS = 10
+ENGINE_NICE = 5  # the window's thread wins the CPU over the engine's busy threads
 
 
 class EngineBridge(QObject):
@@ -37,7 +38,7 @@ class EngineBridge(QObject):
 
     def __init__(self, client: EngineClient | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.client = client or EngineClient()
+        self.client = client or EngineClient(nice=ENGINE_NICE)
         self._jobs = 0
         self._threads: list[threading.Thread] = []
         self._outbox: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()

@@ -243,9 +243,25 @@ def test_code_block_copy_button(qtbot, window: MainWindow) -> None:  # type: ign
     page.open_conversation(conv.id)
     widget = page.messages.widget_for(msg.id)
     assert widget is not None
-    assert 'href="copy:0"' in widget.body.text() and "<b>" not in widget.body.text().split("print")[0][-5:]
-    widget.body.linkActivated.emit("copy:0")
+    assert 'href="copy:0"' in widget.body_html()
+    widget.labels[-1].linkActivated.emit("copy:0")
     assert QGuiApplication.clipboard().text() == "print('hi')"
+
+
+def test_streaming_renders_only_the_changed_tail(qtbot, window: MainWindow) -> None:  # type: ignore[no-untyped-def]
+    page = window.chat
+    conv = page.new_conversation()
+    msg = page.store.add_message(conv.id, "assistant", "First paragraph.")
+    page.open_conversation(conv.id)
+    widget = page.messages.widget_for(msg.id)
+    assert widget is not None
+    first_label = widget.labels[0]
+    widget.set_text("First paragraph.\n\n```sh\nls\n```\n\nThird, still stre")
+    assert widget.labels[0] is first_label and first_label.text().count("First paragraph") == 1
+    assert len(widget.labels) == 3 and widget.code_blocks == ["ls"]
+    widget.set_text("First paragraph.\n\n```sh\nls\n```\n\nThird, still streaming ```py\nx\n```")
+    assert widget.code_blocks == ["ls"]  # a fence mid-line is text, not code
+    assert "Third, still streaming" in widget.body_html()
 
 
 def test_unload_then_send_says_no_model(qtbot, window: MainWindow) -> None:  # type: ignore[no-untyped-def]

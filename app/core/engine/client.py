@@ -50,9 +50,12 @@ def _describe_exit(code: int | None) -> str:
 
 
 class EngineClient:
-    def __init__(self, *, log_path: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *, log_path: Path | None = None, env: dict[str, str] | None = None, nice: int = 0) -> None:
+        """``nice`` > 0 lowers the engine's CPU priority, so that a GUI sharing the cores stays
+        responsive while the engine's threads are busy (it costs nothing when the GUI is idle)."""
         self.log_path = log_path or paths.logs_dir() / "engine.log"
         self._env = env
+        self._nice = nice
         self._proc: subprocess.Popen[str] | None = None
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._write_lock = threading.Lock()
@@ -86,6 +89,7 @@ class EngineClient:
         logfile = open(self.log_path, "a", encoding="utf-8")
         env = dict(self._env if self._env is not None else os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env["QUANTDESK_ENGINE_NICE"] = str(self._nice)
         root = str(Path(__file__).resolve().parents[3])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._proc = subprocess.Popen(

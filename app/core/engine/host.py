@@ -368,6 +368,9 @@ def main() -> None:
     out = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
     os.dup2(2, 1)  # native code that prints to stdout must not corrupt the protocol
     sys.stdout = sys.stderr
+    nice = int(os.environ.get("QUANTDESK_ENGINE_NICE", "0") or 0)
+    if nice > 0 and hasattr(os, "nice"):
+        os.nice(nice)
     _install_log_callback()
     Host(out).run()
 
