@@ -14,6 +14,7 @@ from PySide6.QtGui import QGuiApplication
 from app.core import chats
 from app.core.engine import SamplingParams
 from app.ui.app import create_window
+from app.ui.chat_widgets import MessageWidget
 from app.ui.main_window import MainWindow
 from tests.conftest import LONG_PROMPT
 
@@ -236,25 +237,25 @@ def test_sampling_settings_are_per_conversation(qtbot, window: MainWindow) -> No
     assert b.id != a.id
 
 
-def test_code_block_copy_button(qtbot, window: MainWindow) -> None:  # type: ignore[no-untyped-def]
+def show_assistant_message(window: MainWindow, text: str) -> MessageWidget:
     page = window.chat
     conv = page.new_conversation()
-    msg = page.store.add_message(conv.id, "assistant", "Try this:\n\n```python\nprint('hi')\n```\n")
+    msg = page.store.add_message(conv.id, "assistant", text)
     page.open_conversation(conv.id)
     widget = page.messages.widget_for(msg.id)
     assert widget is not None
+    return widget
+
+
+def test_code_block_copy_button(qtbot, window: MainWindow) -> None:  # type: ignore[no-untyped-def]
+    widget = show_assistant_message(window, "Try this:\n\n```python\nprint('hi')\n```\n")
     assert 'href="copy:0"' in widget.body_html()
     widget.labels[-1].linkActivated.emit("copy:0")
     assert QGuiApplication.clipboard().text() == "print('hi')"
 
 
 def test_streaming_renders_only_the_changed_tail(qtbot, window: MainWindow) -> None:  # type: ignore[no-untyped-def]
-    page = window.chat
-    conv = page.new_conversation()
-    msg = page.store.add_message(conv.id, "assistant", "First paragraph.")
-    page.open_conversation(conv.id)
-    widget = page.messages.widget_for(msg.id)
-    assert widget is not None
+    widget = show_assistant_message(window, "First paragraph.")
     first_label = widget.labels[0]
     widget.set_text("First paragraph.\n\n```sh\nls\n```\n\nThird, still stre")
     assert widget.labels[0] is first_label and first_label.text().count("First paragraph") == 1
