@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--ctx", type=int, default=None, help="the wanted context (default: 4096 or the trained one)")
     plan.add_argument("--gpu-mem", type=int, default=None, metavar="BYTES", help="GPU memory to plan for (0: CPU only)")
     plan.add_argument("--ram", type=int, default=None, metavar="BYTES", help="RAM to plan for")
+    plan.add_argument("--no-measure", action="store_true", help="skip the llama.cpp dry run; model the compute buffers only")
     plan.add_argument("--json", action="store_true")
     return parser
 
@@ -204,7 +205,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from app.core.gguf_info import read_header
     from app.core.hardware import detect
-    from app.core.planner import human_bytes, plan
+    from app.core.planner import human_bytes, plan, with_dry_run
 
     for name in ("gpu_mem", "ram"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
@@ -215,6 +216,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     hw = detect()
     offload = True if args.gpu_mem else None
     result = plan(h, hw, ctx=args.ctx, gpu_mem=args.gpu_mem, ram=args.ram, gpu_offload=offload)
+    if not args.no_measure:
+        result = with_dry_run(result, h)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

@@ -48,6 +48,9 @@ class MemoryEstimate:
     gpu_bytes: int
     cpu_bytes: int
     margin_bytes: int
+    gpu_compute_bytes: int = 0
+    cpu_compute_bytes: int = 0
+    measured: bool = False  # compute buffers from a llama.cpp dry run, not the model
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -169,6 +172,8 @@ def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool) -> MemoryE
         gpu_bytes=gpu_weights + gpu_kv + gpu_compute + margin if ngl > 0 else 0,
         cpu_bytes=cpu_weights + (kv - gpu_kv) + cpu_compute,
         margin_bytes=margin,
+        gpu_compute_bytes=gpu_compute,
+        cpu_compute_bytes=cpu_compute,
     )
 
 
@@ -271,6 +276,33 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
         reasons.append(f"{p.n_gpu_layers} of {n_layer + 1} layers on the GPU (from the last): the most that fit in {human_bytes(gpu_budget)}")
     p = LoadParams(**{**p.to_dict(), "reasons": tuple(reasons)})
     return Plan(p, m, True, tuple(reasons), n_layer, max_ctx(h, hw, p.n_gpu_layers, gpu_mem, ram, p), verdict)
+
+
+def with_dry_run(result: Plan, h: GGUFHeader) -> Plan:
+    """Replace the modelled compute buffers with the ones a llama.cpp dry run reports for the
+    plan's exact parameters (local files); the plan stands unchanged when the dry run fails."""
+    from dataclasses import replace
+
+    from app.core.dry_run import measure_compute
+
+    measured = measure_compute(h.path, result.params) if result.fits else None
+    if not measured:
+        return result
+    gpu_c = sum(v for k, v in measured.items() if not k.endswith(":CPU"))
+    cpu_c = sum(v for k, v in measured.items() if k.endswith(":CPU"))
+    m = result.memory
+    memory = replace(
+        m,
+        compute_bytes=gpu_c + cpu_c,
+        gpu_bytes=m.gpu_bytes - m.gpu_compute_bytes + gpu_c if m.gpu_bytes else 0,
+        cpu_bytes=m.cpu_bytes - m.cpu_compute_bytes + cpu_c,
+        gpu_compute_bytes=gpu_c,
+        cpu_compute_bytes=cpu_c,
+        measured=True,
+    )
+    note = (f"compute buffers measured by a llama.cpp dry run (no_alloc): {human_bytes(gpu_c + cpu_c)} "
+            f"(modelled: {human_bytes(m.compute_bytes)})")
+    return replace(result, memory=memory, reasons=(*result.reasons, note))
 
 
 def max_ctx(h: GGUFHeader, hw: Hardware, n_gpu_layers: int, gpu_mem: int | None, ram: int | None,

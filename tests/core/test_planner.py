@@ -16,7 +16,7 @@ import pytest
 from app.core.gguf_info import GGUFHeader, read_header
 from app.core.hardware import GPU, Hardware
 from app.core.loadparams import LoadParams
-from app.core.planner import GiB, MiB, estimate, plan
+from app.core.planner import GiB, MiB, estimate, plan, with_dry_run
 from tests.tiny_models import ARCHS, build_tiny_gguf
 
 LOAD = r"""
@@ -121,3 +121,22 @@ def test_plan_cli_json(starter_model: Path) -> None:
     assert set(data) >= {"params", "memory", "fits", "reasons"}
     assert set(data["memory"]) >= {"weights_bytes", "kv_bytes", "compute_bytes", "gpu_bytes", "cpu_bytes"}
     assert data["params"]["n_ctx"] == 2048 and data["params"]["n_gpu_layers"] == 0 and data["fits"] is True
+    assert data["memory"]["measured"] is True and any("dry run" in r for r in data["reasons"])
+
+
+@pytest.mark.parametrize("flash_attn", [False, True])
+def test_dry_run_measures_what_llama_cpp_allocates(starter_model: Path, flash_attn: bool) -> None:
+    h = read_header(starter_model)
+    p = plan(h, CPU_ONLY, ctx=8192)
+    p = replace(p, params=replace(p.params, n_threads=1, flash_attn=flash_attn))
+    measured = with_dry_run(p, h)
+    assert measured.memory.measured
+    logged = logged_buffers(h.path, measured.params)
+    assert_close("measured compute", measured.memory.compute_bytes, logged["compute"] + logged["output"], 0.01)
+
+
+def test_dry_run_of_a_bad_file_keeps_the_estimate(tmp_path: Path, starter_model: Path) -> None:
+    h = read_header(starter_model)
+    p = plan(h, CPU_ONLY, ctx=2048)
+    gone = replace(h, path=tmp_path / "missing.gguf")
+    assert with_dry_run(p, gone) == p
