@@ -50,6 +50,9 @@ class MemoryEstimate:
     margin_bytes: int
     gpu_compute_bytes: int = 0
     cpu_compute_bytes: int = 0
+    gpu_weights_bytes: int = 0
+    gpu_kv_bytes: int = 0
+    cpu_weights_bytes: int = 0
     measured: bool = False  # compute buffers from a llama.cpp dry run, not the model
 
     def to_dict(self) -> dict[str, int]:
@@ -174,6 +177,9 @@ def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool) -> MemoryE
         margin_bytes=margin,
         gpu_compute_bytes=gpu_compute,
         cpu_compute_bytes=cpu_compute,
+        gpu_weights_bytes=gpu_weights if ngl > 0 else 0,
+        gpu_kv_bytes=gpu_kv if ngl > 0 else 0,
+        cpu_weights_bytes=cpu_weights,
     )
 
 

@@ -14,6 +14,7 @@ from app.core.chats import ChatStore
 from app.core.engine import ModelInfo
 from app.core.starter import STARTER_LABEL, starter_model_path
 from app.ui.chat_page import ChatPage
+from app.ui.load_dialog import LoadDialog
 from app.ui.worker import EngineBridge
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ class MainWindow(QMainWindow):
         self.bridge = bridge
         self.settings = app_settings.load()
         self.error_box: QMessageBox | None = None
+        self.load_dialog: LoadDialog | None = None
         self.setWindowTitle(APP_NAME)
         self.resize(1200, 780)
         self.chat = ChatPage(store, bridge)
@@ -47,9 +49,10 @@ class MainWindow(QMainWindow):
         file_menu = self.menuBar().addMenu("&File")
         self.open_action = QAction("&Open model…", self, shortcut=QKeySequence.StandardKey.Open, triggered=self.choose_model)
         self.starter_action = QAction("Open the &starter model", self, triggered=self.open_starter)
+        self.options_action = QAction("&Load options…", self, triggered=self.load_options)
         self.unload_action = QAction("&Unload model", self, triggered=self.bridge.unload_model)
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
-        file_menu.addActions([self.open_action, self.starter_action, self.unload_action])
+        file_menu.addActions([self.open_action, self.starter_action, self.options_action, self.unload_action])
         file_menu.addSeparator()
         file_menu.addAction(quit_action)
         chat_menu = self.menuBar().addMenu("&Chat")
@@ -60,7 +63,8 @@ class MainWindow(QMainWindow):
         )
         chat_menu.addActions([self.new_action, self.stop_action, self.search_action])
         help_menu = self.menuBar().addMenu("&Help")
-        help_menu.addAction(QAction("&About", self, triggered=self.about))
+        self.hardware_action = QAction("&Hardware…", self, triggered=self.show_hardware)
+        help_menu.addActions([self.hardware_action, QAction("&About", self, triggered=self.about)])
 
     # -- models ---------------------------------------------------------------------------------
     def open_initial_model(self) -> None:
@@ -81,10 +85,32 @@ class MainWindow(QMainWindow):
     def choose_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", str(Path.home()), "GGUF models (*.gguf);;All files (*)")
         if path:
-            self.load_model(path)
+            self.open_load_dialog(path)
+
+    def load_options(self) -> None:
+        """The load dialog for the current model: context, GPU layers, KV cache, memory bars."""
+        path = self.bridge.client.wanted_model
+        if path is None:
+            self.choose_model()
+        else:
+            self.open_load_dialog(path)
+
+    def open_load_dialog(self, path: str) -> LoadDialog:
+        self.bridge.client.start()  # the engine says whether this llama.cpp build can offload
+        dialog = LoadDialog(path, gpu_offload=self.bridge.client.gpu_offload, parent=self)
+        dialog.accepted.connect(lambda: dialog.params and self.bridge.load_model(path, params=dialog.params))
+        dialog.open()
+        self.load_dialog = dialog
+        return dialog
 
     def load_model(self, path: str) -> None:
         self.bridge.load_model(path)
+
+    def show_hardware(self) -> None:
+        from app.ui.hardware_dialog import HardwareDialog
+
+        self.hardware_dialog = HardwareDialog(self.bridge.client.gpu_offload, self)
+        self.hardware_dialog.open()
 
     def _on_loading(self, path: str) -> None:
         self.model_label.setText(f"Loading {Path(path).name}…")

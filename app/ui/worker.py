@@ -17,6 +17,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.core.engine import EngineClient, ModelInfo, Reply, SamplingParams
 from app.core.errors import EngineCrashed, QuantDeskError
+from app.core.loadparams import LoadParams
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,17 @@ class EngineBridge(QObject):
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
 
-    def load_model(self, path: str, *, ctx: int | None = None, gpu_layers: int | None = None) -> None:
+    def load_model(self, path: str, *, ctx: int | None = None, gpu_layers: int | None = None,
+                   params: LoadParams | None = None) -> None:
+        """Load ``path`` with the planner's parameters ("Auto"), or exactly ``params``."""
         self.model_loading.emit(path)
 
         def job() -> None:
             try:
-                info: ModelInfo = self.client.load_model(path, ctx=ctx, gpu_layers=gpu_layers)
+                if params is not None:
+                    info: ModelInfo = self.client.load(path, params)
+                else:
+                    info = self.client.load_model(path, ctx=ctx, gpu_layers=gpu_layers)
             except QuantDeskError as exc:
                 self._post("load_failed", str(exc))
             except Exception as exc:  # unexpected: still a message, never a dead window

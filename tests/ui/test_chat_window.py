@@ -272,3 +272,51 @@ def test_unload_then_send_says_no_model(qtbot, window: MainWindow) -> None:  # t
     send(qtbot, window, "Anyone there?")
     assert "No model is loaded" in window.chat.notice.label.text()
     assert window.chat.composer.input.toPlainText() == "Anyone there?"  # the draft is kept
+
+
+def test_load_dialog_memory_bars_follow_the_settings(qtbot, window: MainWindow, starter_model: Path) -> None:  # type: ignore[no-untyped-def]
+    dialog = window.open_load_dialog(str(starter_model))
+    qtbot.waitUntil(lambda: dialog.header is not None, timeout=WAIT_MS)
+    assert dialog.auto.isChecked() and dialog.ctx.value() == 4096
+    assert "CPU only" in dialog.reasons.text()
+    auto_total = sum(dialog.cpu_bar.parts)
+    dialog.auto.setChecked(False)
+    dialog.ctx.setValue(8192)
+    assert sum(dialog.cpu_bar.parts) > auto_total and dialog.ctx_slider.value() == 32
+    assert not dialog.cpu_bar.over
+    with qtbot.waitSignal(window.bridge.model_loaded, timeout=WAIT_MS) as loaded:
+        qtbot.mouseClick(dialog.buttons.button(dialog.buttons.StandardButton.Ok), Qt.MouseButton.LeftButton)
+    assert loaded.args[0].n_ctx == 8192 and "context 8192" in window.model_label.text()
+
+
+def test_load_dialog_refuses_an_over_budget_choice(qtbot, window: MainWindow, starter_model: Path) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from app.core import hardware
+    from app.ui.load_dialog import LoadDialog
+
+    small = replace(hardware.detect(), ram_available_bytes=600 * 2**20, gpus=())
+    dialog = LoadDialog(str(starter_model), gpu_offload=False, hw=small, parent=window)
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: dialog.header is not None, timeout=WAIT_MS)
+    ok = dialog.buttons.button(dialog.buttons.StandardButton.Ok)
+    assert ok.isEnabled()
+    dialog.auto.setChecked(False)
+    dialog.ctx.setValue(8192)
+    assert dialog.cpu_bar.over and not ok.isEnabled()
+    assert "over budget" in dialog.reasons.text() and "over budget" in dialog.cpu_bar.text()
+
+
+def test_load_dialog_names_a_bad_file(qtbot, window: MainWindow, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "notes.gguf"
+    bad.write_text("not a model")
+    dialog = window.open_load_dialog(str(bad))
+    qtbot.waitUntil(lambda: bool(dialog.error), timeout=WAIT_MS)
+    assert "notes.gguf" in dialog.status.text() and "not a GGUF file" in dialog.status.text()
+    assert not dialog.buttons.button(dialog.buttons.StandardButton.Ok).isEnabled()
+
+
+def test_hardware_page(qtbot, window: MainWindow) -> None:  # type: ignore[no-untyped-def]
+    window.hardware_action.trigger()
+    text = window.hardware_dialog.view.toPlainText()
+    assert "CPU" in text and "RAM" in text and "GPU" in text and "Engine" in text
