@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,9 @@ def _check_counts(p: Path) -> None:
         raise ModelFileError(f"{p}: corrupt GGUF header: it claims {n_tensors:,} tensors and {n_kv:,} metadata keys")
 
 
+_READ_LOCK = threading.Lock()  # two parses at once thrash the GIL; the second one then hits the cache
+
+
 def read_header(path: str | Path) -> GGUFHeader:
     """Read a local GGUF file's header; raise ModelFileError naming the file and the cause."""
     p = Path(path).expanduser()
@@ -123,7 +127,30 @@ def read_header(path: str | Path) -> GGUFHeader:
         stat = p.stat()
     except OSError:
         raise ModelFileError(f"{p}: no such file") from None
-    return _read_header_cached(p.resolve(), stat.st_size, stat.st_mtime_ns)
+    with _READ_LOCK:
+        return _read_header_cached(p.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+def _reader_class() -> Any:
+    """gguf's GGUFReader, reading its fields through a plain ndarray view of the memmap.
+
+    The stock ``_get`` slices the ``np.memmap`` itself: every slice runs memmap's Python-level
+    ``__array_finalize__``, which made a 49k-token vocabulary take seconds. Same bytes, same views.
+    """
+    import gguf
+    import numpy as np
+
+    class Reader(gguf.GGUFReader):  # type: ignore[misc]
+        def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
+            plain = self.__dict__.get("_plain")
+            if plain is None or plain.base is not self.data:
+                plain = self.__dict__["_plain"] = self.data.view(np.ndarray)
+            dt = np.dtype(dtype)
+            count = int(count)
+            arr = plain[offset:offset + dt.itemsize * count].view(dt)[:count]
+            return arr.view(arr.dtype.newbyteorder(self.byte_order if override_order is None else override_order))
+
+    return Reader
 
 
 @functools.lru_cache(maxsize=32)
@@ -141,7 +168,7 @@ def _read_header_cached(p: Path, _size: int, _mtime_ns: int) -> GGUFHeader:
         raise ModelFileError(f"{p}: not a GGUF file (it starts with {magic!r}, a GGUF file starts with b'GGUF')")
     _check_counts(p)
     try:
-        reader = gguf.GGUFReader(p, "r")
+        reader = _reader_class()(p, "r")
     except Exception as exc:
         raise ModelFileError(f"{p}: damaged or truncated GGUF header ({type(exc).__name__}: {exc})") from None
     data_end = 0

@@ -47,7 +47,7 @@ class ChatPage(QWidget):
         self.settings_panel = ConversationSettings()
         self.notice = NoticeBar()
         self.context_meter = QProgressBar()
-        self.context_meter.setFormat("context: %v / %m tokens")
+        self.context_meter.setFormat("context: no model loaded")
         self.context_meter.setRange(0, 1)
         self.context_meter.setValue(0)
         self.context_meter.setMinimumWidth(240)
@@ -155,8 +155,11 @@ class ChatPage(QWidget):
         self.model = info
         if info is None:
             self.template_label.setText("")
+            self.context_meter.setFormat("context: no model loaded")
+            self.context_meter.setValue(0)
             return
         self.template_label.setText(info.template_note)
+        self.context_meter.setFormat("context: %v / %m tokens")
         self.context_meter.setRange(0, info.n_ctx)
         self.update_context_meter()
 

@@ -108,7 +108,8 @@ class LoadDialog(QDialog):
         self.cpu_bar = MemoryBar("RAM")
         layout.addWidget(self.gpu_bar)
         layout.addWidget(self.cpu_bar)
-        self.gpu_bar.setVisible(self.gpu_offload)
+        self.gpu_bar.setVisible(False)
+        self.cpu_bar.setVisible(False)  # shown once the header is read
         self.reasons = QLabel()
         self.reasons.setWordWrap(True)
         self.reasons.setStyleSheet("color: gray;")
@@ -170,6 +171,8 @@ class LoadDialog(QDialog):
         self._updating = False
         self.auto_plan = plan(h, self.hw, gpu_offload=self.gpu_offload)
         self._show_params(self.auto_plan.params)
+        self.gpu_bar.setVisible(self.gpu_offload)
+        self.cpu_bar.setVisible(True)
         self._set_enabled(True)
         self._refresh()
 
