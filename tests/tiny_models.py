@@ -170,6 +170,7 @@ def build_tiny_gguf(
     tied_embeddings: bool = True,
     file_type: FileType = "f16",
     seed: int = 0,
+    split_max_tensors: int = 0,
 ) -> Path:
     """Write a tiny random-weight GGUF model of ``arch`` (one of ARCHS) to ``path`` and return it.
 
@@ -189,7 +190,7 @@ def build_tiny_gguf(
     n_vocab = starter_vocab_size()
     path = Path(path)
 
-    writer = gguf.GGUFWriter(path, arch_name)
+    writer = gguf.GGUFWriter(path, arch_name, split_max_tensors=split_max_tensors)
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(f"tiny-{arch}")
     writer.add_file_type(ftype)

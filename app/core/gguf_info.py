@@ -128,7 +128,40 @@ def read_header(path: str | Path) -> GGUFHeader:
     except OSError:
         raise ModelFileError(f"{p}: no such file") from None
     with _READ_LOCK:
-        return _read_header_cached(p.resolve(), stat.st_size, stat.st_mtime_ns)
+        header = _read_header_cached(p.resolve(), stat.st_size, stat.st_mtime_ns)
+    if header.split_count > 1 and SPLIT_NAME.search(p.name):
+        shards = [header]
+        for no in range(2, header.split_count + 1):
+            sibling = p.with_name(SPLIT_NAME.sub(f"-{no:05d}-of-{header.split_count:05d}.gguf", p.name))
+            if not sibling.exists():
+                raise ModelFileError(f"{sibling}: missing shard {no} of {header.split_count} of {p.name}")
+            st = sibling.stat()
+            with _READ_LOCK:
+                shards.append(_read_header_cached(sibling.resolve(), st.st_size, st.st_mtime_ns))
+        header = merge_shards(shards)
+    return header
+
+
+def merge_shards(shards: list[GGUFHeader]) -> GGUFHeader:
+    """One header for a split model: metadata of the first shard, tensors of all of them."""
+    from dataclasses import replace
+
+    first = shards[0]
+    layers = [0] * len(first.layer_bytes)
+    for shard in shards:
+        for i, b in enumerate(shard.layer_bytes[: len(layers)]):
+            layers[i] += b
+    return replace(
+        first,
+        size_bytes=sum(s.size_bytes for s in shards),
+        n_params=sum(s.n_params for s in shards),
+        tensor_bytes=sum(s.tensor_bytes for s in shards),
+        layer_bytes=tuple(layers),
+        embd_bytes=sum(s.embd_bytes for s in shards),
+        output_bytes=sum(s.output_bytes for s in shards),
+        output_tied=all(s.output_tied for s in shards),
+        n_vocab=max(s.n_vocab for s in shards),
+    )
 
 
 def _reader_class() -> Any:
@@ -153,10 +186,29 @@ def _reader_class() -> Any:
     return Reader
 
 
+class HeaderIncomplete(Exception):
+    """The header runs past the bytes fetched so far (remote reads grow and try again)."""
+
+
 @functools.lru_cache(maxsize=32)
 def _read_header_cached(p: Path, _size: int, _mtime_ns: int) -> GGUFHeader:
-    import gguf  # imported lazily: numpy import is not free and the GUI starts without it
+    return parse_header(p)
 
+
+def parse_header(p: Path, *, valid_bytes: int | None = None, label: str | None = None) -> GGUFHeader:
+    """Parse ``p``; with ``valid_bytes``, only that prefix holds real data (a sparse file with a
+    remote file's first bytes) and ``HeaderIncomplete`` says more are needed. ``label`` names the
+    file in messages (a Hub path)."""
+    name = label or str(p)
+    try:
+        return _parse(p, valid_bytes)
+    except ModelFileError as exc:
+        if label:
+            raise ModelFileError(str(exc).replace(str(p), name, 1)) from None
+        raise
+
+
+def _parse(p: Path, valid_bytes: int | None) -> GGUFHeader:
     if not p.exists():
         raise ModelFileError(f"{p}: no such file")
     if p.is_dir():
@@ -170,7 +222,11 @@ def _read_header_cached(p: Path, _size: int, _mtime_ns: int) -> GGUFHeader:
     try:
         reader = _reader_class()(p, "r")
     except Exception as exc:
+        if valid_bytes is not None and valid_bytes < size:
+            raise HeaderIncomplete() from None
         raise ModelFileError(f"{p}: damaged or truncated GGUF header ({type(exc).__name__}: {exc})") from None
+    if valid_bytes is not None and int(reader.data_offset) > valid_bytes:
+        raise HeaderIncomplete()
     data_end = 0
     for tensor in reader.tensors:
         data_end = max(data_end, int(tensor.data_offset) + int(tensor.n_bytes))
@@ -180,7 +236,10 @@ def _read_header_cached(p: Path, _size: int, _mtime_ns: int) -> GGUFHeader:
             "(an incomplete download?)"
         )
     arch = _field_value(reader, "general.architecture")
-    if not isinstance(arch, str) or not arch:
+    split_no = _field_value(reader, "split.no")
+    if (not isinstance(arch, str) or not arch) and isinstance(split_no, int) and split_no > 0:
+        arch = ""  # a later shard of a split model: tensors only, the metadata is in the first
+    elif not isinstance(arch, str) or not arch:
         raise ModelFileError(f"{p}: GGUF header has no general.architecture, so it is not a model llama.cpp can load")
 
     def arch_int(key: str) -> int | None:
@@ -225,6 +284,9 @@ def _build(p: Path, size: int, reader: Any, arch: str, arch_int: Any) -> GGUFHea
     name = _field_value(reader, "general.name")
     n_layer = arch_int("block_count") or 0
     layer_bytes = [0] * n_layer
+    if not arch:  # a later shard: size the layer list by the blocks it holds
+        n_layer = 1 + max((int(m.group(1)) for t in reader.tensors if (m := LAYER.match(t.name))), default=-1)
+        layer_bytes = [0] * n_layer
     n_params = tensor_bytes = embd_bytes = output_bytes = 0
     n_vocab = 0
     has_output = False

@@ -85,3 +85,17 @@ def test_mutated_headers_fail_cleanly(tmp_path: Path) -> None:
         path.unlink()
     assert outcomes["refused"] > MUTATIONS // 2
     assert psutil.Process().memory_info().rss - rss_before < 200 * 2**20
+
+
+def test_split_model_is_read_as_one(tmp_path: Path) -> None:
+    from tests.tiny_models import build_tiny_gguf
+
+    whole = read_header(build_tiny_gguf("llama", tmp_path / "whole.gguf"))
+    build_tiny_gguf("llama", tmp_path / "split.gguf", split_max_tensors=20)
+    first = tmp_path / "split-00001-of-00002.gguf"
+    split = read_header(first)
+    assert split.split_count == 2
+    assert (split.n_params, split.tensor_bytes, split.layer_bytes) == (whole.n_params, whole.tensor_bytes, whole.layer_bytes)
+    (tmp_path / "split-00002-of-00002.gguf").unlink()
+    with pytest.raises(ModelFileError, match="missing shard 2 of 2"):
+        read_header(first)
