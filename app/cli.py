@@ -27,6 +27,12 @@ def _gpu_layers(value: str) -> int | None:
         raise argparse.ArgumentTypeError(f"{value!r}: use a number of layers or 'auto'") from None
 
 
+def split_repo_file(spec: str) -> tuple[str, str | None] | None:
+    from app.core.remote_gguf import split_repo_file as split
+
+    return split(spec)
+
+
 def resolve_model(name: str) -> Path:
     """A model path, or 'starter' for the bundled starter model."""
     if name == "starter":
@@ -63,11 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     hw.add_argument("--json", action="store_true")
 
     inspect = sub.add_parser("inspect", help="facts from a GGUF file's header")
-    inspect.add_argument("model", help="a .gguf file, or 'starter'")
+    inspect.add_argument("model", help="a .gguf file, 'starter', or REPO:FILE on the Hub (only the header is read)")
     inspect.add_argument("--json", action="store_true")
 
     plan = sub.add_parser("plan", help="how a model would be loaded here: GPU layers, context, KV cache, memory")
-    plan.add_argument("model", help="a .gguf file, or 'starter'")
+    plan.add_argument("model", help="a .gguf file, 'starter', REPO:FILE, or REPO for a verdict on each of its GGUF files")
     plan.add_argument("--ctx", type=int, default=None, help="the wanted context (default: 4096 or the trained one)")
     plan.add_argument("--gpu-mem", type=int, default=None, metavar="BYTES", help="GPU memory to plan for (0: CPU only)")
     plan.add_argument("--ram", type=int, default=None, metavar="BYTES", help="RAM to plan for")
@@ -172,7 +178,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from app.core.gguf_info import read_header
     from app.core.planner import human_bytes
 
-    h = read_header(resolve_model(args.model))
+    h = _header(args.model)
     if args.json:
         data = h.to_dict()
         data["swa_layers"] = [i for i, swa in enumerate(h.swa_layers) if swa]
@@ -202,6 +208,34 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _header(spec: str) -> "GGUFHeader":
+    """A local file's header, or for REPO:FILE the remote header (range reads, no download)."""
+    from app.core.gguf_info import read_header
+    from app.core.remote_gguf import read_remote_header
+
+    remote = split_repo_file(spec) if spec != "starter" else None
+    if remote is not None and remote[1] is not None:
+        return read_remote_header(remote[0], remote[1])
+    if remote is not None:
+        raise QuantDeskError(f"{spec}: name a file of the repository as REPO:FILE")
+    return read_header(resolve_model(spec))
+
+
+def _plan_repo(args: argparse.Namespace, repo_id: str, hw: "Hardware") -> int:
+    from app.core.planner import human_bytes
+    from app.core.repo_plan import plan_repo
+
+    verdicts = plan_repo(repo_id, hw, ctx=args.ctx, gpu_mem=args.gpu_mem, ram=args.ram)
+    if args.json:
+        print(json.dumps([v.to_dict() for v in verdicts], indent=2))
+        return 0
+    for v in verdicts:
+        mark = "*" if v.recommended else " "
+        print(f"{mark} {v.path:<48} {v.quant:<8} {human_bytes(v.size_bytes):>10}  {v.verdict:<16} max context {v.max_ctx:,}{'  ' + v.error if v.error else ''}")
+    print("* recommended: the best quality that fits fully, else the best partial fit")
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from app.core.gguf_info import read_header
     from app.core.hardware import detect
@@ -212,11 +246,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
             raise QuantDeskError(f"--{name.replace('_', '-')} {getattr(args, name)}: must not be negative")
     if args.ctx is not None and args.ctx <= 0:
         raise QuantDeskError(f"--ctx {args.ctx}: must be at least 1")
-    h = read_header(resolve_model(args.model))
     hw = detect()
+    remote = split_repo_file(args.model) if args.model != "starter" else None
+    if remote is not None and remote[1] is None:
+        return _plan_repo(args, remote[0], hw)
+    h = _header(args.model)
     offload = True if args.gpu_mem else None
     result = plan(h, hw, ctx=args.ctx, gpu_mem=args.gpu_mem, ram=args.ram, gpu_offload=offload)
-    if not args.no_measure:
+    if not args.no_measure and remote is None:
         result = with_dry_run(result, h)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

@@ -47,6 +47,10 @@ def read_remote_header(repo_id: str, filename: str, *, revision: str | None = No
         raise QuantDeskError(f"{label}: no such file in the repository") from None
     except HfHubHTTPError as exc:
         raise QuantDeskError(f"{label}: the Hub answered {exc}") from None
+    except QuantDeskError:
+        raise
+    except Exception as exc:  # connection refused, DNS, timeouts, offline mode (HF_HUB_OFFLINE)
+        raise QuantDeskError(f"{label}: cannot reach the Hub ({type(exc).__name__}: {exc})") from None
 
 
 def _read_one(fs: object, repo_id: str, filename: str, revision: str | None) -> GGUFHeader:
