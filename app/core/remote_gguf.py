@@ -60,7 +60,7 @@ def _read_one(fs: object, repo_id: str, filename: str, revision: str | None) -> 
     want = min(FIRST_READ, size)
     with tempfile.TemporaryDirectory(prefix="quantdesk-header-") as tmp:
         local = Path(tmp) / Path(filename).name
-        with fs.open(path, "rb", block_size=0) as remote, local.open("wb") as out:  # type: ignore[attr-defined]
+        with fs.open(path, "rb", block_size=FIRST_READ, cache_type="none") as remote, local.open("wb") as out:  # type: ignore[attr-defined]
             out.truncate(size)  # sparse: the tensor data is never fetched
             have = 0
             while True:

@@ -140,3 +140,14 @@ def test_dry_run_of_a_bad_file_keeps_the_estimate(tmp_path: Path, starter_model:
     p = plan(h, CPU_ONLY, ctx=2048)
     gone = replace(h, path=tmp_path / "missing.gguf")
     assert with_dry_run(p, gone) == p
+
+
+def test_unified_memory_counts_once(starter_model: Path) -> None:
+    h = read_header(starter_model)
+    apple = GPU(0, "Apple GPU (Metal)", "apple", 700 * MiB, 700 * MiB, 0, unified_memory=True)
+    hw = replace(CPU_ONLY, gpus=(apple,), ram_available_bytes=900 * MiB)
+    p = plan(h, hw, ctx=8192)
+    # on unified memory the GPU's working set is the budget for everything, not GPU + RAM on top
+    assert p.fits and p.memory.gpu_bytes + p.memory.cpu_bytes <= 700 * MiB
+    big = plan(h, hw, ctx=65536)  # ~1 GiB: past the working set, though GPU + RAM counted twice would hold it
+    assert not big.fits and big.verdict == "does not fit"
