@@ -16,6 +16,7 @@ RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo (401 without a token, 4
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -34,7 +35,8 @@ import yaml
 LFS_SUFFIXES = (".gguf", ".safetensors")
 CHUNK = 64 * 1024
 EPOCH = "2024-01-01T00:00:00.000Z"
-LIST_FIELDS = ("id", "likes", "trendingScore", "private", "downloads", "tags", "pipeline_tag", "library_name", "createdAt")
+LIST_FIELDS = ("_id", "id", "likes", "trendingScore", "private", "downloads", "tags", "pipeline_tag", "library_name", "createdAt")
+SORT_KEYS = {"downloads": "downloads", "likes": "likes", "lastModified": "last_modified", "createdAt": "created_at"}
 
 
 @dataclass
@@ -81,7 +83,7 @@ class _Blob:
     pointer_size: int | None  # set for LFS files
 
 
-_BLOBS: dict[tuple[str, object], _Blob] = {}  # bytes are hashable: they key themselves
+_BLOBS: dict[tuple[str, object], _Blob] = {}  # bytes key themselves; files by (path, size, mtime)
 
 
 def _size(data: Path | bytes) -> int:
@@ -91,33 +93,28 @@ def _size(data: Path | bytes) -> int:
 def _chunks(data: Path | bytes, start: int = 0, length: int | None = None) -> Iterator[bytes]:
     end = _size(data) if length is None else start + length
     if isinstance(data, bytes):
-        for i in range(start, end, CHUNK):
-            yield data[i:min(i + CHUNK, end)]
+        yield from (data[i:min(i + CHUNK, end)] for i in range(start, end, CHUNK))
         return
-    with data.open("rb") as f:
+    with data.open("rb") as f:  # streamed: big files never sit in memory
         f.seek(start)
         while start < end and (chunk := f.read(min(CHUNK, end - start))):
             start += len(chunk)
             yield chunk
 
 
-def _git_oid(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0%s" % (len(data), data)).hexdigest()
-
-
 def _blob(path: str, data: Path | bytes) -> _Blob:
-    """Size and hashes, computed once per content (streamed from disk for Path files)."""
+    """Size and hashes, computed once per content."""
     key = (path, data if isinstance(data, bytes) else (str(data), data.stat().st_size, data.stat().st_mtime_ns))
     if key not in _BLOBS:
         size, sha, git = _size(data), hashlib.sha256(), hashlib.sha1(b"blob %d\0" % _size(data))
         for chunk in _chunks(data):
             sha.update(chunk)
             git.update(chunk)
+        blob = _Blob(size, sha.hexdigest(), git.hexdigest(), None)
         if path.endswith(LFS_SUFFIXES):
-            pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha.hexdigest()}\nsize {size}\n".encode()
-            _BLOBS[key] = _Blob(size, sha.hexdigest(), _git_oid(pointer), len(pointer))
-        else:
-            _BLOBS[key] = _Blob(size, sha.hexdigest(), git.hexdigest(), None)
+            pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{blob.sha256}\nsize {size}\n".encode()
+            blob = _Blob(size, blob.sha256, hashlib.sha1(b"blob %d\0%s" % (len(pointer), pointer)).hexdigest(), len(pointer))
+        _BLOBS[key] = blob
     return _BLOBS[key]
 
 
@@ -128,21 +125,21 @@ class _HubError(Exception):
 
 
 class HubServer:
-    """Context manager; serving starts in ``__init__``. Fault switches and the request log are
-    plain attributes that tests set and read at any time."""
+    """Context manager; it serves from ``__init__`` on. The fault switches and logs are plain
+    attributes that tests set and read at any time."""
 
     def __init__(self, repos: Iterable[HubRepo] = (), *, token: str | None = None, page_size: int = 1000) -> None:
         self.repos: dict[str, HubRepo] = {}
-        self.token = token  # the token that opens gated/private repos; None: any token does
-        self.page_size = page_size  # per page of /api/models and /tree (the Hub: 1000)
-        self.drop_after_bytes: int | None = None  # the next file body longer than this is cut there (once)
+        self.token = token  # the token that opens gated and private repos; None: any token does
+        self.page_size = page_size  # entries per page of /api/models and /tree (the Hub: 1000)
+        self.drop_after_bytes: int | None = None  # the next file body longer than this is cut there, once
         self.fail_next: list[int] = []  # statuses for the next /resolve/ requests (HEAD or GET)
         self.corrupt_sha: set[str] = set()  # "path" or "repo_id/path": the advertised hash is wrong
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path?query, headers)
-        self.transfers: list[tuple[str, str, int, int]] = []  # (method, path?query, status, body bytes written)
+        self.transfers: list[tuple[str, str, int, int]] = []  # (method, path?query, status, body bytes sent)
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._busy = 0  # requests being answered
+        self._busy = 0
         self._conns: set[socket.socket] = set()
         for repo in repos:
             self.add_repo(repo)
@@ -158,11 +155,9 @@ class HubServer:
     def close(self) -> None:
         self._httpd.shutdown()
         with self._lock:
-            for conn in self._conns:  # idle keep-alive connections of the client's pool
-                try:
+            for conn in self._conns:  # the client's idle keep-alive connections
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
@@ -186,17 +181,6 @@ class HubServer:
             value = hashlib.sha256(value.encode()).hexdigest()[: len(value)]
         return value
 
-    def _pop_failure(self) -> int | None:
-        with self._lock:
-            return self.fail_next.pop(0) if self.fail_next else None
-
-    def _take_drop(self, length: int) -> int | None:
-        with self._lock:
-            cut, drop = self.drop_after_bytes, self.drop_after_bytes is not None and self.drop_after_bytes < length
-            if drop:
-                self.drop_after_bytes = None
-            return cut if drop else None
-
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -218,8 +202,12 @@ ROUTES = [
 RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*")
 
 
+def _flag(query: dict[str, list[str]], name: str) -> bool:
+    return query.get(name, [""])[0].lower() == "true"
+
+
 class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+    protocol_version = "HTTP/1.1"  # keep-alive, as the client's connection pool expects
     timeout = 60
     server: _Server
 
@@ -237,22 +225,20 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        self._dispatch()
-
-    do_HEAD = do_POST = do_GET
-
-    # --- plumbing -------------------------------------------------------------------------------
-    def _dispatch(self) -> None:
         hub = self.server.hub
         hub.requests.append((self.command, self.path, dict(self.headers.items())))
         with hub._idle:
             hub._busy += 1
         try:
             self._answer()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
         finally:
             with hub._idle:
                 hub._busy -= 1
                 hub._idle.notify_all()
+
+    do_HEAD = do_POST = do_GET
 
     def _answer(self) -> None:
         url = urlsplit(self.path)
@@ -261,28 +247,26 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             for method, pattern, name in ROUTES:
                 m = pattern.fullmatch(url.path)
-                if m and (self.command == method or (method == "GET" and self.command == "HEAD")):
+                if m and method == ("GET" if self.command == "HEAD" else self.command):
                     args = {k: unquote(v) for k, v in m.groupdict().items() if v is not None}
                     return getattr(self, f"_{name}")(query=query, body=body, **args)
             raise _HubError(404, None, "Not Found")
         except _HubError as e:
             headers = {"X-Error-Message": e.message, **({"X-Error-Code": e.code} if e.code else {}), **e.headers}
             self._send_json({"error": e.message}, e.status, headers)
-        except (ConnectionError, TimeoutError):
-            self.close_connection = True
-
-    def _send_json(self, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
-        payload = json.dumps(data).encode()
-        self._send_head(status, {"Content-Type": "application/json; charset=utf-8", "Content-Length": str(len(payload)), **(headers or {})})
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-        self.server.hub.transfers.append((self.command, self.path, status, 0 if self.command == "HEAD" else len(payload)))
 
     def _send_head(self, status: int, headers: dict[str, str]) -> None:
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
+
+    def _send_json(self, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        payload = json.dumps(data).encode()
+        self._send_head(status, {"Content-Type": "application/json", "Content-Length": str(len(payload)), **(headers or {})})
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+        self.server.hub.transfers.append((self.command, self.path, status, 0 if self.command == "HEAD" else len(payload)))
 
     def _authorized(self) -> bool | None:
         """None: no token sent; else whether the token opens gated and private repos."""
@@ -297,17 +281,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HubError(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         return repo
 
-    def _paginate(self, items: list[Any], query: dict[str, list[str]], path: str) -> None:
+    def _paginate(self, items: list[Any], query: dict[str, list[str]]) -> None:
         size = self.server.hub.page_size
-        per_page = max(1, min(int(query.get("limit", [size])[0] or size), size))
+        per_page = max(1, min(int(query.get("limit", [""])[0] or size), size))
         offset = int(query.get("cursor", ["0"])[0])
         headers = {}
         if offset + per_page < len(items):
             params = [(k, v) for k, vs in query.items() if k != "cursor" for v in vs] + [("cursor", str(offset + per_page))]
-            headers["Link"] = f'<{self.server.hub.url}{path}?{urlencode(params)}>; rel="next"'
+            headers["Link"] = f'<{self.server.hub.url}{urlsplit(self.path).path}?{urlencode(params)}>; rel="next"'
         self._send_json(items[offset:offset + per_page], headers=headers)
 
-    # --- JSON shapes ----------------------------------------------------------------------------
     def _model(self, repo: HubRepo, *, blobs: bool) -> dict[str, Any]:
         siblings = [self._sibling(repo, p) if blobs else {"rfilename": p} for p in sorted(repo.files)]
         return {
@@ -320,51 +303,39 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _sibling(self, repo: HubRepo, path: str) -> dict[str, Any]:
-        blob, hub = _blob(path, repo.files[path]), self.server.hub
-        out: dict[str, Any] = {"rfilename": path, "size": blob.size, "blobId": blob.oid}
+        blob, advertised = _blob(path, repo.files[path]), self.server.hub.advertised_hash(repo, path)
         if blob.pointer_size is None:
-            out["blobId"] = hub.advertised_hash(repo, path)
-        else:
-            out["lfs"] = {"sha256": hub.advertised_hash(repo, path), "size": blob.size, "pointerSize": blob.pointer_size}
-        return out
+            return {"rfilename": path, "size": blob.size, "blobId": advertised}
+        lfs = {"sha256": advertised, "size": blob.size, "pointerSize": blob.pointer_size}
+        return {"rfilename": path, "size": blob.size, "blobId": blob.oid, "lfs": lfs}
 
     def _entry(self, repo: HubRepo, path: str, expand: bool) -> dict[str, Any]:
-        out: dict[str, Any]
+        out: dict[str, Any] = {"type": "directory", "oid": hashlib.sha1(f"{repo.sha}:{path}".encode()).hexdigest(), "size": 0, "path": path}
         if path in repo.files:
             sib = self._sibling(repo, path)
             out = {"type": "file", "oid": sib["blobId"], "size": sib["size"], "path": path}
             if "lfs" in sib:
                 out["lfs"] = {"oid": sib["lfs"]["sha256"], "size": sib["size"], "pointerSize": sib["lfs"]["pointerSize"]}
-        else:
-            out = {"type": "directory", "oid": hashlib.sha1(f"{repo.sha}:{path}".encode()).hexdigest(), "size": 0, "path": path}
         if expand:
             out["lastCommit"] = {"id": repo.sha, "title": "Upload files", "date": repo.last_modified}
         return out
 
-    # --- endpoints ------------------------------------------------------------------------------
     def _list_models(self, query: dict[str, list[str]], body: bytes) -> None:
         q = {k: v[0] for k, v in query.items()}
         repos = [r for r in self.server.hub.repos.values() if not r.private or self._authorized()]
-        if "search" in q:
-            repos = [r for r in repos if q["search"].lower() in r.repo_id.lower()]
-        if "author" in q:
-            repos = [r for r in repos if r.author == q["author"]]
-        for tag in query.get("filter", []):
-            repos = [r for r in repos if tag in (*r.tags, r.library_name, r.pipeline_tag)]
-        if "pipeline_tag" in q:
-            repos = [r for r in repos if r.pipeline_tag == q["pipeline_tag"]]
-        if "gated" in q:
-            repos = [r for r in repos if bool(r.gated) == (q["gated"].lower() == "true")]
-        keys = {"downloads": "downloads", "likes": "likes", "lastModified": "last_modified", "createdAt": "created_at"}
-        if q.get("sort") in keys:
-            repos.sort(key=lambda r: getattr(r, keys[q["sort"]]), reverse=q.get("direction", "-1") != "1")
+        repos = [r for r in repos if q.get("search", "").lower() in r.repo_id.lower()
+                 and q.get("author", r.author) == r.author and q.get("pipeline_tag", r.pipeline_tag) == r.pipeline_tag
+                 and ("gated" not in q or bool(r.gated) == _flag(query, "gated"))
+                 and all(tag in (*r.tags, r.library_name, r.pipeline_tag) for tag in query.get("filter", []))]
+        if q.get("sort") in SORT_KEYS:
+            repos.sort(key=lambda r: getattr(r, SORT_KEYS[q["sort"]]), reverse=q.get("direction", "-1") != "1")
         expand = query.get("expand", []) + query.get("expand[]", [])
-        fields = ("id", *expand) if expand else None if q.get("full", "").lower() == "true" else LIST_FIELDS
-        items = [self._model(r, blobs=False) for r in repos]
-        self._paginate([{k: v for k, v in m.items() if fields is None or k in fields or k == "_id"} for m in items], query, "/api/models")
+        fields = ("_id", "id", *expand) if expand else None if _flag(query, "full") else LIST_FIELDS
+        models = [self._model(r, blobs=False) for r in repos]
+        self._paginate([{k: v for k, v in m.items() if fields is None or k in fields} for m in models], query)
 
     def _model_info(self, query: dict[str, list[str]], body: bytes, repo: str, rev: str | None = None) -> None:
-        data = self._model(self._repo(repo, rev), blobs=query.get("blobs", [""])[0].lower() == "true")
+        data = self._model(self._repo(repo, rev), blobs=_flag(query, "blobs"))
         expand = query.get("expand", []) + query.get("expand[]", [])
         self._send_json({k: v for k, v in data.items() if not expand or k in (*expand, "_id", "id")})
 
@@ -372,30 +343,30 @@ class _Handler(BaseHTTPRequestHandler):
         r, base = self._repo(repo, rev), path.strip("/")
         if base and base not in r.directories():
             raise _HubError(404, "EntryNotFound", f"{base} does not exist on \"{rev}\"")
-        recursive = query.get("recursive", [""])[0].lower() == "true"
-        expand = query.get("expand", [""])[0].lower() == "true"
         prefix = f"{base}/" if base else ""
         paths = [p for p in (*sorted(r.directories()), *sorted(r.files))
-                 if p.startswith(prefix) and (recursive or "/" not in p[len(prefix):])]
-        self._paginate([self._entry(r, p, expand) for p in paths], query, urlsplit(self.path).path)
+                 if p.startswith(prefix) and (_flag(query, "recursive") or "/" not in p[len(prefix):])]
+        self._paginate([self._entry(r, p, _flag(query, "expand")) for p in paths], query)
 
     def _paths_info(self, query: dict[str, list[str]], body: bytes, repo: str, rev: str) -> None:
-        r, form = self._repo(repo, rev), parse_qs(body.decode())  # the client posts a form: paths=a&paths=b&expand=false
-        known, expand = r.directories() | set(r.files), form.get("expand", [""])[0].lower() == "true"
-        self._send_json([self._entry(r, p.strip("/"), expand) for p in form.get("paths", []) if p.strip("/") in known])
+        r, form = self._repo(repo, rev), parse_qs(body.decode())  # a form: paths=a&paths=b&expand=false
+        known = r.directories() | set(r.files)
+        self._send_json([self._entry(r, p.strip("/"), _flag(form, "expand")) for p in form.get("paths", []) if p.strip("/") in known])
 
     def _resolve(self, query: dict[str, list[str]], body: bytes, repo: str, rev: str, path: str) -> None:
         hub = self.server.hub
-        if (status := hub._pop_failure()) is not None:
-            raise _HubError(status, None, HTTPStatus(status).phrase)
+        with hub._lock:
+            failure = hub.fail_next.pop(0) if hub.fail_next else None
+        if failure is not None:
+            raise _HubError(failure, None, HTTPStatus(failure).phrase)
         r = self._repo(repo, rev)
         if r.gated and not self._authorized():
             given = self._authorized() is not None
             raise _HubError(403 if given else 401, "GatedRepo", f"Access to model {repo} is restricted"
-                            + (" and you are not in the authorized list." if given else ". You must have access to it and be authenticated to access it."))
+                            + (" and you are not in the authorized list." if given else ". You must be authenticated to access it."))
         if path not in r.files:
             raise _HubError(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": r.sha})
-        data, blob, etag = r.files[path], _blob(path, r.files[path]), hub.advertised_hash(r, path)
+        blob, etag = _blob(path, r.files[path]), hub.advertised_hash(r, path)
         headers = {"Content-Type": "application/octet-stream", "ETag": f'"{etag}"', "X-Repo-Commit": r.sha, "Accept-Ranges": "bytes"}
         if blob.pointer_size is not None:
             headers |= {"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(blob.size)}
@@ -404,20 +375,24 @@ class _Handler(BaseHTTPRequestHandler):
         if m and (m[1] or m[2]) and self.command == "GET":
             start, end = (int(m[1]), min(int(m[2] or end), end)) if m[1] else (max(blob.size - int(m[2]), 0), end)
             if start > end:
-                raise _HubError(416, None, "Requested Range Not Satisfiable", {"Content-Range": f"bytes */{blob.size}"})
+                raise _HubError(416, None, "Range Not Satisfiable", {"Content-Range": f"bytes */{blob.size}"})
             status, headers["Content-Range"] = 206, f"bytes {start}-{end}/{blob.size}"
         length = end - start + 1
         self._send_head(status, {**headers, "Content-Length": str(length)})
-        cut, sent = (None, 0) if self.command == "HEAD" else (hub._take_drop(length), 0)
+        with hub._lock:
+            drop = hub.drop_after_bytes
+            cut = drop if self.command == "GET" and drop is not None and drop < length else None
+            hub.drop_after_bytes = None if cut is not None else drop
+        sent = 0
         try:
-            for chunk in () if self.command == "HEAD" else _chunks(data, start, length):
+            for chunk in () if self.command == "HEAD" else _chunks(r.files[path], start, length):
                 if cut is not None and sent + len(chunk) >= cut:
                     self.wfile.write(chunk[: cut - sent])
                     sent = cut
                     self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.connection.shutdown(socket.SHUT_RDWR)  # the client sees a short body
                     return
                 self.wfile.write(chunk)
                 sent += len(chunk)
-        finally:  # also when the client hangs up mid-body (a streamed read that stops early)
+        finally:  # also when the client hangs up mid-body
             hub.transfers.append((self.command, self.path, status, sent))
