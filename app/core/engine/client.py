@@ -60,6 +60,7 @@ class EngineClient:
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._write_lock = threading.Lock()
         self._request_lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._current_id: int | None = None
         self.model: ModelInfo | None = None
@@ -83,8 +84,12 @@ class EngineClient:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> None:
-        if self.alive:
-            return
+        """Start the host process if it is not running (safe from any thread)."""
+        with self._start_lock:
+            if not self.alive:
+                self._start()
+
+    def _start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logfile = open(self.log_path, "a", encoding="utf-8")
         env = dict(self._env if self._env is not None else os.environ)
