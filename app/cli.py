@@ -27,12 +27,6 @@ def _gpu_layers(value: str) -> int | None:
         raise argparse.ArgumentTypeError(f"{value!r}: use a number of layers or 'auto'") from None
 
 
-def split_repo_file(spec: str) -> tuple[str, str | None] | None:
-    from app.core.remote_gguf import split_repo_file as split
-
-    return split(spec)
-
-
 def resolve_model(name: str) -> Path:
     """A model path, or 'starter' for the bundled starter model."""
     if name == "starter":
@@ -156,26 +150,23 @@ def _prompt_loop(engine: "EngineClient", messages: list[dict[str, str]], samplin
 
 
 def cmd_hw(args: argparse.Namespace) -> int:
-    from app.core.hardware import detect
-    from app.core.planner import human_bytes
+    from app.core.hardware import detect, summary
 
     hw = detect()
     if args.json:
         print(json.dumps(hw.to_dict(), indent=2))
         return 0
-    print(f"OS:   {hw.os}")
-    print(f"CPU:  {hw.cpu_model}, {hw.physical_cores} cores ({hw.logical_cores} threads), {' '.join(hw.simd) or 'no SIMD flags found'}")
-    print(f"RAM:  {human_bytes(hw.ram_total_bytes)} total, {human_bytes(hw.ram_available_bytes)} available")
-    for g in hw.gpus:
-        extra = f", driver {g.driver}, compute {g.compute_capability}" if g.vendor == "nvidia" else ", unified memory"
-        print(f"GPU {g.index}: {g.name}: {human_bytes(g.total_bytes)} total, {human_bytes(g.free_bytes)} free{extra}")
-    if not hw.gpus:
-        print(f"GPU:  none ({hw.gpu_note})")
+    _print_rows(summary(hw))
     return 0
 
 
+def _print_rows(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key + ':':<{width + 1}}  {value}")
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from app.core.gguf_info import read_header
     from app.core.planner import human_bytes
 
     h = _header(args.model)
@@ -202,18 +193,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         ("chat template", "yes" if h.chat_template else "no"),
         ("split files", str(h.split_count)),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    _print_rows(rows)
     return 0
 
 
 def _header(spec: str) -> "GGUFHeader":
     """A local file's header, or for REPO:FILE the remote header (range reads, no download)."""
     from app.core.gguf_info import read_header
-    from app.core.remote_gguf import read_remote_header
+    from app.core.remote_gguf import read_remote_header, split_repo_file
 
-    remote = split_repo_file(spec) if spec != "starter" else None
+    remote = split_repo_file(spec)  # None for a local path or 'starter'
     if remote is not None and remote[1] is not None:
         return read_remote_header(remote[0], remote[1])
     if remote is not None:
@@ -237,9 +226,9 @@ def _plan_repo(args: argparse.Namespace, repo_id: str, hw: "Hardware") -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from app.core.gguf_info import read_header
     from app.core.hardware import detect
     from app.core.planner import human_bytes, plan, with_dry_run
+    from app.core.remote_gguf import split_repo_file
 
     for name in ("gpu_mem", "ram"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
@@ -247,7 +236,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.ctx is not None and args.ctx <= 0:
         raise QuantDeskError(f"--ctx {args.ctx}: must be at least 1")
     hw = detect()
-    remote = split_repo_file(args.model) if args.model != "starter" else None
+    remote = split_repo_file(args.model)
     if remote is not None and remote[1] is None:
         return _plan_repo(args, remote[0], hw)
     h = _header(args.model)

@@ -13,9 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.core.loadparams import LoadParams
-
-TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
+from app.core.loadparams import GGML_TYPES, LoadParams
 
 SCRIPT = r"""
 import ctypes, json, re, sys
@@ -56,7 +54,7 @@ def measure_compute(path: str | Path, params: LoadParams, *, timeout: float = 12
     for loading ``path`` with ``params``; None when the dry run fails (the estimate stands)."""
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", SCRIPT, str(path), json.dumps(params.to_dict()), json.dumps(TYPES)],
+            [sys.executable, "-c", SCRIPT, str(path), json.dumps(params.to_dict()), json.dumps(GGML_TYPES)],
             capture_output=True, text=True, timeout=timeout,
         )
     except (OSError, subprocess.TimeoutExpired):

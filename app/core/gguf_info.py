@@ -132,7 +132,7 @@ def read_header(path: str | Path) -> GGUFHeader:
     if header.split_count > 1 and SPLIT_NAME.search(p.name):
         shards = [header]
         for no in range(2, header.split_count + 1):
-            sibling = p.with_name(SPLIT_NAME.sub(f"-{no:05d}-of-{header.split_count:05d}.gguf", p.name))
+            sibling = p.with_name(shard_name(p.name, no, header.split_count))
             if not sibling.exists():
                 raise ModelFileError(f"{sibling}: missing shard {no} of {header.split_count} of {p.name}")
             st = sibling.stat()
@@ -140,6 +140,11 @@ def read_header(path: str | Path) -> GGUFHeader:
                 shards.append(_read_header_cached(sibling.resolve(), st.st_size, st.st_mtime_ns))
         header = merge_shards(shards)
     return header
+
+
+def shard_name(first: str, number: int, count: int) -> str:
+    """'m-00001-of-00003.gguf' -> the name of shard ``number`` (llama.cpp's gguf-split naming)."""
+    return SPLIT_NAME.sub(f"-{number:05d}-of-{count:05d}.gguf", first)
 
 
 def merge_shards(shards: list[GGUFHeader]) -> GGUFHeader:

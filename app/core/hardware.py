@@ -18,6 +18,14 @@ import psutil
 SIMD_FLAGS = ("sse3", "ssse3", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "neon", "asimd", "sve")
 
 
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
 @dataclass(frozen=True)
 class GPU:
     index: int
@@ -150,3 +158,21 @@ def detect() -> Hardware:
         gpus=gpus,
         gpu_note=note,
     )
+
+
+def summary(hw: Hardware, gpu_offload: bool | None = None) -> list[tuple[str, str]]:
+    """(label, text) rows describing ``hw`` for people: the CLI and the Hardware page show these."""
+    rows = [
+        ("System", hw.os),
+        ("CPU", f"{hw.cpu_model}: {hw.physical_cores} cores, {hw.logical_cores} threads"),
+        ("SIMD", " ".join(hw.simd) or "none found"),
+        ("RAM", f"{human_bytes(hw.ram_total_bytes)} total, {human_bytes(hw.ram_available_bytes)} available"),
+    ]
+    for g in hw.gpus:
+        detail = f"driver {g.driver}, compute capability {g.compute_capability}" if g.vendor == "nvidia" else "unified memory"
+        rows.append((f"GPU {g.index}", f"{g.name}: {human_bytes(g.total_bytes)} total, {human_bytes(g.free_bytes)} free ({detail})"))
+    if not hw.gpus:
+        rows.append(("GPU", f"none: {hw.gpu_note}"))
+    if gpu_offload is not None:
+        rows.append(("Engine", "llama.cpp with GPU offload" if gpu_offload else "llama.cpp, CPU build (no GPU offload)"))
+    return rows

@@ -16,6 +16,8 @@ from app.core.errors import BadValueError
 from app.core.gguf_info import GGUFHeader
 
 DEFAULT_CTX = 4096
+# KV cache types as names (what users and JSON see) -> ggml_type values (what llama.cpp takes)
+GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
 MAX_CTX = 1 << 24  # no llama.cpp model trains beyond this; larger values are typos
 
 

@@ -13,11 +13,11 @@ The sizes follow llama.cpp's own allocation (src/llama-kv-cache.cpp, llama-conte
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable
 
 from app.core.gguf_info import GGUFHeader
-from app.core.hardware import Hardware
+from app.core.hardware import Hardware, human_bytes
 from app.core.loadparams import DEFAULT_CTX, LoadParams, physical_cores
 
 MiB = 1 << 20
@@ -26,14 +26,6 @@ KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 1
 GPU_MARGIN = 512 * MiB  # driver, CUDA context and fragmentation headroom per GPU
 RAM_MARGIN = 256 * MiB  # left to the OS and the app out of the detected available RAM
 KV_PAD = 256
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def pad(n: int, to: int = KV_PAD) -> int:
@@ -188,11 +180,26 @@ def n_ubatch_embd(h: GGUFHeader, params: LoadParams) -> int:
     return effective_ubatch(params) * (h.embedding_length or 0) * 4 + h.n_vocab * 4
 
 
-def _budgets(hw: Hardware, gpu_mem: int | None, ram: int | None) -> tuple[int, int, bool]:
+@dataclass(frozen=True)
+class Budget:
+    """Memory a plan may use: GPU (less its margin) and RAM; on unified memory one pool."""
+
+    gpu: int
+    cpu: int
+    unified: bool
+
+    def holds(self, m: MemoryEstimate) -> bool:
+        if self.unified:
+            return m.gpu_bytes + m.cpu_bytes <= self.gpu + GPU_MARGIN
+        return m.gpu_bytes <= self.gpu + (GPU_MARGIN if m.gpu_bytes else 0) and m.cpu_bytes <= self.cpu
+
+
+def budget(hw: Hardware, gpu_mem: int | None = None, ram: int | None = None) -> Budget:
+    """What the planner may use on ``hw``; ``gpu_mem``/``ram`` replace the detected sizes."""
     unified = hw.unified_memory and gpu_mem is None
     gpu = gpu_mem if gpu_mem is not None else sum(g.free_bytes for g in hw.gpus)
     cpu = ram if ram is not None else max(hw.ram_available_bytes - RAM_MARGIN, 0)
-    return max(gpu - (GPU_MARGIN if gpu else 0), 0), cpu, unified
+    return Budget(max(gpu - (GPU_MARGIN if gpu else 0), 0), cpu, unified)
 
 
 def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | None = None,
@@ -202,9 +209,9 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
     n_layer = h.block_count or 0
     trained = h.context_length or DEFAULT_CTX
     can_offload = bool(hw.gpus) if gpu_offload is None else gpu_offload
-    gpu_budget, cpu_budget, unified = _budgets(hw, gpu_mem, ram)
-    if not can_offload or gpu_budget <= 0:
-        gpu_budget, can_offload = 0, False
+    room = budget(hw, gpu_mem, ram)
+    if not can_offload or room.gpu <= 0:
+        room, can_offload = replace(room, gpu=0), False
     reasons: list[str] = []
     want_ctx = ctx if ctx is not None else min(DEFAULT_CTX, trained)
     if ctx is None:
@@ -212,83 +219,68 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
     else:
         reasons.append(f"context {want_ctx}: asked for" + (f" (above the trained {trained}: quality may drop)" if ctx > trained else ""))
 
-    def fits(p: LoadParams) -> tuple[bool, MemoryEstimate]:
-        m = estimate(h, p, gpu_offload=can_offload)
-        if unified:
-            return m.gpu_bytes + m.cpu_bytes <= gpu_budget + GPU_MARGIN, m
-        return m.gpu_bytes <= gpu_budget + (GPU_MARGIN if m.gpu_bytes else 0) and m.cpu_bytes <= cpu_budget, m
-
-    threads = n_threads or physical_cores()
     has_swa = any(h.swa_layers)
-    base = LoadParams(n_ctx=want_ctx, n_gpu_layers=0, n_threads=threads, swa_full=has_swa)
-    candidates: list[tuple[LoadParams, str]] = []
-    if can_offload:
-        for ngl in range(n_layer + 1, -1, -1):
-            candidates.append((LoadParams(**{**base.to_dict(), "n_gpu_layers": ngl, "reasons": ()}), ""))
-    else:
-        candidates.append((base, ""))
-    chosen: tuple[LoadParams, MemoryEstimate] | None = None
-    for p, _ in candidates:
-        ok, m = fits(p)
-        if ok:
-            chosen = (p, m)
-            break
+    base = LoadParams(n_ctx=want_ctx, n_gpu_layers=0, n_threads=n_threads or physical_cores(), swa_full=has_swa)
+    # most GPU layers first; llama.cpp's n_gpu_layers = n_layer + 1 puts the output layer there too
+    candidates = [replace(base, n_gpu_layers=ngl) for ngl in range(n_layer + 1, -1, -1)] if can_offload else [base]
+
+    def first_fit(variant: Callable[[LoadParams], LoadParams]) -> tuple[LoadParams, MemoryEstimate] | None:
+        for p in candidates:
+            v = variant(p)
+            m = estimate(h, v, gpu_offload=can_offload)
+            if room.holds(m):
+                return v, m
+        return None
+
+    def more_layers(option: tuple[LoadParams, MemoryEstimate] | None) -> bool:
+        return option is not None and (chosen is None or option[0].n_gpu_layers > chosen[0].n_gpu_layers)
+
+    chosen = first_fit(lambda p: p)
     if can_offload and (chosen is None or chosen[0].n_gpu_layers <= n_layer):
         # the weights may fit while the f16 KV cache does not: try q8_0 KV with flash attention
-        for p, _ in candidates:
-            q8 = LoadParams(**{**p.to_dict(), "flash_attn": True, "type_k": "q8_0", "type_v": "q8_0", "reasons": ()})
-            ok, m = fits(q8)
-            if ok and (chosen is None or q8.n_gpu_layers > chosen[0].n_gpu_layers):
-                chosen = (q8, m)
-                reasons.append("KV cache in q8_0 with flash attention: half the memory of f16, so more layers fit on the GPU")
-                break
-            if ok:
-                break
+        q8 = first_fit(lambda p: replace(p, flash_attn=True, type_k="q8_0", type_v="q8_0"))
+        if more_layers(q8):
+            chosen = q8
+            reasons.append("KV cache in q8_0 with flash attention: half the memory of f16, so more layers fit on the GPU")
     if has_swa and (chosen is None or (can_offload and chosen[0].n_gpu_layers <= n_layer)):
         # a full-size sliding-window cache lets follow-ups reuse the KV cache; trimmed, it saves memory
-        for p, _ in candidates:
-            trimmed = LoadParams(**{**(chosen[0] if chosen else p).to_dict(), "n_gpu_layers": p.n_gpu_layers, "swa_full": False, "reasons": ()})
-            ok, m = fits(trimmed)
-            if ok and (chosen is None or trimmed.n_gpu_layers > chosen[0].n_gpu_layers):
-                chosen = (trimmed, m)
-                reasons.append(
-                    f"sliding-window layers keep only the last {h.sliding_window} tokens (+ one batch): it fits, "
-                    "but a follow-up message re-reads the whole conversation"
-                )
-                break
-            if ok:
-                break
+        start = chosen[0] if chosen else None
+        trimmed = first_fit(lambda p: replace(start or p, n_gpu_layers=p.n_gpu_layers, swa_full=False))
+        if more_layers(trimmed):
+            chosen = trimmed
+            reasons.append(
+                f"sliding-window layers keep only the last {h.sliding_window} tokens (+ one batch): it fits, "
+                "but a follow-up message re-reads the whole conversation"
+            )
     elif has_swa:
         reasons.append("sliding-window layers keep the full context, so follow-up messages reuse the KV cache")
     if chosen is None:
-        m = estimate(h, candidates[-1][0], gpu_offload=False)
+        m = estimate(h, candidates[-1], gpu_offload=False)
         reasons.append(
             f"does not fit: needs about {human_bytes(m.cpu_bytes + m.gpu_bytes)} at context {want_ctx:,}, "
-            f"more than the {human_bytes(gpu_budget + cpu_budget)} of VRAM + RAM available"
+            f"more than the {human_bytes(room.gpu + room.cpu)} of VRAM + RAM available"
         )
-        return Plan(candidates[-1][0], m, False, tuple(reasons), n_layer, max_ctx(h, hw, 0, gpu_mem, ram), "does not fit")
+        return Plan(candidates[-1], m, False, tuple(reasons), n_layer, max_ctx(h, hw, 0, gpu_mem, ram), "does not fit")
     p, m = chosen
     if not can_offload:
         verdict = "CPU only"
         reasons.append("CPU only: " + (hw.gpu_note or "no GPU") if gpu_mem is None else "CPU only: no GPU memory given")
     elif p.n_gpu_layers > n_layer:
         verdict = "full GPU"
-        reasons.append(f"all {n_layer} layers and the output layer on the GPU: they fit in {human_bytes(gpu_budget)}")
+        reasons.append(f"all {n_layer} layers and the output layer on the GPU: they fit in {human_bytes(room.gpu)}")
     elif p.n_gpu_layers == 0:
         verdict = "CPU only"
         reasons.append("CPU only: not even one layer fits in the GPU's free memory")
     else:
         verdict = f"{p.n_gpu_layers} of {n_layer + 1} layers"
-        reasons.append(f"{p.n_gpu_layers} of {n_layer + 1} layers on the GPU (from the last): the most that fit in {human_bytes(gpu_budget)}")
-    p = LoadParams(**{**p.to_dict(), "reasons": tuple(reasons)})
+        reasons.append(f"{p.n_gpu_layers} of {n_layer + 1} layers on the GPU (from the last): the most that fit in {human_bytes(room.gpu)}")
+    p = replace(p, reasons=tuple(reasons))
     return Plan(p, m, True, tuple(reasons), n_layer, max_ctx(h, hw, p.n_gpu_layers, gpu_mem, ram, p), verdict)
 
 
 def with_dry_run(result: Plan, h: GGUFHeader) -> Plan:
     """Replace the modelled compute buffers with the ones a llama.cpp dry run reports for the
     plan's exact parameters (local files); the plan stands unchanged when the dry run fails."""
-    from dataclasses import replace
-
     from app.core.dry_run import measure_compute
 
     measured = measure_compute(h.path, result.params) if result.fits else None
@@ -315,15 +307,12 @@ def max_ctx(h: GGUFHeader, hw: Hardware, n_gpu_layers: int, gpu_mem: int | None,
             params: LoadParams | None = None) -> int:
     """The largest context (a multiple of 256, at most the trained one) that fits with this offload."""
     trained = h.context_length or DEFAULT_CTX
-    gpu_budget, cpu_budget, unified = _budgets(hw, gpu_mem, ram)
+    room = budget(hw, gpu_mem, ram)
     base = params or LoadParams(n_gpu_layers=n_gpu_layers)
-    offload = n_gpu_layers != 0 and gpu_budget > 0
+    offload = n_gpu_layers != 0 and room.gpu > 0
 
     def ok(n: int) -> bool:
-        m = estimate(h, LoadParams(**{**base.to_dict(), "n_ctx": n, "reasons": ()}), gpu_offload=offload)
-        if unified:
-            return m.gpu_bytes + m.cpu_bytes <= gpu_budget + GPU_MARGIN
-        return m.gpu_bytes <= gpu_budget + (GPU_MARGIN if m.gpu_bytes else 0) and m.cpu_bytes <= cpu_budget
+        return room.holds(estimate(h, replace(base, n_ctx=n), gpu_offload=offload))
 
     lo, hi = 0, max(trained // KV_PAD, 1)
     while lo < hi:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from app.core.errors import ModelFileError, QuantDeskError
-from app.core.gguf_info import SPLIT_NAME, GGUFHeader, HeaderIncomplete, merge_shards, parse_header
+from app.core.gguf_info import SPLIT_NAME, GGUFHeader, HeaderIncomplete, merge_shards, parse_header, shard_name
 
 FIRST_READ = 2 * 1024 * 1024  # a 150k-token vocabulary needs ~4 MiB; most headers need less
 MAX_HEADER = 256 * 1024 * 1024
@@ -36,8 +36,7 @@ def read_remote_header(repo_id: str, filename: str, *, revision: str | None = No
             return first
         shards = [first]
         for no in range(2, first.split_count + 1):
-            name = SPLIT_NAME.sub(f"-{no:05d}-of-{first.split_count:05d}.gguf", filename)
-            shards.append(_read_one(fs, repo_id, name, revision))
+            shards.append(_read_one(fs, repo_id, shard_name(filename, no, first.split_count), revision))
         return merge_shards(shards)
     except GatedRepoError:
         raise QuantDeskError(f"{label}: this model is gated: accept its license on the model page and log in (HF_TOKEN or 'hf auth login')") from None

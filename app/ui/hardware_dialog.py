@@ -7,22 +7,10 @@ import html
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout, QWidget
 
 from app.core import hardware
-from app.core.planner import human_bytes
 
 
 def hardware_html(hw: hardware.Hardware, gpu_offload: bool) -> str:
-    rows = [
-        ("System", hw.os),
-        ("CPU", f"{hw.cpu_model}: {hw.physical_cores} cores, {hw.logical_cores} threads"),
-        ("SIMD", " ".join(hw.simd) or "none found"),
-        ("RAM", f"{human_bytes(hw.ram_total_bytes)} total, {human_bytes(hw.ram_available_bytes)} available"),
-    ]
-    for g in hw.gpus:
-        detail = f"driver {g.driver}, compute capability {g.compute_capability}" if g.vendor == "nvidia" else "unified memory"
-        rows.append((f"GPU {g.index}", f"{g.name}: {human_bytes(g.total_bytes)} total, {human_bytes(g.free_bytes)} free ({detail})"))
-    if not hw.gpus:
-        rows.append(("GPU", f"none: {hw.gpu_note}"))
-    rows.append(("Engine", "llama.cpp with GPU offload" if gpu_offload else "llama.cpp, CPU build (no GPU offload)"))
+    rows = hardware.summary(hw, gpu_offload)
     body = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f"<table cellpadding='4'>{body}</table>"
 

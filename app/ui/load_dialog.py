@@ -26,7 +26,7 @@ from app.core import hardware
 from app.core.errors import QuantDeskError
 from app.core.gguf_info import GGUFHeader, read_header
 from app.core.loadparams import LoadParams
-from app.core.planner import RAM_MARGIN, Plan, estimate, human_bytes, plan
+from app.core.planner import GPU_MARGIN, Plan, budget, estimate, human_bytes, plan
 
 SEGMENTS = (("weights", QColor("#4c78a8")), ("KV cache", QColor("#f58518")), ("compute", QColor("#54a24b")))
 
@@ -220,11 +220,10 @@ class LoadDialog(QDialog):
         n_layer = self.header.block_count or 0
         self.layers_label.setText(f"{p.n_gpu_layers if p.n_gpu_layers >= 0 else n_layer + 1} of {n_layer + 1} (from the last layer; the output layer counts)")
         m = estimate(self.header, p, gpu_offload=self.gpu_offload)
-        gpu_budget = sum(g.free_bytes for g in self.hw.gpus)
-        cpu_budget = max(self.hw.ram_available_bytes - RAM_MARGIN, 0)
-        self.gpu_bar.set_values(m.gpu_weights_bytes, m.gpu_kv_bytes, m.gpu_compute_bytes + m.margin_bytes, gpu_budget)
-        self.cpu_bar.set_values(m.cpu_weights_bytes, m.kv_bytes - m.gpu_kv_bytes, m.cpu_compute_bytes, cpu_budget)
-        over = self.gpu_bar.over or self.cpu_bar.over
+        room = budget(self.hw)
+        self.gpu_bar.set_values(m.gpu_weights_bytes, m.gpu_kv_bytes, m.gpu_compute_bytes + m.margin_bytes, room.gpu + GPU_MARGIN if room.gpu else 0)
+        self.cpu_bar.set_values(m.cpu_weights_bytes, m.kv_bytes - m.gpu_kv_bytes, m.cpu_compute_bytes, room.cpu)
+        over = not room.holds(m)
         reasons = list(self.auto_plan.reasons) if self.auto.isChecked() and self.auto_plan else list(p.reasons)
         if over:
             reasons.append("over budget: lower the context or the GPU layers, or use a q8_0 KV cache")

@@ -21,9 +21,9 @@ from tests.tiny_models import ARCHS, build_tiny_gguf
 
 LOAD = r"""
 import json, sys, llama_cpp
+from app.core.loadparams import GGML_TYPES
 kw = json.loads(sys.argv[2])
-types = {"f16": 1, "q8_0": 8, "f32": 0}
-kw["type_k"], kw["type_v"] = types[kw["type_k"]], types[kw["type_v"]]
+kw["type_k"], kw["type_v"] = GGML_TYPES[kw["type_k"]], GGML_TYPES[kw["type_v"]]
 llama_cpp.Llama(model_path=sys.argv[1], verbose=True, **kw)
 """
 BUFFER = re.compile(r"(model|KV|RS|compute|output) buffer size =\s+([\d.]+) MiB")

@@ -21,6 +21,7 @@ import time
 from typing import Any, IO
 
 from app.core.engine.protocol import SamplingParams, send
+from app.core.loadparams import GGML_TYPES
 
 LOG_TAIL: collections.deque[str] = collections.deque(maxlen=200)
 
@@ -84,7 +85,6 @@ class Host:
         self.op_unload(msg, quiet=True)
         path, params = msg["path"], dict(msg["params"])
         params.pop("reasons", None)
-        type_map = {"f16": 1, "q8_0": 8, "q4_0": 2, "f32": 0, "bf16": 30}
         kwargs = {
             "n_ctx": params["n_ctx"],
             "n_gpu_layers": params["n_gpu_layers"],
@@ -92,8 +92,8 @@ class Host:
             "n_ubatch": params["n_ubatch"],
             "n_threads": params.get("n_threads"),
             "flash_attn": params.get("flash_attn", False),
-            "type_k": type_map.get(params.get("type_k", "f16"), 1),
-            "type_v": type_map.get(params.get("type_v", "f16"), 1),
+            "type_k": GGML_TYPES[params.get("type_k", "f16")],
+            "type_v": GGML_TYPES[params.get("type_v", "f16")],
             "swa_full": params.get("swa_full", False),
         }
         t0 = time.perf_counter()
