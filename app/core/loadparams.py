@@ -39,12 +39,6 @@ class LoadParams:
         data["reasons"] = list(self.reasons)
         return data
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LoadParams":
-        data = dict(data)
-        data["reasons"] = tuple(data.get("reasons", ()))
-        return cls(**data)
-
 
 def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
