@@ -181,7 +181,7 @@ class Library:
             sha256 = sha256_file(p)
         now = time.time()
         values = {
-            "path": str(p), "name": (extra or {}).get("display_name") or header.name or _display_name(p), "origin": origin, "owned": int(owned), "size": size,
+            "path": str(p), "name": (extra or {}).get("display_name") or _display_name(p), "origin": origin, "owned": int(owned), "size": size,
             "mtime_ns": p.stat().st_mtime_ns, "sha256": sha256, "quant": quant or quant_label(p.name) or header.file_type_name,
             "arch": header.architecture, "n_params": header.n_params, "source_repo": source_repo, "revision": revision,
             "imatrix": imatrix, "parent": parent, "extra": json.dumps(extra or {}), "error": None,
