@@ -252,7 +252,7 @@ class Library:
     # ---- scanning ----------------------------------------------------------------------------
 
     def refresh(self, *, lmstudio: bool = False, ollama: bool = False, lmstudio_dirs: Iterable[Path] | None = None,
-                ollama_dir: Path | None = None, hf_cache: bool = True) -> list[LibraryEntry]:
+                ollama_dir: Path | None = None, hf_cache: bool = True, hf_cache_dir: Path | None = None) -> list[LibraryEntry]:
         """Find models in every source, register new or changed files, drop rows whose file is gone."""
         from app.core.starter import starter_model_path
 
@@ -264,7 +264,7 @@ class Library:
         if starter is not None:
             found.append((starter, {"origin": STARTER, "owned": False}))
         if hf_cache:
-            found.extend(_hf_cache_files())
+            found.extend(_hf_cache_files(hf_cache_dir))
         if lmstudio:
             for root in lmstudio_dirs or lmstudio_default_dirs():
                 found.extend((p, {"origin": LMSTUDIO, "owned": False}) for p in _gguf_files(root))
@@ -341,13 +341,13 @@ def _gguf_files(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def _hf_cache_files() -> list[tuple[Path, dict[str, Any]]]:
+def _hf_cache_files(cache_dir: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
     """GGUF files in the huggingface_hub cache (HF_HUB_CACHE): the blob name is the sha256."""
     try:
         from huggingface_hub import scan_cache_dir
         from huggingface_hub.errors import CacheNotFound
 
-        info = scan_cache_dir()
+        info = scan_cache_dir(cache_dir)
     except CacheNotFound:
         return []
     except Exception as exc:  # a broken cache must not break the library
