@@ -1,4 +1,4 @@
-"""The main window: menus, status bar, and the chat page."""
+"""The main window: menus, status bar, and the pages: Chat, Discover (the Hub), My models, Downloads."""
 
 from __future__ import annotations
 
@@ -6,22 +6,27 @@ import logging
 from pathlib import Path
 
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QWidget
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from app import APP_NAME, __version__
 from app.core import settings as app_settings
 from app.core.chats import ChatStore
 from app.core.engine import ModelInfo
 from app.core.starter import STARTER_LABEL, starter_model_path
+from app.core.downloads import DownloadManager
+from app.core.library import Library
 from app.ui.chat_page import ChatPage
+from app.ui.hub_page import HubPage
+from app.ui.library_page import DownloadsPage, LibraryPage
 from app.ui.load_dialog import LoadDialog
-from app.ui.worker import EngineBridge
+from app.ui.worker import DownloadsBridge, EngineBridge, TaskRunner
 
 log = logging.getLogger(__name__)
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, store: ChatStore, bridge: EngineBridge, parent: QWidget | None = None) -> None:
+    def __init__(self, store: ChatStore, bridge: EngineBridge, parent: QWidget | None = None, *,
+                 hub_endpoint: str | None = None) -> None:
         super().__init__(parent)
         self.store = store
         self.bridge = bridge
@@ -30,8 +35,26 @@ class MainWindow(QMainWindow):
         self.load_dialog: LoadDialog | None = None
         self.setWindowTitle(APP_NAME)
         self.resize(1200, 780)
+        self.runner = TaskRunner(self)
+        self.library = Library()
+        self.downloads = DownloadsBridge(DownloadManager(self.library, endpoint=hub_endpoint), self)
         self.chat = ChatPage(store, bridge)
-        self.setCentralWidget(self.chat)
+        self.hub_page = HubPage(self.runner, endpoint=hub_endpoint)
+        self.library_page = LibraryPage(self.library, self.runner)
+        self.downloads_page = DownloadsPage(self.downloads)
+        self.pages = QTabWidget()
+        self.pages.setDocumentMode(True)
+        for page, title in ((self.chat, "Chat"), (self.hub_page, "Discover"), (self.library_page, "My models"),
+                            (self.downloads_page, "Downloads")):
+            self.pages.addTab(page, title)
+        self.setCentralWidget(self.pages)
+        self.hub_page.download_requested.connect(self.start_download)
+        self.hub_page.convert_requested.connect(self.convert_repo)
+        self.library_page.open_requested.connect(self.open_in_chat)
+        self.library_page.quantize_requested.connect(self.quantize_file)
+        self.downloads_page.download_ready.connect(self._on_download_ready)
+        self.downloads.download_changed.connect(self._on_download_changed)
+        self.pages.currentChanged.connect(self._on_page_changed)
         self.model_label = QLabel("No model loaded")
         self.statusBar().addPermanentWidget(self.model_label)
         self.chat.status_message.connect(lambda text: self.statusBar().showMessage(text, 4000))
@@ -62,6 +85,13 @@ class MainWindow(QMainWindow):
             "&Search conversations", self, shortcut=QKeySequence.StandardKey.Find, triggered=self.chat.conversations.search.setFocus
         )
         chat_menu.addActions([self.new_action, self.stop_action, self.search_action])
+        view_menu = self.menuBar().addMenu("&View")
+        self.page_actions = []
+        for index, title in enumerate(("&Chat", "&Discover", "&My models", "Do&wnloads")):
+            action = QAction(title, self, shortcut=QKeySequence(f"Ctrl+{index + 1}"),
+                             triggered=lambda _=False, i=index: self.pages.setCurrentIndex(i))
+            self.page_actions.append(action)
+        view_menu.addActions(self.page_actions)
         help_menu = self.menuBar().addMenu("&Help")
         self.hardware_action = QAction("&Hardware…", self, triggered=self.show_hardware)
         help_menu.addActions([self.hardware_action, QAction("&About", self, triggered=self.about)])
@@ -106,6 +136,42 @@ class MainWindow(QMainWindow):
     def load_model(self, path: str) -> None:
         self.bridge.load_model(path)
 
+    # -- the Hub, downloads and the library -----------------------------------------------------
+    def start_download(self, repo: str, filename: str) -> None:
+        try:
+            d = self.downloads.manager.start(repo, filename)
+        except Exception as exc:
+            self.show_error("Cannot download", str(exc))
+            return
+        self.statusBar().showMessage(f"Downloading {d.filename} ({self.downloads.manager.get(d.id).state})", 4000)
+
+    def _on_download_changed(self, d: object) -> None:
+        active = len(self.downloads.manager.active)
+        self.pages.setTabText(3, f"Downloads ({active})" if active else "Downloads")
+
+    def _on_download_ready(self, path: str) -> None:
+        self.statusBar().showMessage(f"Ready: {Path(path).name} is in My models", 6000)
+        self.library_page.show_entries(self.library.entries())
+
+    def open_in_chat(self, path: str) -> None:
+        self.pages.setCurrentWidget(self.chat)
+        self.load_model(path)
+
+    def convert_repo(self, repo: str) -> None:
+        self.quantize_source(repo)
+
+    def quantize_file(self, path: str) -> None:
+        self.quantize_source(path)
+
+    def quantize_source(self, source: str) -> None:
+        self.show_error("Quantize", f"The quantize wizard is not available in this build ({source}).")
+
+    def _on_page_changed(self, index: int) -> None:
+        if self.pages.widget(index) is self.library_page and not self.library_page.entries:
+            self.library_page.refresh()
+        if self.pages.widget(index) is self.hub_page and self.hub_page._pages is None:
+            self.hub_page.search()
+
     def show_hardware(self) -> None:
         from app.ui.hardware_dialog import HardwareDialog
 
@@ -122,6 +188,7 @@ class MainWindow(QMainWindow):
             name += f" ({STARTER_LABEL})"
         self.model_label.setText(f"{name} · {info.device} · context {info.n_ctx}")
         self.chat.set_model(info)
+        self.library.mark_used(info.path)
         self.settings.last_model = info.path
         app_settings.save(self.settings)
 
@@ -149,4 +216,6 @@ class MainWindow(QMainWindow):
             self.settings.last_conversation = self.chat.conversation.id
             app_settings.save(self.settings)
         self.chat.stop()
+        self.downloads.shutdown()  # running downloads pause; their .part files resume next time
+        self.runner.wait_idle(2.0)
         super().closeEvent(event)
