@@ -168,11 +168,15 @@ class Library:
     def register(self, path: str | Path, *, origin: str = ADDED, owned: bool | None = None, source_repo: str | None = None,
                  revision: str | None = None, quant: str | None = None, imatrix: str | None = None,
                  parent: str | None = None, sha256: str | None = None, extra: dict[str, Any] | None = None,
-                 hash_file: bool = True) -> LibraryEntry:
+                 hash_file: bool = True, read: bool = True) -> LibraryEntry:
         """Add (or update) a GGUF file in place. The header is read first, so a file that is not a
-        complete GGUF is refused (ModelFileError) and never listed as a model."""
+        complete GGUF is refused (ModelFileError) and never listed as a model. ``read=False`` is for
+        a file whose sha256 was just checked against its source (a download): the header facts are
+        filled in by the next ``refresh``."""
         p = Path(path).expanduser().resolve()
-        header = read_header(p)  # raises ModelFileError naming the file and the cause
+        if not p.is_file():
+            raise ModelFileError(f"{p}: no such file")
+        header = read_header(p) if read else None  # raises ModelFileError naming the file and the cause
         files = shard_paths(p)
         size = sum(f.stat().st_size for f in files)
         if owned is None:
@@ -182,15 +186,15 @@ class Library:
         now = time.time()
         values = {
             "path": str(p), "name": (extra or {}).get("display_name") or _display_name(p), "origin": origin, "owned": int(owned), "size": size,
-            "mtime_ns": p.stat().st_mtime_ns, "sha256": sha256, "quant": quant or quant_label(p.name) or header.file_type_name,
-            "arch": header.architecture, "n_params": header.n_params, "source_repo": source_repo, "revision": revision,
+            "mtime_ns": p.stat().st_mtime_ns, "sha256": sha256, "quant": quant or quant_label(p.name) or (header.file_type_name if header else None),
+            "arch": header.architecture if header else None, "n_params": header.n_params if header else None, "source_repo": source_repo, "revision": revision,
             "imatrix": imatrix, "parent": parent, "extra": json.dumps(extra or {}), "error": None,
         }
         with self._lock:
             row = self.db.execute("SELECT id FROM models WHERE path=?", (str(p),)).fetchone()
             if row:
                 sets = ", ".join(f"{k}=?" for k in values)
-                keep = ("source_repo", "revision", "imatrix", "parent")  # facts the scan cannot see are kept
+                keep = ("source_repo", "revision", "imatrix", "parent", "sha256")  # facts the scan cannot see are kept
                 vals = [values[k] if not (k in keep and values[k] is None) else _current(self.db, row["id"], k) for k in values]
                 self.db.execute(f"UPDATE models SET {sets} WHERE id=?", (*vals, row["id"]))
                 entry_id = row["id"]
@@ -278,8 +282,8 @@ class Library:
                 stat = p.stat()
             except OSError:
                 continue
-            if current and _row_mtime(self, p) == stat.st_mtime_ns:
-                continue  # unchanged since the last scan
+            if current and current.arch is not None and _row_mtime(self, p) == stat.st_mtime_ns:
+                continue  # unchanged since the last scan, header facts known
             try:
                 origin = current.origin if current and current.origin in (DOWNLOADED, CONVERTED, QUANTIZED) else info["origin"]
                 self.register(p, origin=origin, owned=info["owned"] or (current.owned if current else False),

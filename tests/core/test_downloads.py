@@ -42,6 +42,7 @@ def test_download_checks_sha256_and_registers_in_the_library(hub: HubServer, sta
     assert d.state == DONE, d.error
     assert d.dest.read_bytes() == starter_model.read_bytes()
     assert d.dest.is_relative_to(paths.models_dir()) and not d.dest.with_name(d.dest.name + ".part").exists()
+    manager.library.refresh(hf_cache=False)  # reads the header facts off the download's path
     entry = manager.library.find(d.dest)
     assert entry is not None and entry.origin == "downloaded" and entry.owned
     assert entry.sha256 == hashlib.sha256(starter_model.read_bytes()).hexdigest()
