@@ -50,6 +50,8 @@ class LibraryPage(QWidget):
         self.table.verticalHeader().hide()
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.horizontalHeader().setSectionResizeMode(7, QHeaderView.ResizeMode.Stretch)
         self.table.itemSelectionChanged.connect(self._sync_buttons)
         self.table.doubleClicked.connect(lambda _: self.open_selected())
@@ -118,6 +120,7 @@ class LibraryPage(QWidget):
                       _ago(e.last_used), e.path]
             for col, text in enumerate(values):
                 self.table.setItem(row, col, _item(text))
+            self.table.item(row, 7).setToolTip(e.path + ("\nAlso at:\n" + "\n".join(e.also_at) if e.also_at else ""))
         self.table.resizeColumnsToContents()
         self.table.horizontalHeader().setSectionResizeMode(7, QHeaderView.ResizeMode.Stretch)
         self.status.setText(f"{len(entries)} models · {human_bytes(sum(e.size for e in entries))}")
@@ -180,7 +183,12 @@ class DownloadsPage(QWidget):
         self.table = QTableWidget(0, len(DOWNLOAD_COLUMNS))
         self.table.setHorizontalHeaderLabels(DOWNLOAD_COLUMNS)
         self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        for col, width in ((0, 300), (1, 260), (2, 200), (3, 150), (5, 90), (6, 90)):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+            self.table.setColumnWidth(col, width)
+        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
         self.summary = QLabel("No downloads")
         layout = QVBoxLayout(self)
         layout.addWidget(self.table, 1)
@@ -228,7 +236,10 @@ class DownloadsPage(QWidget):
         bar.setFormat(f"{human_bytes(d.done)} / {human_bytes(d.size)}" if d.size else "…")
         eta = f" · {d.eta_s:.0f} s left" if d.eta_s is not None else ""
         self.table.item(row, 3).setText(f"{human_bytes(int(d.speed))}/s{eta}" if d.speed else "")
-        state = d.state + (f": {d.error}" if d.error else "")
+        reason = d.error or ""
+        if reason.startswith(f"{d.repo_id}/") and ": " in reason:
+            reason = reason.split(": ", 1)[1]  # the row already names the file
+        state = d.state + (f" — {reason}" if reason else "")
         self.table.item(row, 4).setText(state)
         self.table.item(row, 4).setToolTip(d.error or "")
         toggle, cancel = self.buttons(d.id)

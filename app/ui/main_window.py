@@ -151,7 +151,7 @@ class MainWindow(QMainWindow):
 
     def _on_download_ready(self, path: str) -> None:
         self.statusBar().showMessage(f"Ready: {Path(path).name} is in My models", 6000)
-        self.library_page.show_entries(self.library.entries())
+        self.library_page.refresh()  # reads the new file's header off the GUI thread
 
     def open_in_chat(self, path: str) -> None:
         self.pages.setCurrentWidget(self.chat)
