@@ -75,3 +75,11 @@ def test_pull_gated_without_access_exits_2_with_the_reason(hub: HubServer) -> No
 def test_bad_input_exits_2(hub: HubServer, args: tuple[str, ...], needle: str) -> None:
     out = cli(hub, *args)
     assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr
+
+
+def test_offline_mode_is_honoured(hub: HubServer) -> None:
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "app", "pull", "qd/tiny-GGUF", "tiny-Q8_0.gguf"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 2 and "offline" in out.stderr and "Traceback" not in out.stderr
+    assert not any("/resolve/" in p for _, p, _ in hub.requests)
