@@ -468,26 +468,26 @@ class DownloadManager:
         from huggingface_hub.file_download import xet_get
         from huggingface_hub.utils import build_hf_headers
 
-        manager = self
+        from huggingface_hub.utils import tqdm as hf_tqdm
 
-        class _Progress:  # the tqdm surface xet_get uses; cancel is honoured between chunks
-            def __init__(self, *a: Any, **k: Any) -> None:
-                self.n = 0
+        manager, bars = self, []
 
-            def update(self, n: float = 1) -> None:
-                self.n += n
-                d.done = base + int(self.n)
-                manager._notify(d, force=False)
-                token.check("download")
+        class _Progress(hf_tqdm):  # type: ignore[misc, valid-type]
+            """huggingface_hub's tqdm, silent; the first bar xet_get makes counts bytes written."""
 
-            def __enter__(self) -> "_Progress":
-                return self
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                kwargs["disable"] = True
+                super().__init__(*args, **kwargs)
+                self.qd_done = 0
+                bars.append(self)
 
-            def __exit__(self, *exc: Any) -> None:
-                pass
-
-            def close(self) -> None:
-                pass
+            def update(self, n: float | None = 1) -> bool | None:
+                if self is bars[0]:
+                    self.qd_done += int(n or 0)
+                    d.done = base + self.qd_done
+                    manager._notify(d, force=False)
+                    token.check("download")  # may be swallowed by hf_xet; checked again afterwards
+                return super().update(n)
 
         part.unlink(missing_ok=True)
         xet_get(incomplete_path=part, xet_file_data=meta.xet_file_data, headers=build_hf_headers(token=self.token),

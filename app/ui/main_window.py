@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Callable
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
 
@@ -15,8 +17,10 @@ from app.core.engine import ModelInfo
 from app.core.starter import STARTER_LABEL, starter_model_path
 from app.core.downloads import DownloadManager
 from app.core.library import Library
+from app.core.planner import human_bytes
 from app.ui.chat_page import ChatPage
 from app.ui.hub_page import HubPage
+from app.ui.jobs_panel import JobsPanel
 from app.ui.library_page import DownloadsPage, LibraryPage
 from app.ui.load_dialog import LoadDialog
 from app.ui.worker import DownloadsBridge, EngineBridge, TaskRunner
@@ -55,6 +59,16 @@ class MainWindow(QMainWindow):
         self.downloads_page.download_ready.connect(self._on_download_ready)
         self.downloads.download_changed.connect(self._on_download_changed)
         self.pages.currentChanged.connect(self._on_page_changed)
+        self.jobs = JobsPanel(self)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.jobs)
+        self.jobs.hide()
+        self.jobs.active_changed.connect(self._on_jobs_changed)
+        self._build_menus()
+        self.jobs_label = QLabel("")
+        self.statusBar().addWidget(self.jobs_label)
+        self.quit_box: QMessageBox | None = None
+        self._quit_confirmed = False
+        self._load_cancelled = False
         self.model_label = QLabel("No model loaded")
         self.statusBar().addPermanentWidget(self.model_label)
         self.chat.status_message.connect(lambda text: self.statusBar().showMessage(text, 4000))
@@ -62,7 +76,6 @@ class MainWindow(QMainWindow):
         bridge.model_loaded.connect(self._on_loaded)
         bridge.load_failed.connect(self._on_load_failed)
         bridge.model_unloaded.connect(self._on_unloaded)
-        self._build_menus()
         if store.recovered:
             self.chat.notice.show_message(
                 f"{store.recovered} reply(s) were cut off when QuantDesk last closed unexpectedly; they are kept and marked."
@@ -92,6 +105,11 @@ class MainWindow(QMainWindow):
                              triggered=lambda _=False, i=index: self.pages.setCurrentIndex(i))
             self.page_actions.append(action)
         view_menu.addActions(self.page_actions)
+        view_menu.addSeparator()
+        self.jobs_action = self.jobs.toggleViewAction()
+        self.jobs_action.setText("&Jobs")
+        self.jobs_action.setShortcut(QKeySequence("Ctrl+J"))
+        view_menu.addAction(self.jobs_action)
         help_menu = self.menuBar().addMenu("&Help")
         self.hardware_action = QAction("&Hardware…", self, triggered=self.show_hardware)
         help_menu.addActions([self.hardware_action, QAction("&About", self, triggered=self.about)])
@@ -145,9 +163,30 @@ class MainWindow(QMainWindow):
             return
         self.statusBar().showMessage(f"Downloading {d.filename} ({self.downloads.manager.get(d.id).state})", 4000)
 
-    def _on_download_changed(self, d: object) -> None:
+    def _on_download_changed(self, d: Any) -> None:
         active = len(self.downloads.manager.active)
         self.pages.setTabText(3, f"Downloads ({active})" if active else "Downloads")
+        detail = d.error or (f"{human_bytes(d.done)} / {human_bytes(d.size)}" if d.size else "")
+        if d.speed:
+            detail += f" · {human_bytes(int(d.speed))}/s"
+        self.report_job(f"download-{d.id}", f"Download {d.filename}", d.state, fraction=d.fraction if d.size else None,
+                        detail=detail, cancel=lambda i=d.id: self.downloads.manager.cancel(i))
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def report_job(self, key: str, title: str, state: str, *, fraction: float | None = None, detail: str = "",
+                   cancel: Callable[[], None] | None = None) -> None:
+        """Every long job shows up in the jobs panel (shown the first time a job starts)."""
+        new = key not in self.jobs.jobs
+        self.jobs.upsert(key, title, state, fraction=fraction, detail=detail, cancel=cancel)
+        if new and self.jobs.jobs[key].active and not self.jobs.isVisible():
+            self.jobs.show()
+
+    def _on_jobs_changed(self, active: int) -> None:
+        self.jobs_label.setText(f"{active} job{'s' if active != 1 else ''} running" if active else "")
+
+    def cancel_load(self) -> None:
+        self._load_cancelled = True
+        self.bridge.client.abort_load()
 
     def _on_download_ready(self, path: str) -> None:
         self.statusBar().showMessage(f"Ready: {Path(path).name} is in My models", 6000)
@@ -179,7 +218,9 @@ class MainWindow(QMainWindow):
         self.hardware_dialog.open()
 
     def _on_loading(self, path: str) -> None:
+        self._load_cancelled = False
         self.model_label.setText(f"Loading {Path(path).name}…")
+        self.report_job("engine-load", f"Load {Path(path).name}", "loading", cancel=self.cancel_load)
 
     def _on_loaded(self, info: ModelInfo) -> None:
         name = Path(info.path).name
@@ -188,6 +229,7 @@ class MainWindow(QMainWindow):
             name += f" ({STARTER_LABEL})"
         self.model_label.setText(f"{name} · {info.device} · context {info.n_ctx}")
         self.chat.set_model(info)
+        self.report_job("engine-load", f"Load {Path(info.path).name}", "done", fraction=1.0, detail=info.device)
         self.library.mark_used(info.path)
         self.settings.last_model = info.path
         app_settings.save(self.settings)
@@ -199,6 +241,13 @@ class MainWindow(QMainWindow):
     def _on_load_failed(self, message: str) -> None:
         model = self.bridge.client.model
         self.model_label.setText(f"{Path(model.path).name} · {model.device}" if model else "No model loaded")
+        job = self.jobs.jobs.get("engine-load")
+        title = job.title if job else "Load model"
+        if self._load_cancelled:
+            self.report_job("engine-load", title, "cancelled")
+            self.statusBar().showMessage("Loading cancelled", 4000)
+            return
+        self.report_job("engine-load", title, "failed", detail=message)
         self.show_error("Cannot load model", message)
 
     def show_error(self, title: str, message: str) -> None:
@@ -208,10 +257,33 @@ class MainWindow(QMainWindow):
         box.open()
         self.error_box = box
 
+    def _ask_quit(self, running: list[str]) -> None:
+        box = QMessageBox(QMessageBox.Icon.Question, "Jobs are running",
+                          f"{len(running)} job(s) are running:\n" + "\n".join(f"• {t}" for t in running[:8])
+                          + "\n\nQuit anyway? Downloads pause and resume next time; other jobs are cancelled.",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.button(QMessageBox.StandardButton.Yes).setText("Quit")
+        box.finished.connect(lambda result: result == QMessageBox.StandardButton.Yes and self._quit_anyway())
+        box.open()
+        self.quit_box = box
+
+    def _quit_anyway(self) -> None:
+        self._quit_confirmed = True
+        for key, job in list(self.jobs.jobs.items()):
+            if job.active and not key.startswith("download-") and job.cancel is not None:
+                job.cancel()
+        self.close()
+
     def about(self) -> None:
         QMessageBox.about(self, f"About {APP_NAME}", f"{APP_NAME} {__version__}\nRun and quantize local language models with llama.cpp.")
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
+        running = self.jobs.active_titles()
+        if running and not self._quit_confirmed:
+            event.ignore()
+            self._ask_quit(running)
+            return
         if self.chat.conversation is not None:
             self.settings.last_conversation = self.chat.conversation.id
             app_settings.save(self.settings)

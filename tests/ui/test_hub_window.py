@@ -24,6 +24,7 @@ def window(qtbot, hub: HubServer) -> Iterator[MainWindow]:  # type: ignore[no-un
     qtbot.addWidget(win)
     win.show()
     yield win
+    win._quit_confirmed = True
     win.close()
     win.bridge.shutdown()
     win.store.close()
@@ -143,3 +144,38 @@ def test_library_delete_asks_first_and_other_apps_files_cannot_be_deleted(qtbot,
     starter_row = next(i for i, e in enumerate(library.entries) if e.origin == "starter")
     library.table.selectRow(starter_row)
     assert not library.delete_button.isEnabled() and "never deletes" in library.delete_button.toolTip()
+
+
+def test_jobs_panel_shows_downloads_and_loads_and_quitting_asks_first(qtbot, window: MainWindow, hub: HubServer, starter_model: Path) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtWidgets import QMessageBox
+
+    hub.bytes_per_second = 10_000_000
+    window.start_download(STARTER_REPO, STARTER_FILE)
+    jobs = window.jobs
+    qtbot.waitUntil(lambda: jobs.active_count() == 1 and jobs.isVisible(), timeout=WAIT_MS)
+    [key] = [k for k in jobs.jobs if k.startswith("download-")]
+    assert "1 job running" in window.jobs_label.text()
+    window.close()  # a job is running: the window asks instead of closing
+    assert window.isVisible() and window.quit_box is not None and "Download " in window.quit_box.text()
+    window.quit_box.button(QMessageBox.StandardButton.Cancel).click()
+    assert window.isVisible()
+    qtbot.mouseClick(jobs.cancel_button(key), Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: jobs.jobs[key].state == "cancelled", timeout=WAIT_MS)
+    assert jobs.active_count() == 0 and not jobs.cancel_button(key).isEnabled()
+
+    with qtbot.waitSignal(window.bridge.model_loaded, timeout=120_000):
+        window.load_model(str(starter_model))
+    assert jobs.jobs["engine-load"].state == "done"
+
+
+def test_cancel_a_model_load_from_the_jobs_panel(qtbot, window: MainWindow, starter_model: Path) -> None:  # type: ignore[no-untyped-def]
+    window.bridge.client.start()
+    window.load_model(str(starter_model))
+    jobs = window.jobs
+    qtbot.waitUntil(lambda: "engine-load" in jobs.jobs and jobs.jobs["engine-load"].active, timeout=WAIT_MS)
+    qtbot.mouseClick(jobs.cancel_button("engine-load"), Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: jobs.jobs["engine-load"].state == "cancelled", timeout=WAIT_MS)
+    assert window.error_box is None and window.model_label.text() == "No model loaded"
+    assert window.bridge.client.model is None
+    with qtbot.waitSignal(window.bridge.model_loaded, timeout=120_000):  # the next load starts a fresh engine
+        window.load_model(str(starter_model))
