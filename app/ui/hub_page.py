@@ -13,7 +13,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
                                QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTextBrowser, QVBoxLayout, QWidget)
 
 from app.core import hub as hubmod
-from app.core.planner import human_bytes
+from app.core.planner import MemoryEstimate, human_bytes
+from app.ui.load_dialog import MemoryBar, show_memory
 from app.ui.worker import TaskRunner
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,13 @@ class ModelPanel(QWidget):
         self.files.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.files.setWordWrap(False)
         self.files.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.files.itemSelectionChanged.connect(self._on_file_selected)
         self.fit_note = QLabel("")
         self.fit_note.setWordWrap(True)
+        self.gpu_bar = MemoryBar("GPU")
+        self.cpu_bar = MemoryBar("RAM")
+        for bar in (self.gpu_bar, self.cpu_bar):
+            bar.hide()
         self.card = QTextBrowser()
         self.card.setOpenExternalLinks(True)
         layout = QVBoxLayout(self)
@@ -73,6 +79,8 @@ class ModelPanel(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.files, 2)
         layout.addWidget(self.fit_note)
+        layout.addWidget(self.gpu_bar)
+        layout.addWidget(self.cpu_bar)
         layout.addWidget(self.card, 3)
 
     def open_repo(self, repo_id: str) -> None:
@@ -86,6 +94,8 @@ class ModelPanel(QWidget):
         self.files.setRowCount(0)
         self.card.setPlainText("")
         self.fit_note.setText("")
+        self.gpu_bar.hide()
+        self.cpu_bar.hide()
 
         def shown(details: hubmod.RepoDetails) -> None:
             if generation == self._generation:
@@ -154,11 +164,26 @@ class ModelPanel(QWidget):
                     for col in range(5):
                         self.files.item(row, col).setFont(bold)
                     self.files.selectRow(row)
+            self._on_file_selected()
             self.fit_note.setText("Fit: full GPU / N of M layers on the GPU / CPU only / does not fit, at 4096 tokens "
                                   "of context or the trained one; ★ the best quality that fits fully.")
 
         self.runner.run("hub-fit", lambda: plan_repo(d.repo_id, detect(), revision=d.sha, endpoint=self.endpoint), shown,
                         lambda msg: generation == self._generation and self.fit_note.setText(msg))
+
+    def _on_file_selected(self) -> None:
+        """The selected file's memory plan on this machine, as in the load dialog."""
+        rows = self.files.selectionModel().selectedRows()
+        if not rows or self.details is None:
+            return
+        v = self.verdicts.get(self.details.gguf_files[rows[0].row()].path)
+        if v is None or not v.memory:
+            self.gpu_bar.hide()
+            self.cpu_bar.hide()
+            return
+        show_memory(self.gpu_bar, self.cpu_bar, MemoryEstimate(**v.memory), v.budget_gpu, v.budget_cpu)
+        self.gpu_bar.setVisible(v.budget_gpu > 0)
+        self.cpu_bar.show()
 
     def row_of(self, path: str) -> int:
         return next(i for i, f in enumerate(self.details.gguf_files if self.details else []) if f.path == path)

@@ -60,6 +60,8 @@ def test_search_and_model_page_with_fit_verdicts(qtbot, window: MainWindow) -> N
     qtbot.waitUntil(lambda: bool(panel.verdicts), timeout=WAIT_MS)
     fits = [panel.files.item(r, 3).text() for r in range(panel.files.rowCount())]
     assert sum("★ recommended" in f for f in fits) == 1
+    assert panel.cpu_bar.isVisible() and "RAM:" in panel.cpu_bar.text()  # the recommended file's memory plan
+    assert not panel.cpu_bar.over
     assert any("2 parts" in panel.files.item(r, 1).text() for r in range(panel.files.rowCount()))
     assert "vision projector" in panel.files.item(panel.files.rowCount() - 1, 1).text()
     window.hub_page.gguf_only.setChecked(False)
