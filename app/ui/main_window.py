@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
 
-from app import APP_NAME, __version__
+from app import APP_NAME
 from app.core import settings as app_settings
 from app.core.chats import ChatStore
 from app.core.engine import ModelInfo
@@ -16,6 +16,7 @@ from app.core.starter import STARTER_LABEL, starter_model_path
 from app.core.downloads import DownloadManager
 from app.core.library import Library
 from app.ui.chat_page import ChatPage
+from app.ui.desktop import add_desktop_actions
 from app.ui.hub_page import HubPage
 from app.ui.library_page import DownloadsPage, LibraryPage
 from app.ui.load_dialog import LoadDialog
@@ -63,6 +64,7 @@ class MainWindow(QMainWindow):
         bridge.load_failed.connect(self._on_load_failed)
         bridge.model_unloaded.connect(self._on_unloaded)
         self._build_menus()
+        add_desktop_actions(self)  # Settings, Send, logs folder, shortcuts, window state
         if store.recovered:
             self.chat.notice.show_message(
                 f"{store.recovered} reply(s) were cut off when QuantDesk last closed unexpectedly; they are kept and marked."
@@ -189,8 +191,7 @@ class MainWindow(QMainWindow):
         self.model_label.setText(f"{name} · {info.device} · context {info.n_ctx}")
         self.chat.set_model(info)
         self.library.mark_used(info.path)
-        self.settings.last_model = info.path
-        app_settings.save(self.settings)
+        self.settings = app_settings.update(last_model=info.path)  # read-modify-write: never stale keys
 
     def _on_unloaded(self) -> None:
         self.model_label.setText("No model loaded")
@@ -209,12 +210,14 @@ class MainWindow(QMainWindow):
         self.error_box = box
 
     def about(self) -> None:
-        QMessageBox.about(self, f"About {APP_NAME}", f"{APP_NAME} {__version__}\nRun and quantize local language models with llama.cpp.")
+        from app.ui.about_dialog import AboutDialog
+
+        self.about_dialog = AboutDialog(self.bridge.client, self.runner, self)
+        self.about_dialog.open()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
         if self.chat.conversation is not None:
-            self.settings.last_conversation = self.chat.conversation.id
-            app_settings.save(self.settings)
+            self.settings = app_settings.update(last_conversation=self.chat.conversation.id)
         self.chat.stop()
         self.downloads.shutdown()  # running downloads pause; their .part files resume next time
         self.runner.wait_idle(2.0)
