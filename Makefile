@@ -10,7 +10,7 @@ PACKAGE_STAMP := $(VENV)/.quantdesk-package-tools
 BUNDLE := dist/QuantDesk/QuantDesk
 BUNDLE_SOURCES := $(shell find app packaging resources -type f -not -name '*.pyc' 2>/dev/null) pyproject.toml
 
-.PHONY: install run test bench package clean
+.PHONY: install run test bench package appimage install-desktop clean
 
 $(STAMP): pyproject.toml packaging/install_engine.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ $(BUNDLE): $(BUNDLE_SOURCES)
 
 package: install $(PACKAGE_STAMP) $(BUNDLE)
 	@du -sh dist/QuantDesk
+
+appimage: package
+	packaging/appimage.sh
+
+# the bundle into ~/.local (app menu entry, icons, `quantdesk` on PATH)
+install-desktop: package
+	packaging/install-linux.sh
 
 test: install package
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -ra

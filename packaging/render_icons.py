@@ -2,11 +2,15 @@
 
     python packaging/render_icons.py     # writes resources/icons/hicolor/NxN/apps/quantdesk.png
 
-The PNGs are committed; run this again after changing the SVG.
+Also resources/quantdesk.icns (macOS, 1024 px through Qt's icns plugin) and resources/quantdesk.ico
+(Windows: every size, with ImageMagick's ``convert`` when it is installed). All are committed; run
+this again after changing the SVG.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -38,7 +42,33 @@ def render(svg: Path, out_root: Path, sizes: tuple[int, ...] = SIZES) -> list[Pa
     return written
 
 
+def icns(svg: Path, out: Path, size: int = 1024) -> None:
+    image = QImage(size, size, QImage.Format.Format_ARGB32_Premultiplied)
+    image.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(image)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    QSvgRenderer(str(svg)).render(painter)
+    painter.end()
+    if not image.save(str(out), "ICNS"):
+        raise SystemExit(f"{out}: cannot write (Qt's icns image plugin missing?)")
+
+
+def ico(pngs: list[Path], out: Path) -> bool:
+    if shutil.which("convert") is None:
+        return False
+    subprocess.run(["convert", *map(str, pngs), str(out)], check=True)
+    return True
+
+
 if __name__ == "__main__":
     app = QGuiApplication.instance() or QGuiApplication(sys.argv[:1] + ["-platform", "offscreen"])
-    for path in render(ROOT / "resources" / "quantdesk.svg", ROOT / "resources" / "icons" / "hicolor"):
+    svg = ROOT / "resources" / "quantdesk.svg"
+    pngs = render(svg, ROOT / "resources" / "icons" / "hicolor")
+    for path in pngs:
         print(path.relative_to(ROOT))
+    icns(svg, ROOT / "resources" / "quantdesk.icns")
+    print("resources/quantdesk.icns")
+    if ico(pngs, ROOT / "resources" / "quantdesk.ico"):
+        print("resources/quantdesk.ico")
+    else:
+        print("resources/quantdesk.ico: not rewritten (ImageMagick's convert is not installed)")

@@ -20,12 +20,12 @@ def starter_model_path() -> Path | None:
     bundle = getattr(sys, "_MEIPASS", None)
     if bundle:
         files = sorted((Path(bundle) / STARTER_PACKAGE).glob("*.gguf"))
-        return files[0] if files else None
+        return files[0].resolve() if files else None
     spec = importlib.util.find_spec(STARTER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
     for location in spec.submodule_search_locations:
         files = sorted(Path(location).glob("*.gguf"))
         if files:
-            return files[0]
+            return files[0].resolve()  # as the engine reports it (a symlinked venv must compare equal)
     return None

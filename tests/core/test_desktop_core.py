@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,11 @@ def test_resources_are_in_the_checkout() -> None:
     assert "StartupWMClass=QuantDesk" in desktop and "Icon=quantdesk" in desktop
     for size in (16, 24, 32, 48, 64, 128, 256):
         assert (root / "icons" / "hicolor" / f"{size}x{size}" / "apps" / "quantdesk.png").exists()
+    assert (root / "quantdesk.ico").exists() and (root / "quantdesk.icns").exists()
+    validator = shutil.which("desktop-file-validate")
+    if validator:
+        check = subprocess.run([validator, str(root / "quantdesk.desktop")], capture_output=True, text=True)
+        assert check.returncode == 0 and not check.stdout.strip(), check.stdout
 
 
 # -- settings ---------------------------------------------------------------------------------
