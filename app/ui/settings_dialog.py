@@ -47,6 +47,11 @@ class SettingsDialog(QDialog):
         row.addWidget(self.models_dir, 1)
         row.addWidget(browse)
         form.addRow("Models folder", row)
+        hint = QLabel("Where downloads, conversions and quantizations go. My models lists a new folder at once; "
+                      "downloads move to it from the next start. Models in the old folder stay where they are.")
+        hint.setWordWrap(True)
+        hint.setStyleSheet("color: gray;")
+        form.addRow("", hint)
         layout.addWidget(files)
 
         hub = QGroupBox("Hugging Face")
