@@ -1,10 +1,16 @@
-# QuantDesk: `make run` installs everything and opens the app; `make test` installs and runs the suite.
+# QuantDesk: `make run` installs everything and opens the app; `make test` installs, builds the
+# desktop bundle and runs the suite; `make package` builds the bundle (dist/QuantDesk/).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.quantdesk-installed
+# keep in step with the "package" extra in pyproject.toml
+PYINSTALLER := pyinstaller==6.22.3
+PACKAGE_STAMP := $(VENV)/.quantdesk-package-tools
+BUNDLE := dist/QuantDesk/QuantDesk
+BUNDLE_SOURCES := $(shell find app packaging resources -type f -not -name '*.pyc' 2>/dev/null) pyproject.toml
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench package appimage install-desktop clean
 
 $(STAMP): pyproject.toml packaging/install_engine.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,11 +25,31 @@ install: $(STAMP)
 run: install
 	$(BIN)/quantdesk
 
-test: install
+$(PACKAGE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet '$(PYINSTALLER)'
+	touch $(PACKAGE_STAMP)
+
+# the bundle alone (no install step): rebuilt when a source file is newer
+$(BUNDLE): $(BUNDLE_SOURCES)
+	PYTHONPATH=$(CURDIR) $(BIN)/pyinstaller --noconfirm --clean --log-level WARN \
+		--distpath dist --workpath build/pyinstaller packaging/quantdesk.spec
+	touch $(BUNDLE)
+
+package: install $(PACKAGE_STAMP) $(BUNDLE)
+	@du -sh dist/QuantDesk
+
+appimage: package
+	packaging/appimage.sh
+
+# the bundle into ~/.local (app menu entry, icons, `quantdesk` on PATH)
+install-desktop: package
+	packaging/install-linux.sh
+
+test: install package
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -ra
 
 bench: install
 	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

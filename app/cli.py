@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from app import __version__
+from app.core.childproc import RUN_MODULE_FLAG, run_module
 from app.core.errors import QuantDeskError
 
 EXIT_BAD_INPUT = 2
@@ -263,11 +264,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--engine-host"]:  # the frozen app starts its engine host through itself
-        from app.core.engine.host import main as host_main
-
-        host_main()
-        return 0
+    if argv[:1] == [RUN_MODULE_FLAG]:  # the frozen app starts its child processes through itself
+        return run_module(argv[1:])
+    if argv[:1] == ["--engine-host"]:  # kept for older callers: the same as --run-module app.core.engine.host
+        return run_module(["app.core.engine.host"])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

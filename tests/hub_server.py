@@ -8,6 +8,7 @@ httpx2) speaks, served on 127.0.0.1 by a daemon thread. Pass ``endpoint=server.u
   GET  /api/models/{repo}/tree/{rev}[/{path}]   list_repo_tree / list_repo_files (recursive, expand; pages)
   POST /api/models/{repo}/paths-info/{rev}      get_paths_info
   HEAD|GET /{repo}/resolve/{rev}/{path}         file metadata and bodies; one Range (a-b, a-, -n) -> 206
+  GET  /api/whoami-v2                           whoami (login): the user for the server's token, else 401
 
 Revisions: ``main`` and the repo's ``sha``. Errors carry the X-Error-Code the client types them by:
 RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo (401 without a token, 403 with a wrong one).
@@ -195,6 +196,7 @@ class _Server(ThreadingHTTPServer):
 
 REPO = r"(?P<repo>[^/]+(?:/[^/]+)?)"
 ROUTES = [
+    ("GET", re.compile(r"/api/whoami-v2"), "whoami"),
     ("GET", re.compile(r"/api/models/?"), "list_models"),
     ("GET", re.compile(rf"/api/models/{REPO}(?:/revision/(?P<rev>[^/]+))?"), "model_info"),
     ("GET", re.compile(rf"/api/models/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?"), "tree"),
@@ -321,6 +323,12 @@ class _Handler(BaseHTTPRequestHandler):
         if expand:
             out["lastCommit"] = {"id": repo.sha, "title": "Upload files", "date": repo.last_modified}
         return out
+
+    def _whoami(self, query: dict[str, list[str]], body: bytes) -> None:
+        if not self._authorized():
+            raise _HubError(401, None, "Invalid credentials in Authorization header")
+        self._send_json({"type": "user", "name": "qd-tester", "fullname": "QuantDesk Tester",
+                         "auth": {"type": "access_token", "accessToken": {"displayName": "qd-test", "role": "read"}}})
 
     def _list_models(self, query: dict[str, list[str]], body: bytes) -> None:
         q = {k: v[0] for k, v in query.items()}

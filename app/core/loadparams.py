@@ -44,6 +44,16 @@ def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
 
 
+def preferences(header: GGUFHeader) -> tuple[int | None, int | None]:
+    """The Settings page's default context (capped at the model's trained context) and engine
+    threads; None where the planner decides."""
+    from app.core import settings
+
+    prefs = settings.load()
+    ctx = min(prefs.default_ctx, header.context_length or prefs.default_ctx) if prefs.default_ctx else None
+    return ctx, prefs.engine_threads or None
+
+
 def plan_load(
     header: GGUFHeader,
     *,
@@ -52,14 +62,17 @@ def plan_load(
     gpu_offload_supported: bool = False,
 ) -> LoadParams:
     """The load parameters the engine uses by default ("Auto"), from the memory planner; every
-    caller (CLI, GUI) comes through this function. ``ctx`` and ``gpu_layers`` are the user's."""
+    caller (CLI, GUI) comes through this function. ``ctx`` and ``gpu_layers`` are the user's;
+    without ``ctx``, the Settings page's default context applies (capped at the trained one)."""
     from app.core import hardware, planner
 
     if ctx is not None and not 0 < ctx <= MAX_CTX:
         raise BadValueError(f"context size {ctx}: must be between 1 and {MAX_CTX:,} tokens")
     if gpu_layers is not None and gpu_layers < -1:
         raise BadValueError(f"GPU layers {gpu_layers}: use -1 (all), 0 (CPU only) or a positive count")
-    plan = planner.plan(header, hardware.detect(), ctx=ctx, gpu_offload=gpu_offload_supported)
+    pref_ctx, threads = preferences(header)
+    plan = planner.plan(header, hardware.detect(), ctx=ctx if ctx is not None else pref_ctx,
+                        gpu_offload=gpu_offload_supported, n_threads=threads)
     if not plan.fits:
         raise BadValueError(f"{header.path.name}: {plan.reasons[-1]}")
     params = plan.params

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import platformdirs
@@ -33,8 +34,28 @@ def settings_path() -> Path:
 
 
 def models_dir() -> Path:
+    """Where downloaded, converted and quantized models go: the Settings page's models folder,
+    else QUANTDESK_HOME/models; created on first use."""
+    from app.core import settings  # settings needs paths: imported here
+
+    chosen = settings.load().models_dir
+    if chosen:
+        path = Path(chosen).expanduser()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        except OSError:
+            pass  # an unplugged drive or a folder without write access: fall back, never fail
     return _sub("models")
 
 
 def logs_dir() -> Path:
     return _sub("logs")
+
+
+def resources_dir() -> Path:
+    """Icons and the .desktop file: ``resources/`` next to ``app/``, or inside the bundle."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle:
+        return Path(bundle) / "resources"
+    return Path(__file__).resolve().parents[2] / "resources"

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,9 +14,21 @@ from app.core import paths
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+THEMES = ("system", "light", "dark")
+
+
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 adds the Settings page (models folder, defaults, threads, theme) and window state."""
+    return {
+        "models_dir": None, "default_ctx": None, "default_sampling": {}, "engine_threads": None,
+        "theme": "system", "window_geometry": "", "last_page": "", **data,
+    }
+
+
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    # version N -> N+1 goes here, e.g. 1: lambda d: {**d, "new_key": default}
+    # version N -> N+1
+    1: _v1_to_v2,
 }
 
 
@@ -29,6 +41,15 @@ class Settings:
     default_preset: str = "Balanced"
     scan_lmstudio: bool = False  # list LM Studio's models in the library (in place)
     scan_ollama: bool = False  # list Ollama's GGUF blobs in the library (in place)
+    # v2: the Settings page
+    models_dir: str | None = None  # None: QUANTDESK_HOME/models
+    default_ctx: int | None = None  # None: the planner's (4096 or the trained context if smaller)
+    default_sampling: dict[str, Any] = field(default_factory=dict)  # SamplingParams fields; {}: the preset's
+    engine_threads: int | None = None  # None: the physical cores
+    theme: str = "system"  # one of THEMES; "system" follows the desktop's light/dark setting
+    # v2: window state
+    window_geometry: str = ""  # QWidget.saveGeometry() as base64
+    last_page: str = ""  # the class name of the page shown last
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:
@@ -61,3 +82,31 @@ def save(settings: Settings, path: Path | None = None) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(asdict(settings), fh, indent=2)
     os.replace(tmp, path)
+
+
+def update(**changes: Any) -> Settings:
+    """Read, change and write back in one step, so that two parts of the app that each change
+    their own keys never write back each other's stale values."""
+    known = {f.name for f in fields(Settings)}
+    unknown = set(changes) - known
+    if unknown:
+        raise KeyError(f"unknown settings: {sorted(unknown)}")
+    current = load()
+    for key, value in changes.items():
+        setattr(current, key, value)
+    save(current)
+    return current
+
+
+def new_chat_defaults(settings: Settings | None = None) -> tuple[str, str, "SamplingParams"]:
+    """What a new conversation starts with: system prompt, preset name ("Custom" when the saved
+    sampling matches no preset) and sampling, from the Settings page."""
+    from app.core.engine.protocol import PRESETS, SamplingParams
+
+    s = settings or load()
+    if s.default_sampling:
+        sampling = SamplingParams.from_dict(s.default_sampling)
+    else:
+        sampling = PRESETS.get(s.default_preset, SamplingParams())
+    preset = next((name for name, p in PRESETS.items() if p == sampling), "Custom")
+    return s.default_system_prompt, preset, sampling

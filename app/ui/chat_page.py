@@ -15,6 +15,7 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from app.core import chats
+from app.core import settings as app_settings
 from app.core.chats import ChatStore, Conversation
 from app.core.engine import ModelInfo, Reply, SamplingParams
 from app.ui.chat_widgets import Composer, MessageList, MessageWidget
@@ -99,7 +100,9 @@ class ChatPage(QWidget):
         self.conversations.fill(self.store.list_conversations(self.conversations.search.text()), current)
 
     def new_conversation(self) -> Conversation:
-        conv = self.store.create_conversation(model_path=self.model.path if self.model else None)
+        system, preset, sampling = app_settings.new_chat_defaults()  # the Settings page's defaults
+        conv = self.store.create_conversation(model_path=self.model.path if self.model else None,
+                                              system_prompt=system, preset=preset, sampling=sampling)
         self.conversations.search.clear()
         self.conversation = conv
         self.refresh_list()

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from app.core import hardware
 from app.core.errors import QuantDeskError
 from app.core.gguf_info import GGUFHeader, read_header
-from app.core.loadparams import LoadParams
+from app.core.loadparams import LoadParams, preferences
 from app.core.planner import GPU_MARGIN, MemoryEstimate, Plan, budget, estimate, human_bytes, plan
 
 SEGMENTS = (("weights", QColor("#4c78a8")), ("KV cache", QColor("#f58518")), ("compute", QColor("#54a24b")))
@@ -176,7 +176,8 @@ class LoadDialog(QDialog):
         self.ctx_slider.setRange(1, max(trained // 256, 1))
         self.layers.setRange(0, (h.block_count or 0) + 1)
         self._updating = False
-        self.auto_plan = plan(h, self.hw, gpu_offload=self.gpu_offload)
+        pref_ctx, threads = preferences(h)  # the Settings page's default context and threads
+        self.auto_plan = plan(h, self.hw, ctx=pref_ctx, gpu_offload=self.gpu_offload, n_threads=threads)
         self._show_params(self.auto_plan.params)
         self.gpu_bar.setVisible(self.gpu_offload)
         self.cpu_bar.setVisible(True)

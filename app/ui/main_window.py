@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
 
-from app import APP_NAME, __version__
+from app import APP_NAME
 from app.core import settings as app_settings
 from app.core.chats import ChatStore
 from app.core.engine import ModelInfo
@@ -19,6 +19,7 @@ from app.core.downloads import DownloadManager
 from app.core.library import Library
 from app.core.planner import human_bytes
 from app.ui.chat_page import ChatPage
+from app.ui.desktop import add_desktop_actions
 from app.ui.hub_page import HubPage
 from app.ui.jobs_panel import JobsPanel
 from app.ui.library_page import DownloadsPage, LibraryPage
@@ -76,6 +77,7 @@ class MainWindow(QMainWindow):
         bridge.model_loaded.connect(self._on_loaded)
         bridge.load_failed.connect(self._on_load_failed)
         bridge.model_unloaded.connect(self._on_unloaded)
+        add_desktop_actions(self)  # Settings, Send, logs folder, shortcuts, window state
         if store.recovered:
             self.chat.notice.show_message(
                 f"{store.recovered} reply(s) were cut off when QuantDesk last closed unexpectedly; they are kept and marked."
@@ -231,8 +233,7 @@ class MainWindow(QMainWindow):
         self.chat.set_model(info)
         self.report_job("engine-load", f"Load {Path(info.path).name}", "done", fraction=1.0, detail=info.device)
         self.library.mark_used(info.path)
-        self.settings.last_model = info.path
-        app_settings.save(self.settings)
+        self.settings = app_settings.update(last_model=info.path)  # read-modify-write: never stale keys
 
     def _on_unloaded(self) -> None:
         self.model_label.setText("No model loaded")
@@ -276,7 +277,10 @@ class MainWindow(QMainWindow):
         self.close()
 
     def about(self) -> None:
-        QMessageBox.about(self, f"About {APP_NAME}", f"{APP_NAME} {__version__}\nRun and quantize local language models with llama.cpp.")
+        from app.ui.about_dialog import AboutDialog
+
+        self.about_dialog = AboutDialog(self.bridge.client, self.runner, self)
+        self.about_dialog.open()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
         running = self.jobs.active_titles()
@@ -285,8 +289,7 @@ class MainWindow(QMainWindow):
             self._ask_quit(running)
             return
         if self.chat.conversation is not None:
-            self.settings.last_conversation = self.chat.conversation.id
-            app_settings.save(self.settings)
+            self.settings = app_settings.update(last_conversation=self.chat.conversation.id)
         self.chat.stop()
         self.downloads.shutdown()  # running downloads pause; their .part files resume next time
         self.runner.wait_idle(2.0)

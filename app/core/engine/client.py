@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import queue
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from app.core import paths
+from app.core.childproc import child_env, python_command
 from app.core.errors import EngineCrashed, EngineError, ModelFileError
 from app.core.engine.protocol import ModelInfo, Reply, SamplingParams, send
 from app.core.gguf_info import read_header
@@ -33,10 +33,8 @@ _EOF = {"ev": "__eof__"}
 
 
 def host_command() -> list[str]:
-    """How to start the host: the same interpreter, or the frozen app with a hidden flag."""
-    if getattr(sys, "frozen", False):
-        return [sys.executable, "--engine-host"]
-    return [sys.executable, "-m", "app.core.engine.host"]
+    """How to start the host: ``python -m app.core.engine.host``, or the frozen app running itself."""
+    return python_command("app.core.engine.host")
 
 
 def _describe_exit(code: int | None) -> str:
@@ -71,6 +69,7 @@ class EngineClient:
         self.gpu_offload = False  # reported by the host: can this llama.cpp build offload layers?
         self._load_aborted = False
         self._loading = False
+        self.build_info: dict[str, str] = {}  # reported by the host: llama_cpp_version, system_info
 
     # -- process --------------------------------------------------------------------------------
     @property
@@ -95,11 +94,9 @@ class EngineClient:
     def _start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logfile = open(self.log_path, "a", encoding="utf-8")
-        env = dict(self._env if self._env is not None else os.environ)
+        env = child_env(self._env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         env["QUANTDESK_ENGINE_NICE"] = str(self._nice)
-        root = str(Path(__file__).resolve().parents[3])
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._proc = subprocess.Popen(
             host_command(),
             stdin=subprocess.PIPE,
@@ -117,6 +114,7 @@ class EngineClient:
         if event.get("ev") != "ready":
             raise EngineError(f"the engine did not start: {event.get('message', event)}")
         self.gpu_offload = bool(event.get("gpu_offload"))
+        self.build_info = {k: event[k] for k in ("llama_cpp_version", "system_info") if k in event}
         self.model = None
         log.info("engine host started, pid %s", self._proc.pid)
 

@@ -1,6 +1,6 @@
 """The engine host: llama-cpp-python in its own process.
 
-Started by ``EngineClient`` as ``python -m app.core.engine.host``. It reads one JSON op per line on
+Started by ``EngineClient`` as ``python -m app.core.engine.host`` (see app.core.childproc). It reads one JSON op per line on
 stdin and writes one JSON event per line on the protocol stream (the original stdout; stray native
 output is sent to stderr, which the client sends to the engine log). A native crash here ends only
 this process; the client sees the pipe close and reports it.
@@ -63,7 +63,13 @@ class Host:
         threading.Thread(target=self.read_stdin, name="engine-stdin", daemon=True).start()
         import llama_cpp
 
-        self.emit("ready", pid=os.getpid(), gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()))
+        self.emit(
+            "ready",
+            pid=os.getpid(),
+            gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
+            llama_cpp_version=llama_cpp.__version__,
+            system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
+        )
         while True:
             msg = self.inbox.get()
             op = msg.get("op")

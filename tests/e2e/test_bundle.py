@@ -1,0 +1,157 @@
+"""The desktop bundle (dist/QuantDesk, `make package`) as a user gets it: it opens its window on a
+real X server (Xvfb), the window shows something (a screenshot that is not blank), and its own
+engine answers a message with the starter model. `make test` builds the bundle first; run alone,
+this test rebuilds it when a source file is newer."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLE = ROOT / "dist" / "QuantDesk" / "QuantDesk"
+SOURCES = ("app", "packaging", "resources")
+WINDOW_TIMEOUT = 120
+
+pytestmark = pytest.mark.slow
+
+
+def _newest_source() -> float:
+    return max(p.stat().st_mtime for d in SOURCES for p in (ROOT / d).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Path:
+    if not BUNDLE.exists() or BUNDLE.stat().st_mtime < _newest_source():
+        if not (ROOT / ".venv" / "bin" / "pyinstaller").exists():
+            pytest.fail("the bundle is missing or out of date and PyInstaller is not installed: run 'make package'")
+        subprocess.run(["make", "-C", str(ROOT), str(BUNDLE.relative_to(ROOT))], check=True, timeout=1800)
+    return BUNDLE
+
+
+def _bundle_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "PYTHONPATH", "PYTHONHOME", "QUANTDESK_SCREENSHOT")}
+    return {**env, "QUANTDESK_HOME": str(home), **extra}
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Poll the bundle's observable state (its log, the X server)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def xvfb() -> Iterator[str | None]:
+    """A fresh X server on a free display (``-displayfd``), or None when Xvfb is not installed."""
+    exe = shutil.which("Xvfb")
+    if exe is None:
+        yield None
+        return
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen([exe, "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        number = pipe.readline().strip()
+    try:
+        assert number, "Xvfb did not start"
+        yield f":{number}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _distinct_colours(png: Path) -> tuple[int, float]:
+    """How many distinct colours a grid of samples has, and the share of the most common one."""
+    from PySide6.QtGui import QImage
+
+    image = QImage(str(png))
+    assert not image.isNull(), f"{png}: not an image"
+    counts: dict[int, int] = {}
+    step = 4
+    for y in range(0, image.height(), step):
+        for x in range(0, image.width(), step):
+            rgb = image.pixel(x, y) & 0xFFFFFF
+            counts[rgb] = counts.get(rgb, 0) + 1
+    return len(counts), max(counts.values()) / sum(counts.values())
+
+
+def _screenshot_x(display: str, out: Path) -> None:
+    env = {**os.environ, "DISPLAY": display}
+    if shutil.which("import"):
+        subprocess.run(["import", "-window", "root", str(out)], env=env, check=True, timeout=60)
+    elif shutil.which("xwd") and shutil.which("convert"):
+        xwd = subprocess.run(["xwd", "-root", "-silent"], env=env, check=True, capture_output=True, timeout=60).stdout
+        subprocess.run(["convert", "xwd:-", str(out)], input=xwd, check=True, timeout=60)
+    else:
+        pytest.skip("no screenshot tool (ImageMagick's import, or xwd + convert)")
+
+
+def test_the_bundle_opens_its_window_with_the_starter_model(bundle: Path, xvfb: str | None, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    log = home / "logs" / "quantdesk.log"
+    shot = tmp_path / "bundle-window.png"
+    if xvfb is not None:
+        env = _bundle_env(home, DISPLAY=xvfb, QT_QPA_PLATFORM="xcb")
+    else:  # no X server to be had: the window grabs itself (app.ui.app SCREENSHOT_ENV)
+        env = _bundle_env(home, QT_QPA_PLATFORM="offscreen", QUANTDESK_SCREENSHOT=str(shot))
+    proc = subprocess.Popen([str(bundle)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: proc.poll() is not None or (log.exists() and "model loaded:" in log.read_text()),
+                  WINDOW_TIMEOUT, "the window with the starter model loaded")
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        text = log.read_text()
+        assert "main window shown" in text and "SmolLM2-135M-Instruct" in text
+        if xvfb is not None:
+            xenv = {**os.environ, "DISPLAY": xvfb}
+            if shutil.which("xdotool"):
+                found = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--class", "QuantDesk"],
+                                       env=xenv, capture_output=True, text=True, timeout=WINDOW_TIMEOUT)
+                window_id = found.stdout.split()[0]
+                if shutil.which("xprop"):  # the .desktop file's StartupWMClass matches this
+                    wm_class = subprocess.run(["xprop", "-id", window_id, "WM_CLASS"], env=xenv, capture_output=True,
+                                              text=True, timeout=30).stdout
+                    assert '"QuantDesk", "QuantDesk"' in wm_class
+            _screenshot_x(xvfb, shot)
+        else:
+            _wait_for(lambda: shot.exists(), 30, "the window's own screenshot")
+        colours, dominant = _distinct_colours(shot)
+        print(f"screenshot {shot}: {colours} distinct colours, the most common covers {dominant:.0%}")
+        assert colours >= 8 and dominant < 0.95, f"{shot} looks blank"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # the app closes its window the normal way
+        code = proc.wait(timeout=60)
+    assert code == 0
+    keep = os.environ.get("QUANTDESK_KEEP_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)
+
+
+def test_the_bundled_engine_answers_with_the_starter_model(bundle: Path, tmp_path: Path) -> None:
+    out = subprocess.run([str(bundle), "chat", "starter", "--prompt", "Say hi", "--temperature", "0", "--max-tokens", "8", "--json"],
+                         env=_bundle_env(tmp_path / "home"), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    reply = json.loads(out.stdout)
+    assert reply["text"].strip() and reply["completion_tokens"] > 0
+
+
+def test_the_bundle_runs_its_own_child_processes(bundle: Path, tmp_path: Path) -> None:
+    """`plan` measures compute buffers with a llama.cpp dry run in a child process: in the bundle
+    that child is the bundle itself (--run-module), not a Python that may not exist."""
+    out = subprocess.run([str(bundle), "plan", "starter", "--json"], env=_bundle_env(tmp_path / "home"),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["memory"]["measured"] is True
