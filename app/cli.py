@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--ram", type=int, default=None, metavar="BYTES", help="RAM to plan for")
     plan.add_argument("--no-measure", action="store_true", help="skip the llama.cpp dry run; model the compute buffers only")
     plan.add_argument("--json", action="store_true")
+
+    from app.cli_hub import add_parsers as add_hub_parsers
+
+    parser.set_defaults(commands=add_hub_parsers(sub))
     return parser
 
 
@@ -271,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_gui()
     try:
-        return {"chat": cmd_chat, "hw": cmd_hw, "inspect": cmd_inspect, "plan": cmd_plan}[args.command](args)
+        commands = {"chat": cmd_chat, "hw": cmd_hw, "inspect": cmd_inspect, "plan": cmd_plan, **args.commands}
+        return commands[args.command](args)
     except QuantDeskError as exc:
         print(f"quantdesk: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -141,7 +141,7 @@ def main() -> int:
     started = time.perf_counter()
     print(f"QuantDesk bench: {model.name}, 2 threads, CPU only, {os.cpu_count()} CPUs", file=sys.stderr)
 
-    from bench import engine_bench, gui_bench
+    from bench import download_bench, engine_bench, gui_bench
 
     # cold start first, while nothing else holds the CPU or memory
     start_row = Row("cold start to window shown", 1.5, False, "s")
@@ -177,7 +177,11 @@ def main() -> int:
     finally:
         client.close()
     gui_row = measure(Row("GUI stall while streaming", 50, False, "ms"), lambda: gui_bench.gui_stall(model), 1000)
-    rows = [row for row, _, _ in engine_rows] + [gui_row, start_row, rss_row]
+    download_rows = [
+        measure(Row("download throughput ÷ hf_hub_download", 0.95, True, "x"), lambda: download_bench.throughput_ratio(model)),
+        measure(Row("re-fetched after a dropped connection", 1.0, False, "MB"), lambda: download_bench.refetched_after_drop(model)),
+    ]
+    rows = [row for row, _, _ in engine_rows] + [gui_row, start_row, rss_row] + download_rows
 
     print_table(rows)
     elapsed = time.perf_counter() - started

@@ -61,3 +61,57 @@ def no_template_model(starter_model: Path, tmp_path_factory: pytest.TempPathFact
 
 
 LONG_PROMPT = "Write a very long story about a lighthouse keeper and a storm, with many chapters."
+
+
+# ---- a local Hugging Face Hub (tests/hub_server.py) with GGUF repos ----------------------------
+
+HUB_TOKEN = "hf_test_token_0123456789abcdefghij"
+
+
+@pytest.fixture(scope="session")
+def tiny_ggufs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny llama GGUFs (real files llama.cpp loads): three quant levels and a two-shard split model."""
+    from tests.tiny_models import build_tiny_gguf
+
+    root = tmp_path_factory.mktemp("tiny-ggufs")
+    out = {kind: build_tiny_gguf("llama", root / f"tiny-{kind.upper()}.gguf", file_type=kind) for kind in ("f16", "q8_0")}
+    build_tiny_gguf("llama", root / "tiny-split.gguf", split_max_tensors=20)
+    out["split1"] = root / "tiny-split-00001-of-00002.gguf"
+    out["split2"] = root / "tiny-split-00002-of-00002.gguf"
+    return out
+
+
+@pytest.fixture
+def hub_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """huggingface_hub's own environment for this test: an empty HF_HOME, no token, online."""
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+
+
+@pytest.fixture
+def hub(tiny_ggufs: dict[str, Path], starter_model: Path, hub_env: None) -> Iterator["HubServer"]:
+    from tests.hub_server import HubRepo, HubServer
+
+    card = "---\nlicense: apache-2.0\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\n---\n# SmolLM2 GGUF\n\nA **tiny** chat model.\n"
+    repos = [
+        HubRepo("qd/SmolLM2-135M-Instruct-GGUF", files={"SmolLM2-135M-Instruct.Q4_1.gguf": starter_model},
+                card=card, downloads=900, likes=30, tags=["gguf", "llama"], library_name="gguf",
+                last_modified="2025-02-03T00:00:00.000Z"),
+        HubRepo("qd/tiny-GGUF", files={
+            "tiny-F16.gguf": tiny_ggufs["f16"], "tiny-Q8_0.gguf": tiny_ggufs["q8_0"],
+            "split/tiny-split-00001-of-00002.gguf": tiny_ggufs["split1"],
+            "split/tiny-split-00002-of-00002.gguf": tiny_ggufs["split2"],
+            "mmproj-tiny-F16.gguf": tiny_ggufs["f16"],
+        }, downloads=500, likes=70, tags=["gguf", "llama"], last_modified="2025-06-01T00:00:00.000Z"),
+        HubRepo("qd/gated-GGUF", files={"tiny-Q8_0.gguf": tiny_ggufs["q8_0"]}, gated=True, downloads=50, tags=["gguf"]),
+        HubRepo("qd/tiny-safetensors", files={"model.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ",
+                                              "config.json": b'{"architectures": ["LlamaForCausalLM"]}'}, downloads=40),
+        HubRepo("qd/tiny-GPTQ", files={"model.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ",
+                                       "config.json": b'{"quantization_config": {"quant_method": "gptq", "bits": 4}}'},
+                downloads=30, tags=["gptq"]),
+    ]
+    with HubServer(repos, token=HUB_TOKEN) as server:
+        yield server

@@ -23,6 +23,7 @@ import re
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -134,6 +135,7 @@ class HubServer:
         self.page_size = page_size  # entries per page of /api/models and /tree (the Hub: 1000)
         self.drop_after_bytes: int | None = None  # the next file body longer than this is cut there, once
         self.fail_next: list[int] = []  # statuses for the next /resolve/ requests (HEAD or GET)
+        self.bytes_per_second: int | None = None  # throttle file bodies (a slow link), None: full speed
         self.corrupt_sha: set[str] = set()  # "path" or "repo_id/path": the advertised hash is wrong
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path?query, headers)
         self.transfers: list[tuple[str, str, int, int]] = []  # (method, path?query, status, body bytes sent)
@@ -394,5 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 self.wfile.write(chunk)
                 sent += len(chunk)
+                if hub.bytes_per_second:
+                    time.sleep(len(chunk) / hub.bytes_per_second)
         finally:  # also when the client hangs up mid-body
             hub.transfers.append((self.command, self.path, status, sent))

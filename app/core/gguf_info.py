@@ -350,3 +350,18 @@ def _build(p: Path, size: int, reader: Any, arch: str, arch_int: Any) -> GGUFHea
         tokenizer_model=tok_model if isinstance(tok_model, str) else None,
         split_count=int(split) if isinstance(split, int) and not isinstance(split, bool) else 1,
     )
+
+
+QUANT_LABEL = re.compile(
+    r"(?i)(?<![A-Za-z0-9])(IQ[1-4]_(?:XXS|XS|NL|S|M)|TQ[12]_0|Q[2-8]_K(?:_(?:XL|S|M|L))?|Q4_0_(?:4_4|4_8|8_8)"
+    r"|Q[4-8]_[01]|MXFP4(?:_MOE)?|BF16|FP16|F16|FP32|F32)(?![A-Za-z0-9])"
+)
+
+
+def quant_label(name: str) -> str | None:
+    """The quant label in a file name ('Llama-3-8B.Q4_K_M.gguf' -> 'Q4_K_M'), upper-cased; None if absent."""
+    matches = QUANT_LABEL.findall(Path(name).name)
+    if not matches:
+        return None
+    label = matches[-1].upper()
+    return {"FP16": "F16", "FP32": "F32"}.get(label, label)

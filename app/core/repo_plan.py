@@ -5,11 +5,11 @@ partial fit."""
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from app.core.errors import QuantDeskError
 from app.core.hardware import Hardware
-from app.core.planner import plan
+from app.core.planner import budget, plan
 from app.core.remote_gguf import read_remote_header
 
 FIRST_SHARD = re.compile(r"-00001-of-\d{5}\.gguf$")
@@ -29,6 +29,9 @@ class FileVerdict:
     full: bool  # every layer where it runs best: all on the GPU, or in RAM when there is no GPU
     recommended: bool = False
     error: str = ""
+    memory: dict[str, int] = field(default_factory=dict)  # the plan's MemoryEstimate, per device
+    budget_gpu: int = 0  # what the planner may use on this machine
+    budget_cpu: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -70,8 +73,10 @@ def plan_repo(repo_id: str, hw: Hardware, *, ctx: int | None = None, gpu_mem: in
         n_layer = h.block_count or 0
         gpu = p.params.n_gpu_layers > 0
         full = p.fits and (p.params.n_gpu_layers > n_layer or (p.verdict == "CPU only" and not (hw.gpus or gpu_mem)))
+        room = budget(hw, gpu_mem, ram)
         verdicts.append(FileVerdict(name, h.size_bytes, h.file_type_name, round(h.bits_per_weight, 3), p.verdict,
-                                    p.params.n_gpu_layers if gpu else 0, p.max_ctx, p.fits, full))
+                                    p.params.n_gpu_layers if gpu else 0, p.max_ctx, p.fits, full,
+                                    memory=p.memory.to_dict(), budget_gpu=room.gpu, budget_cpu=room.cpu))
     best = max((v for v in verdicts if v.full), key=lambda v: v.bits_per_weight, default=None)
     if best is None:  # no full fit: the most layers on the GPU, then the best quality
         best = max((v for v in verdicts if v.fits), key=lambda v: (v.n_gpu_layers, v.bits_per_weight), default=None)

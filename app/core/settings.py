@@ -27,6 +27,8 @@ class Settings:
     last_conversation: int | None = None
     default_system_prompt: str = ""
     default_preset: str = "Balanced"
+    scan_lmstudio: bool = False  # list LM Studio's models in the library (in place)
+    scan_ollama: bool = False  # list Ollama's GGUF blobs in the library (in place)
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ def setup_logging() -> None:
     root.setLevel(logging.INFO)
 
 
-def create_window():  # type: ignore[no-untyped-def]
+def create_window(*, hub_endpoint: str | None = None):  # type: ignore[no-untyped-def]
     """The main window with its store and engine; the caller shows it (tests use this too)."""
     from app.core.chats import ChatStore
     from app.ui.main_window import MainWindow
@@ -26,7 +26,7 @@ def create_window():  # type: ignore[no-untyped-def]
 
     store = ChatStore(paths.database_path())
     bridge = EngineBridge()
-    window = MainWindow(store, bridge)
+    window = MainWindow(store, bridge, hub_endpoint=hub_endpoint)
     window.chat.refresh_list()
     conversations = store.list_conversations()
     last = window.settings.last_conversation

@@ -26,7 +26,7 @@ from app.core import hardware
 from app.core.errors import QuantDeskError
 from app.core.gguf_info import GGUFHeader, read_header
 from app.core.loadparams import LoadParams
-from app.core.planner import GPU_MARGIN, Plan, budget, estimate, human_bytes, plan
+from app.core.planner import GPU_MARGIN, MemoryEstimate, Plan, budget, estimate, human_bytes, plan
 
 SEGMENTS = (("weights", QColor("#4c78a8")), ("KV cache", QColor("#f58518")), ("compute", QColor("#54a24b")))
 
@@ -66,6 +66,13 @@ class MemoryBar(QWidget):
             painter.fillRect(QRectF(x, bar.top() + 1, width, bar.height() - 1), QColor("#c0392b") if self.over else color)
             x += width
         painter.end()
+
+
+def show_memory(gpu_bar: MemoryBar, cpu_bar: MemoryBar, m: MemoryEstimate, gpu_budget: int, cpu_budget: int) -> None:
+    """One estimate on the two bars (GPU: weights / KV / compute and margin; RAM: the rest)."""
+    gpu_bar.set_values(m.gpu_weights_bytes, m.gpu_kv_bytes, m.gpu_compute_bytes + m.margin_bytes,
+                       gpu_budget + GPU_MARGIN if gpu_budget else 0)
+    cpu_bar.set_values(m.cpu_weights_bytes, m.kv_bytes - m.gpu_kv_bytes, m.cpu_compute_bytes, cpu_budget)
 
 
 class LoadDialog(QDialog):
@@ -221,8 +228,7 @@ class LoadDialog(QDialog):
         self.layers_label.setText(f"{p.n_gpu_layers if p.n_gpu_layers >= 0 else n_layer + 1} of {n_layer + 1} (from the last layer; the output layer counts)")
         m = estimate(self.header, p, gpu_offload=self.gpu_offload)
         room = budget(self.hw)
-        self.gpu_bar.set_values(m.gpu_weights_bytes, m.gpu_kv_bytes, m.gpu_compute_bytes + m.margin_bytes, room.gpu + GPU_MARGIN if room.gpu else 0)
-        self.cpu_bar.set_values(m.cpu_weights_bytes, m.kv_bytes - m.gpu_kv_bytes, m.cpu_compute_bytes, room.cpu)
+        show_memory(self.gpu_bar, self.cpu_bar, m, room.gpu, room.cpu)
         over = not room.holds(m)
         reasons = list(self.auto_plan.reasons) if self.auto.isChecked() and self.auto_plan else list(p.reasons)
         if over:

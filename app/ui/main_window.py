@@ -1,27 +1,36 @@
-"""The main window: menus, status bar, and the chat page."""
+"""The main window: menus, status bar, and the pages: Chat, Discover (the Hub), My models, Downloads."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Callable
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QWidget
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from app import APP_NAME, __version__
 from app.core import settings as app_settings
 from app.core.chats import ChatStore
 from app.core.engine import ModelInfo
 from app.core.starter import STARTER_LABEL, starter_model_path
+from app.core.downloads import DownloadManager
+from app.core.library import Library
+from app.core.planner import human_bytes
 from app.ui.chat_page import ChatPage
+from app.ui.hub_page import HubPage
+from app.ui.jobs_panel import JobsPanel
+from app.ui.library_page import DownloadsPage, LibraryPage
 from app.ui.load_dialog import LoadDialog
-from app.ui.worker import EngineBridge
+from app.ui.worker import DownloadsBridge, EngineBridge, TaskRunner
 
 log = logging.getLogger(__name__)
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, store: ChatStore, bridge: EngineBridge, parent: QWidget | None = None) -> None:
+    def __init__(self, store: ChatStore, bridge: EngineBridge, parent: QWidget | None = None, *,
+                 hub_endpoint: str | None = None) -> None:
         super().__init__(parent)
         self.store = store
         self.bridge = bridge
@@ -30,8 +39,36 @@ class MainWindow(QMainWindow):
         self.load_dialog: LoadDialog | None = None
         self.setWindowTitle(APP_NAME)
         self.resize(1200, 780)
+        self.runner = TaskRunner(self)
+        self.library = Library()
+        self.downloads = DownloadsBridge(DownloadManager(self.library, endpoint=hub_endpoint), self)
         self.chat = ChatPage(store, bridge)
-        self.setCentralWidget(self.chat)
+        self.hub_page = HubPage(self.runner, endpoint=hub_endpoint)
+        self.library_page = LibraryPage(self.library, self.runner)
+        self.downloads_page = DownloadsPage(self.downloads)
+        self.pages = QTabWidget()
+        self.pages.setDocumentMode(True)
+        for page, title in ((self.chat, "Chat"), (self.hub_page, "Discover"), (self.library_page, "My models"),
+                            (self.downloads_page, "Downloads")):
+            self.pages.addTab(page, title)
+        self.setCentralWidget(self.pages)
+        self.hub_page.download_requested.connect(self.start_download)
+        self.hub_page.convert_requested.connect(self.convert_repo)
+        self.library_page.open_requested.connect(self.open_in_chat)
+        self.library_page.quantize_requested.connect(self.quantize_file)
+        self.downloads_page.download_ready.connect(self._on_download_ready)
+        self.downloads.download_changed.connect(self._on_download_changed)
+        self.pages.currentChanged.connect(self._on_page_changed)
+        self.jobs = JobsPanel(self)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.jobs)
+        self.jobs.hide()
+        self.jobs.active_changed.connect(self._on_jobs_changed)
+        self._build_menus()
+        self.jobs_label = QLabel("")
+        self.statusBar().addWidget(self.jobs_label)
+        self.quit_box: QMessageBox | None = None
+        self._quit_confirmed = False
+        self._load_cancelled = False
         self.model_label = QLabel("No model loaded")
         self.statusBar().addPermanentWidget(self.model_label)
         self.chat.status_message.connect(lambda text: self.statusBar().showMessage(text, 4000))
@@ -39,7 +76,6 @@ class MainWindow(QMainWindow):
         bridge.model_loaded.connect(self._on_loaded)
         bridge.load_failed.connect(self._on_load_failed)
         bridge.model_unloaded.connect(self._on_unloaded)
-        self._build_menus()
         if store.recovered:
             self.chat.notice.show_message(
                 f"{store.recovered} reply(s) were cut off when QuantDesk last closed unexpectedly; they are kept and marked."
@@ -62,6 +98,18 @@ class MainWindow(QMainWindow):
             "&Search conversations", self, shortcut=QKeySequence.StandardKey.Find, triggered=self.chat.conversations.search.setFocus
         )
         chat_menu.addActions([self.new_action, self.stop_action, self.search_action])
+        view_menu = self.menuBar().addMenu("&View")
+        self.page_actions = []
+        for index, title in enumerate(("&Chat", "&Discover", "&My models", "Do&wnloads")):
+            action = QAction(title, self, shortcut=QKeySequence(f"Ctrl+{index + 1}"),
+                             triggered=lambda _=False, i=index: self.pages.setCurrentIndex(i))
+            self.page_actions.append(action)
+        view_menu.addActions(self.page_actions)
+        view_menu.addSeparator()
+        self.jobs_action = self.jobs.toggleViewAction()
+        self.jobs_action.setText("&Jobs")
+        self.jobs_action.setShortcut(QKeySequence("Ctrl+J"))
+        view_menu.addAction(self.jobs_action)
         help_menu = self.menuBar().addMenu("&Help")
         self.hardware_action = QAction("&Hardware…", self, triggered=self.show_hardware)
         help_menu.addActions([self.hardware_action, QAction("&About", self, triggered=self.about)])
@@ -106,6 +154,63 @@ class MainWindow(QMainWindow):
     def load_model(self, path: str) -> None:
         self.bridge.load_model(path)
 
+    # -- the Hub, downloads and the library -----------------------------------------------------
+    def start_download(self, repo: str, filename: str) -> None:
+        try:
+            d = self.downloads.manager.start(repo, filename)
+        except Exception as exc:
+            self.show_error("Cannot download", str(exc))
+            return
+        self.statusBar().showMessage(f"Downloading {d.filename} ({self.downloads.manager.get(d.id).state})", 4000)
+
+    def _on_download_changed(self, d: Any) -> None:
+        active = len(self.downloads.manager.active)
+        self.pages.setTabText(3, f"Downloads ({active})" if active else "Downloads")
+        detail = d.error or (f"{human_bytes(d.done)} / {human_bytes(d.size)}" if d.size else "")
+        if d.speed:
+            detail += f" · {human_bytes(int(d.speed))}/s"
+        self.report_job(f"download-{d.id}", f"Download {d.filename}", d.state, fraction=d.fraction if d.size else None,
+                        detail=detail, cancel=lambda i=d.id: self.downloads.manager.cancel(i))
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def report_job(self, key: str, title: str, state: str, *, fraction: float | None = None, detail: str = "",
+                   cancel: Callable[[], None] | None = None) -> None:
+        """Every long job shows up in the jobs panel (shown the first time a job starts)."""
+        new = key not in self.jobs.jobs
+        self.jobs.upsert(key, title, state, fraction=fraction, detail=detail, cancel=cancel)
+        if new and self.jobs.jobs[key].active and not self.jobs.isVisible():
+            self.jobs.show()
+
+    def _on_jobs_changed(self, active: int) -> None:
+        self.jobs_label.setText(f"{active} job{'s' if active != 1 else ''} running" if active else "")
+
+    def cancel_load(self) -> None:
+        self._load_cancelled = True
+        self.bridge.client.abort_load()
+
+    def _on_download_ready(self, path: str) -> None:
+        self.statusBar().showMessage(f"Ready: {Path(path).name} is in My models", 6000)
+        self.library_page.refresh()  # reads the new file's header off the GUI thread
+
+    def open_in_chat(self, path: str) -> None:
+        self.pages.setCurrentWidget(self.chat)
+        self.load_model(path)
+
+    def convert_repo(self, repo: str) -> None:
+        self.quantize_source(repo)
+
+    def quantize_file(self, path: str) -> None:
+        self.quantize_source(path)
+
+    def quantize_source(self, source: str) -> None:
+        self.show_error("Quantize", f"The quantize wizard is not available in this build ({source}).")
+
+    def _on_page_changed(self, index: int) -> None:
+        if self.pages.widget(index) is self.library_page and not self.library_page.entries:
+            self.library_page.refresh()
+        if self.pages.widget(index) is self.hub_page and self.hub_page._pages is None:
+            self.hub_page.search()
+
     def show_hardware(self) -> None:
         from app.ui.hardware_dialog import HardwareDialog
 
@@ -113,7 +218,9 @@ class MainWindow(QMainWindow):
         self.hardware_dialog.open()
 
     def _on_loading(self, path: str) -> None:
+        self._load_cancelled = False
         self.model_label.setText(f"Loading {Path(path).name}…")
+        self.report_job("engine-load", f"Load {Path(path).name}", "loading", cancel=self.cancel_load)
 
     def _on_loaded(self, info: ModelInfo) -> None:
         name = Path(info.path).name
@@ -122,6 +229,8 @@ class MainWindow(QMainWindow):
             name += f" ({STARTER_LABEL})"
         self.model_label.setText(f"{name} · {info.device} · context {info.n_ctx}")
         self.chat.set_model(info)
+        self.report_job("engine-load", f"Load {Path(info.path).name}", "done", fraction=1.0, detail=info.device)
+        self.library.mark_used(info.path)
         self.settings.last_model = info.path
         app_settings.save(self.settings)
 
@@ -132,6 +241,13 @@ class MainWindow(QMainWindow):
     def _on_load_failed(self, message: str) -> None:
         model = self.bridge.client.model
         self.model_label.setText(f"{Path(model.path).name} · {model.device}" if model else "No model loaded")
+        job = self.jobs.jobs.get("engine-load")
+        title = job.title if job else "Load model"
+        if self._load_cancelled:
+            self.report_job("engine-load", title, "cancelled")
+            self.statusBar().showMessage("Loading cancelled", 4000)
+            return
+        self.report_job("engine-load", title, "failed", detail=message)
         self.show_error("Cannot load model", message)
 
     def show_error(self, title: str, message: str) -> None:
@@ -141,12 +257,37 @@ class MainWindow(QMainWindow):
         box.open()
         self.error_box = box
 
+    def _ask_quit(self, running: list[str]) -> None:
+        box = QMessageBox(QMessageBox.Icon.Question, "Jobs are running",
+                          f"{len(running)} job(s) are running:\n" + "\n".join(f"• {t}" for t in running[:8])
+                          + "\n\nQuit anyway? Downloads pause and resume next time; other jobs are cancelled.",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.button(QMessageBox.StandardButton.Yes).setText("Quit")
+        box.finished.connect(lambda result: result == QMessageBox.StandardButton.Yes and self._quit_anyway())
+        box.open()
+        self.quit_box = box
+
+    def _quit_anyway(self) -> None:
+        self._quit_confirmed = True
+        for key, job in list(self.jobs.jobs.items()):
+            if job.active and not key.startswith("download-") and job.cancel is not None:
+                job.cancel()
+        self.close()
+
     def about(self) -> None:
         QMessageBox.about(self, f"About {APP_NAME}", f"{APP_NAME} {__version__}\nRun and quantize local language models with llama.cpp.")
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt name)
+        running = self.jobs.active_titles()
+        if running and not self._quit_confirmed:
+            event.ignore()
+            self._ask_quit(running)
+            return
         if self.chat.conversation is not None:
             self.settings.last_conversation = self.chat.conversation.id
             app_settings.save(self.settings)
         self.chat.stop()
+        self.downloads.shutdown()  # running downloads pause; their .part files resume next time
+        self.runner.wait_idle(2.0)
         super().closeEvent(event)

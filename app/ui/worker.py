@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.core.engine import EngineClient, ModelInfo, Reply, SamplingParams
 from app.core.errors import EngineCrashed, QuantDeskError
 from app.core.loadparams import LoadParams
+
+if TYPE_CHECKING:
+    from app.core.downloads import DownloadManager
 
 log = logging.getLogger(__name__)
 
@@ -160,3 +163,102 @@ class EngineBridge(QObject):
         self.client.close()
         for thread in self._threads:
             thread.join(timeout=5)
+
+
+class TaskRunner(QObject):
+    """Runs core calls on background threads; results, errors and progress come back on the GUI
+    thread through one queue and a timer (the same rule as the engine bridge: no signal is emitted
+    from a plain Python thread). A call's ``done`` or ``failed`` always runs, in ``finally`` order."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._outbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._pump = QTimer(self)
+        self._pump.setInterval(PUMP_INTERVAL_MS)
+        self._pump.timeout.connect(self._drain)
+        self._running = 0
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def busy(self) -> bool:
+        return self._running > 0
+
+    def post(self, callback: Callable[[], None]) -> None:
+        """From any thread: run ``callback`` on the GUI thread."""
+        self._outbox.put(callback)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                callback = self._outbox.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                callback()
+            except Exception:  # a GUI callback's bug is logged, the pump keeps running
+                log.exception("task callback failed")
+        if self._running == 0 and self._outbox.empty():
+            self._pump.stop()
+
+    def run(self, name: str, call: Callable[[], Any], done: Callable[[Any], None] | None = None,
+            failed: Callable[[str], None] | None = None) -> None:
+        def finish() -> None:
+            self._running -= 1
+
+        def target() -> None:
+            try:
+                result = call()
+            except QuantDeskError as exc:
+                message = str(exc)
+                self.post(lambda: failed(message) if failed else log.warning("%s: %s", name, message))
+            except Exception as exc:  # unexpected: a sentence for the user, the traceback in the log
+                log.exception("%s failed", name)
+                message = f"{name}: {type(exc).__name__}: {exc}"
+                self.post(lambda: failed(message) if failed else None)
+            else:
+                self.post(lambda: done(result) if done else None)
+            finally:
+                self.post(finish)
+
+        self._running += 1
+        self._pump.start()
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        for thread in list(self._threads):
+            thread.join(timeout)
+
+
+class DownloadsBridge(QObject):
+    """The download manager's events on the GUI thread."""
+
+    download_changed = Signal(object)  # Download
+
+    def __init__(self, manager: "DownloadManager", parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.manager = manager
+        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        manager.listeners.append(self._outbox.put)
+        self._pump = QTimer(self)
+        self._pump.setInterval(50)
+        self._pump.timeout.connect(self._drain)
+        self._pump.start()
+
+    def _drain(self) -> None:
+        latest: dict[int, Any] = {}
+        while True:
+            try:
+                d = self._outbox.get_nowait()
+            except queue.Empty:
+                break
+            if d.id in latest and latest[d.id].state != d.state:
+                self.download_changed.emit(latest[d.id])  # every state change is seen
+            latest[d.id] = d
+        for d in latest.values():
+            self.download_changed.emit(d)
+
+    def shutdown(self) -> None:
+        self._pump.stop()
+        self.manager.close()

@@ -24,6 +24,7 @@ from app.core import paths
 from app.core.errors import EngineCrashed, EngineError, ModelFileError
 from app.core.engine.protocol import ModelInfo, Reply, SamplingParams, send
 from app.core.gguf_info import read_header
+from app.core.jobs import Cancelled
 from app.core.loadparams import LoadParams, plan_load
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class EngineClient:
         self.restarts = 0
         self.last_crash: str | None = None
         self.gpu_offload = False  # reported by the host: can this llama.cpp build offload layers?
+        self._load_aborted = False
+        self._loading = False
 
     # -- process --------------------------------------------------------------------------------
     @property
@@ -183,6 +186,14 @@ class EngineClient:
             proc.kill()
             proc.wait()
 
+    def abort_load(self) -> None:
+        """From any thread: abandon the load in progress (it raises Cancelled); a load already
+        inside the engine is stopped by killing the engine, and the next request starts a fresh one."""
+        self._load_aborted = True
+        proc = self._proc
+        if self._loading and proc is not None and proc.poll() is None:
+            proc.kill()
+
     def __enter__(self) -> "EngineClient":
         return self
 
@@ -192,26 +203,40 @@ class EngineClient:
     # -- requests -------------------------------------------------------------------------------
     def load_model(self, path: str | Path, *, ctx: int | None = None, gpu_layers: int | None = None) -> ModelInfo:
         """Check the file, choose load parameters for it, and load it."""
+        self._load_aborted = False
         header = read_header(path)
         self.start()
         params = plan_load(header, ctx=ctx, gpu_layers=gpu_layers, gpu_offload_supported=self.gpu_offload)
-        return self.load(header.path, params)
+        return self._load_locked(str(header.path), params)
 
     def load(self, path: str | Path, params: LoadParams) -> ModelInfo:
         """Load ``path`` with ``params`` (replacing any loaded model); raise with the cause."""
-        with self._request_lock:
-            return self._load(str(Path(path).expanduser()), params)
+        self._load_aborted = False
+        return self._load_locked(str(Path(path).expanduser()), params)
 
-    def _load(self, path: str, params: LoadParams) -> ModelInfo:
+    def _load_locked(self, path: str, params: LoadParams) -> ModelInfo:
+        with self._request_lock:
+            if self._load_aborted:
+                raise Cancelled("loading")
+            return self._load(path, params, abortable=True)
+
+    def _load(self, path: str, params: LoadParams, abortable: bool = False) -> ModelInfo:
         self._wanted = (path, params)
         self.start()
         rid = next(self._ids)
         self._send({"op": "load", "id": rid, "path": path, "params": params.to_dict()})
         try:
+            self._loading = abortable
+            if abortable and self._load_aborted:
+                self.abort_load()
             event = self._next_event(rid)
         except EngineCrashed as exc:
             self._wanted = None  # a model that kills the engine on load is not reloaded by itself
+            if abortable and self._load_aborted:
+                raise Cancelled("loading") from None
             raise ModelFileError(f"{path}: cannot load model: the engine crashed while loading it ({exc})") from None
+        finally:
+            self._loading = False
         if event["ev"] == "error":
             self._wanted = None
             raise ModelFileError(event["message"])
