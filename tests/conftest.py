@@ -139,4 +139,4 @@ def tiny_f16(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny_models import build_tiny_gguf
 
     return build_tiny_gguf("llama", tmp_path_factory.mktemp("tiny") / "tiny-llama-F16.gguf", n_layer=2, n_embd=256,
-                           n_head=4, n_head_kv=2, n_ff=512, file_type="f16", tied_embeddings=False)
+                           n_head=4, n_head_kv=2, n_ff=512, file_type="f16")
