@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true")
 
     from app.cli_hub import add_parsers as add_hub_parsers
+    from app.cli_quantize import add_parsers as add_quantize_parsers
 
-    parser.set_defaults(commands=add_hub_parsers(sub))
+    parser.set_defaults(commands={**add_hub_parsers(sub), **add_quantize_parsers(sub)})
     return parser
 
 

@@ -130,6 +130,22 @@ def print_table(rows: list[Row]) -> None:
               f"those rows are unreliable on this {os.cpu_count()}-CPU machine, run again when it is idle.")
 
 
+def quantize_rows() -> list[Row]:
+    """Quantize ratio, conversion peak RSS and perplexity time, on the starter's F16 conversion."""
+    from bench import quantize_bench
+
+    work = Path(tempfile.mkdtemp(prefix="quantdesk-bench-quant-"))
+    try:
+        models = quantize_bench.Models(work)
+        return [
+            measure(Row("quantize time, app ÷ llama_model_quantize", 1.05, False, "x"), lambda: quantize_bench.quantize_ratio(models)),
+            measure(Row("convert peak RSS ÷ (1.5 × largest tensor + 500 MB)", 1.0, False, "x"), lambda: quantize_bench.convert_rss(models)),
+            measure(Row("perplexity run, slowest model (report)", 600, False, "s"), lambda: quantize_bench.perplexity_time(models)),
+        ]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results to PATH as JSON")
@@ -181,7 +197,7 @@ def main() -> int:
         measure(Row("download throughput ÷ hf_hub_download", 0.95, True, "x"), lambda: download_bench.throughput_ratio(model)),
         measure(Row("re-fetched after a dropped connection", 1.0, False, "MB"), lambda: download_bench.refetched_after_drop(model)),
     ]
-    rows = [row for row, _, _ in engine_rows] + [gui_row, start_row, rss_row] + download_rows
+    rows = [row for row, _, _ in engine_rows] + [gui_row, start_row, rss_row] + download_rows + quantize_rows()
 
     print_table(rows)
     elapsed = time.perf_counter() - started

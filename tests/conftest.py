@@ -115,3 +115,28 @@ def hub(tiny_ggufs: dict[str, Path], starter_model: Path, hub_env: None) -> Iter
     ]
     with HubServer(repos, token=HUB_TOKEN) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def starter_hf(starter_model: Path) -> Path:
+    """The starter model as a Hugging Face folder (safetensors + tokenizer), cached between runs."""
+    from tests.hf_models import starter_hf_folder
+
+    return starter_hf_folder(starter_model)
+
+
+@pytest.fixture(scope="session")
+def starter_f16(starter_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The starter HF folder converted to F16 by QuantDesk (the baseline for quantize and eval tests)."""
+    from app.core.convert import convert
+
+    return convert(starter_hf, tmp_path_factory.mktemp("converted") / "SmolLM2-135M-F16.gguf", outtype="f16").path
+
+
+@pytest.fixture(scope="session")
+def tiny_f16(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random llama GGUF in F16 whose rows are multiples of 256 (k- and i-quants apply)."""
+    from tests.tiny_models import build_tiny_gguf
+
+    return build_tiny_gguf("llama", tmp_path_factory.mktemp("tiny") / "tiny-llama-F16.gguf", n_layer=2, n_embd=256,
+                           n_head=4, n_head_kv=2, n_ff=512, file_type="f16")

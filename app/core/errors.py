@@ -24,3 +24,15 @@ class EngineError(QuantDeskError):
 
 class EngineCrashed(EngineError):
     """The engine process died (native crash, abort, out of memory, killed)."""
+
+
+class ConversionError(QuantDeskError):
+    """Converting a Hugging Face model folder to GGUF failed (the converter's reason included)."""
+
+
+class QuantizeError(QuantDeskError):
+    """Quantizing a GGUF file, or computing its importance matrix, failed."""
+
+
+class DiskSpaceError(QuantDeskError):
+    """The destination has too little free space for the files a job would write."""
