@@ -304,6 +304,8 @@ class DownloadManager:
             first_sha = first_sha or sha
             offset += int(meta.size or 0)
         self._set(d, VERIFYING)
+        if not d.filename.endswith(".gguf"):
+            return  # config, tokenizer or safetensors of a model to convert: verified, not a model by itself
         # verified by sha256 already; the header facts (architecture, parameters) are read by the
         # library's next refresh, off the download's path (a 150k-token vocabulary takes seconds)
         self.library.register(dests[0], origin=DOWNLOADED, owned=True, source_repo=d.repo_id, revision=d.commit,

@@ -30,6 +30,9 @@ QUANT_ORDER = ["F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_1",
                "IQ4_NL", "IQ4_XS", "Q4_0", "MXFP4", "Q3_K_L", "Q3_K_M", "IQ3_M", "IQ3_S", "Q3_K_S", "IQ3_XS", "IQ3_XXS",
                "Q2_K", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "TQ2_0", "TQ1_0", "IQ1_M", "IQ1_S"]
 
+CONVERSION_SUFFIXES = (".safetensors", ".json", ".tiktoken")
+CONVERSION_NAMES = ("tokenizer.model", "vocab.txt", "merges.txt", "vocab.json")
+
 # repos llama.cpp cannot run, recognized by their quantization_config or tags
 FOREIGN_QUANTS = {
     "gptq": "GPTQ", "awq": "AWQ", "exl2": "EXL2", "exl3": "EXL3", "bitsandbytes": "bitsandbytes",
@@ -171,6 +174,12 @@ class RepoDetails:
     explanation: str  # one sentence for kinds other than gguf
     safetensors_bytes: int = 0
     base_model: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def conversion_files(self) -> list[str]:
+        """What llama.cpp's converter reads from a repo: top-level safetensors, JSON configs and
+        tokenizer files (never code, never pickles)."""
+        return [f for f in self.files if "/" not in f and (f.endswith(CONVERSION_SUFFIXES) or f in CONVERSION_NAMES)]
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "gguf_files": [f.to_dict() for f in self.gguf_files]}
@@ -250,7 +259,7 @@ def repo_details(repo_id: str, *, revision: str | None = None, endpoint: str | N
         license=card.get("license"), downloads=int(info.downloads or 0), likes=int(info.likes or 0), tags=tags,
         gguf_files=group_gguf(siblings), kind=kind, explanation=why,
         safetensors_bytes=sum(s[1] for s in siblings if s[0].endswith(".safetensors")),
-        base_model=[base] if isinstance(base, str) else [str(b) for b in base],
+        base_model=[base] if isinstance(base, str) else [str(b) for b in base], files=names,
     )
 
 

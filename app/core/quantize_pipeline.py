@@ -62,6 +62,34 @@ def propose_levels(h: GGUFHeader, *, ctx: int | None = None, hw: object | None =
     return out
 
 
+def propose_levels_by_size(n_params: int, *, hw: object | None = None, names: tuple[str, ...] = LADDER) -> list[LevelProposal]:
+    """For a Hugging Face folder (no GGUF header yet): each level's weight size against this
+    machine's budget (GPU, else RAM), with room for a 4096-token KV cache and compute buffers."""
+    from app.core.hardware import detect
+    from app.core.planner import budget
+
+    hw = hw or detect()
+    room = budget(hw)  # type: ignore[arg-type]
+    overhead = 0.15
+    out = []
+    for name in names:
+        t = quant_type(name)
+        size = int(n_params * t.bits_per_weight / 8)
+        need = int(size * (1 + overhead)) + (256 << 20)
+        if room.gpu and need <= room.gpu:
+            verdict, fits, full = "full GPU (estimate)", True, True
+        elif need <= room.gpu + room.cpu:
+            gpu_part = "part on the GPU" if room.gpu else "CPU only"
+            verdict, fits, full = f"{gpu_part} (estimate)", True, not room.gpu
+        else:
+            verdict, fits, full = "does not fit (estimate)", False, False
+        out.append(LevelProposal(t, size, verdict, fits, full))
+    best = next((lp for lp in out if lp.full), None) or next((lp for lp in out if lp.fits), None)
+    if best is not None:
+        best.proposed = True
+    return out
+
+
 @dataclass
 class Source:
     """What the user picked: a Hugging Face folder (converted first) or a GGUF file."""
@@ -87,6 +115,7 @@ class PipelineOptions:
     eval_max_chunks: int = 0
     imatrix_chunk: int = 512
     allow_requantize: bool = False
+    allow_pickle: bool = False  # pickle .bin weights can run code when loaded: explicit opt-in only
     register: bool = True
 
 
@@ -127,7 +156,7 @@ def needed_bytes(source: Source, opts: PipelineOptions) -> int:
         h = read_header(source.path)
         intermediate = 0
     else:
-        hf = inspect_folder(source.path)
+        hf = inspect_folder(source.path, allow_pickle=opts.allow_pickle)
         intermediate = hf.output_bytes(opts.baseline_type)
         h = None
     outputs = 0
@@ -160,7 +189,8 @@ def run_pipeline(source: Source, opts: PipelineOptions, *, progress: ProgressFn 
     elif source.path.is_dir():
         name = f"{source.path.name}-{opts.baseline_type.upper()}.gguf"
         baseline = opts.out_dir / name
-        convert(source.path, baseline, outtype=opts.baseline_type, progress=progress, cancel=cancel)
+        convert(source.path, baseline, outtype=opts.baseline_type, allow_pickle=opts.allow_pickle, progress=progress,
+                cancel=cancel)
         record_output(baseline, origin="converted", source=source, quant=opts.baseline_type.upper(), enabled=opts.register)
     else:
         raise ModelFileError(f"{source.path}: neither a GGUF file nor a Hugging Face model folder")

@@ -10,7 +10,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-ACTIVE_STATES = ("queued", "running", "downloading", "verifying", "loading", "converting", "quantizing", "imatrix", "evaluating")
+ACTIVE_STATES = ("queued", "running", "downloading", "verifying", "loading", "converting", "quantizing", "imatrix",
+                 "evaluating")
 COLUMNS = ["Job", "Progress", "State", ""]
 
 

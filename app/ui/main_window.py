@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -26,6 +26,9 @@ from app.ui.library_page import DownloadsPage, LibraryPage
 from app.ui.load_dialog import LoadDialog
 from app.ui.worker import DownloadsBridge, EngineBridge, TaskRunner
 
+if TYPE_CHECKING:
+    from app.ui.quantize_wizard import QuantizeWizard
+
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +44,8 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(APP_NAME)
         self.resize(1200, 780)
         self.runner = TaskRunner(self)
+        self.hub_endpoint = hub_endpoint
+        self._wizards = 0
         self.library = Library()
         self.downloads = DownloadsBridge(DownloadManager(self.library, endpoint=hub_endpoint), self)
         self.chat = ChatPage(store, bridge)
@@ -89,8 +94,11 @@ class MainWindow(QMainWindow):
         self.starter_action = QAction("Open the &starter model", self, triggered=self.open_starter)
         self.options_action = QAction("&Load options…", self, triggered=self.load_options)
         self.unload_action = QAction("&Unload model", self, triggered=self.bridge.unload_model)
+        self.quantize_action = QAction("&Quantize a model…", self, triggered=lambda: self.quantize_source(None))
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
         file_menu.addActions([self.open_action, self.starter_action, self.options_action, self.unload_action])
+        file_menu.addSeparator()
+        file_menu.addAction(self.quantize_action)
         file_menu.addSeparator()
         file_menu.addAction(quit_action)
         chat_menu = self.menuBar().addMenu("&Chat")
@@ -204,8 +212,20 @@ class MainWindow(QMainWindow):
     def quantize_file(self, path: str) -> None:
         self.quantize_source(path)
 
-    def quantize_source(self, source: str) -> None:
-        self.show_error("Quantize", f"The quantize wizard is not available in this build ({source}).")
+    def quantize_source(self, source: str | None = None) -> "QuantizeWizard":
+        """The quantize wizard on a library file, a Hub repo, or nothing yet; its job shows in the jobs panel."""
+        from app.ui.quantize_wizard import open_quantize_wizard
+
+        self._wizards += 1
+        key = f"quantize-{self._wizards}"
+        wizard = open_quantize_wizard(self, source, runner=self.runner, downloads=self.downloads.manager,
+                                      endpoint=self.hub_endpoint)
+        title = lambda: f"Quantize {Path(wizard.source_edit.text()).name or 'a model'}"  # noqa: E731
+        wizard.job_progress.connect(lambda state, fraction, detail: self.report_job(
+            key, title(), state, fraction=fraction, detail=detail, cancel=wizard.cancel))
+        wizard.finished_run.connect(lambda result: result is not None and self.library_page.refresh())
+        self.wizard = wizard
+        return wizard
 
     def _on_page_changed(self, index: int) -> None:
         if self.pages.widget(index) is self.library_page and not self.library_page.entries:
