@@ -17,12 +17,13 @@ from app.core.errors import ModelFileError, QuantDeskError
 from app.core.gguf_info import read_header
 from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 DEFAULT_CTX = 256  # the bundled held-out text gives a few chunks at this size
 
 
 def held_out_text() -> Path:
-    return RESOURCES / "held_out.txt"
+    from app.core.paths import resources_dir
+
+    return resources_dir() / "held_out.txt"
 
 
 @dataclass

@@ -21,13 +21,14 @@ from app.core.gguf_info import read_header
 from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
 from app.core.quant_types import UNQUANTIZED, QuantType, by_ftype, quant_type
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 REQUANT_WARNING = "{name} is already quantized ({quant}); quantizing it again loses quality compared to quantizing from F16/BF16"
 QUANT_SUFFIX = re.compile(r"[-.](F32|F16|BF16|Q8_0|Q\d_K(_[SML])?|Q\d_[01]|IQ\d_\w+|TQ\d_0)$", re.IGNORECASE)
 
 
 def default_calibration() -> Path:
-    return RESOURCES / "calibration.txt"
+    from app.core.paths import resources_dir
+
+    return resources_dir() / "calibration.txt"
 
 
 def output_name(source: Path, qtype: str) -> str:

@@ -76,6 +76,8 @@ def _quit_on_sigterm(app) -> None:  # type: ignore[no-untyped-def]
     def on_term(_signum: int, _frame: object) -> None:
         log.info("SIGTERM: closing")
         for widget in app.topLevelWidgets():
+            if hasattr(widget, "_quit_confirmed"):
+                widget._quit_confirmed = True  # logout or kill: no question; downloads pause, other jobs stop
             if widget.isWindow() and widget.isVisible():
                 widget.close()
         app.quit()

@@ -56,7 +56,7 @@ class ResultChart(QWidget):
             return
         painter = QPainter(self)
         text = self.palette().text().color()
-        top, bottom = 22.0, self.height() - 22.0
+        top, bottom = 40.0, self.height() - 22.0  # room for the title and the label over the tallest bar
         painter.setPen(text)
         painter.drawText(4, 14, "File size (bars) and perplexity on the held-out text (lower is better)")
         biggest = max(r.size_bytes for r in self.rows) or 1
