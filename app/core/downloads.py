@@ -100,7 +100,7 @@ class DownloadManager:
     def __init__(self, library: Library | None = None, *, models_dir: Path | None = None, endpoint: str | None = None,
                  token: str | None = None, max_parallel: int = 3, listener: Listener | None = None) -> None:
         self.library = library or Library()
-        self.models_dir = models_dir or paths.models_dir()
+        self._models_dir = models_dir
         self.endpoint = endpoint
         self.token = token
         self.listeners: list[Listener] = [listener] if listener else []
@@ -111,6 +111,11 @@ class DownloadManager:
         self._threads: dict[int, threading.Thread] = {}
         self._last_note: dict[int, float] = {}
         self._load()
+
+    @property
+    def models_dir(self) -> Path:
+        """Where new downloads go: the folder given, else the Settings' models folder, read each time."""
+        return self._models_dir or paths.models_dir()
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -294,7 +299,7 @@ class DownloadManager:
                                      token, f"{d.repo_id}/{shard}"))
         d.commit = d.commit or metas[0].commit_hash  # later shards and a resume read the same commit
         d.size = sum(int(m.size or 0) for m in metas)
-        dests = [local_path(self.models_dir, d.repo_id, s) for s in d.shards]
+        dests = [_shard_dest(d, s) for s in d.shards]
         d.done = self._bytes_on_disk(d)
         self._save(d)
         self._check_disk(d)
@@ -524,7 +529,7 @@ class DownloadManager:
     def _bytes_on_disk(self, d: Download) -> int:
         total = 0
         for shard in d.shards:
-            dest = local_path(self.models_dir, d.repo_id, shard)
+            dest = _shard_dest(d, shard)
             part = dest.with_name(dest.name + ".part")
             if dest.exists():
                 total += dest.stat().st_size
@@ -534,10 +539,15 @@ class DownloadManager:
 
     def _remove_parts(self, d: Download) -> None:
         for shard in d.shards:
-            dest = local_path(self.models_dir, d.repo_id, shard)
+            dest = _shard_dest(d, shard)
             dest.with_name(dest.name + ".part").unlink(missing_ok=True)
             if len(d.shards) > 1 and d.state != DONE and dest.exists() and not self.library.find(dest):
                 dest.unlink()  # a finished shard of an unfinished split model is not a model
+
+
+def _shard_dest(d: Download, shard: str) -> Path:
+    """A shard lies next to the download's first file (wherever the models folder was then)."""
+    return d.dest.with_name(Path(shard).name)
 
 
 class _Hasher:
