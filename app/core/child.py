@@ -138,8 +138,9 @@ def remove_quietly(*paths: Path) -> None:
             p.unlink()
 
 
-def ensure_free_space(folder: Path, needed: int, what: str) -> None:
-    """Refuse before starting when ``folder``'s disk has less than ``needed`` bytes free."""
+def ensure_free_space(folder: Path, needed: int, what: str, *, then: str = "") -> None:
+    """Refuse before starting when ``folder``'s disk has less than ``needed`` bytes free; ``then``
+    is appended to the message (what was, or was not, done)."""
     import shutil
 
     from app.core.errors import DiskSpaceError
@@ -150,5 +151,5 @@ def ensure_free_space(folder: Path, needed: int, what: str) -> None:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if free < needed:
-        raise DiskSpaceError(f"{folder}: {what} needs about {human_bytes(needed)} of free disk space, "
-                             f"but only {human_bytes(free)} is free there")
+        raise DiskSpaceError(f"{folder}: not enough free disk space: {what} needs about {human_bytes(needed)}, "
+                             f"but only {human_bytes(free)} is free there" + (f"; {then}" if then else ""))

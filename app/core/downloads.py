@@ -20,7 +20,6 @@ import hashlib
 import logging
 import os
 import queue
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -29,7 +28,8 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from app.core import paths
-from app.core.errors import QuantDeskError
+from app.core.child import ensure_free_space
+from app.core.errors import DiskSpaceError, QuantDeskError
 from app.core.gguf_info import SPLIT_NAME, shard_name
 from app.core.hub import HubError, hub_error, local_path
 from app.core.jobs import CancelToken, Cancelled, RateMeter
@@ -46,10 +46,6 @@ MAX_STALLED_ATTEMPTS = 6  # retries in a row without a new byte
 BACKOFF_S = (0.5, 1, 2, 4, 8, 15)
 NOTIFY_INTERVAL_S = 0.1
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-class DiskFullError(QuantDeskError):
-    pass
 
 
 class ChecksumError(QuantDeskError):
@@ -340,13 +336,9 @@ class DownloadManager:
         raise HubError(f"{what}: the Hub kept failing")
 
     def _check_disk(self, d: Download) -> None:
-        folder = d.dest.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        need = d.size - d.done + DISK_MARGIN
-        free = shutil.disk_usage(folder).free
-        if free < need:
-            raise DiskFullError(f"{d.filename}: not enough free disk space in {folder}: needs "
-                                f"{_gib(need)} GiB, {_gib(free)} GiB free; nothing was downloaded")
+        d.dest.parent.mkdir(parents=True, exist_ok=True)
+        ensure_free_space(d.dest.parent, d.size - d.done + DISK_MARGIN, f"downloading {d.filename}",
+                          then="nothing was downloaded")
 
     def _download_one(self, d: Download, shard: str, meta: Any, dest: Path, token: CancelToken, offset: int) -> str | None:
         """One file into ``dest.part``; returns its sha256. A finished shard (final name) is kept."""
@@ -368,7 +360,7 @@ class DownloadManager:
         except OSError as exc:
             if exc.errno in DISK_FULL:
                 part.unlink(missing_ok=True)
-                raise DiskFullError(f"{shard}: the disk is full ({part.parent}: {exc.strerror}); the partial file was deleted") from None
+                raise DiskSpaceError(f"{shard}: the disk is full ({part.parent}: {exc.strerror}); the partial file was deleted") from None
             raise
         os.replace(part, dest)
         return etag if len(etag) == 64 else None
@@ -593,5 +585,3 @@ def _default_endpoint() -> str:
     return constants.ENDPOINT
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f}"
