@@ -6,8 +6,6 @@ under the temp folder, see tests/hf_models.py) is converted to F16, which is the
 
 from __future__ import annotations
 
-import ctypes
-import json
 import statistics
 import subprocess
 import sys

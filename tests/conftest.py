@@ -140,3 +140,18 @@ def tiny_f16(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     return build_tiny_gguf("llama", tmp_path_factory.mktemp("tiny") / "tiny-llama-F16.gguf", n_layer=2, n_embd=256,
                            n_head=4, n_head_kv=2, n_ff=512, file_type="f16")
+
+
+@pytest.fixture
+def hub_window(qtbot, hub: "HubServer") -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """The real main window talking to the local Hub; closed without the jobs question."""
+    from app.ui.app import create_window
+
+    win = create_window(hub_endpoint=hub.url)
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win._quit_confirmed = True
+    win.close()
+    win.bridge.shutdown()
+    win.store.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import platform
-import sys
 
 import PySide6.QtCore
 from PySide6.QtCore import qVersion

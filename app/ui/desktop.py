@@ -4,6 +4,8 @@ window makes; everything else happens here, so the window's own code stays about
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import base64
 import logging
 
@@ -13,6 +15,9 @@ from PySide6.QtWidgets import QApplication, QMainWindow, QMenu, QTabWidget
 
 from app.core import paths
 from app.core import settings as app_settings
+
+if TYPE_CHECKING:
+    from app.ui.settings_dialog import SettingsDialog
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,12 @@ from typing import Any, Iterator
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTextBrowser, QVBoxLayout, QWidget)
+                               QPushButton, QSplitter, QTextBrowser, QVBoxLayout, QWidget)
 
 from app.core import hub as hubmod
 from app.core.planner import MemoryEstimate, human_bytes
 from app.ui.load_dialog import MemoryBar, show_memory
+from app.ui.tables import make_table, read_only_item
 from app.ui.worker import TaskRunner
 
 log = logging.getLogger(__name__)
@@ -23,13 +24,6 @@ PAGE_SIZE = 30
 RESULT_COLUMNS = ["Model", "Downloads", "Likes", "Updated", "License", "Access"]
 FILE_COLUMNS = ["Quant", "File", "Size", "Fit on this machine", "Max context", ""]
 
-
-def _item(text: str, sort_value: Any = None) -> QTableWidgetItem:
-    item = QTableWidgetItem(text)
-    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-    if sort_value is not None:
-        item.setData(Qt.ItemDataRole.UserRole, sort_value)
-    return item
 
 
 class ModelPanel(QWidget):
@@ -55,11 +49,8 @@ class ModelPanel(QWidget):
         self.convert_button = QPushButton("Convert && quantize…")
         self.convert_button.clicked.connect(lambda: self.details and self.convert_requested.emit(self.details.repo_id))
         self.convert_button.hide()
-        self.files = QTableWidget(0, len(FILE_COLUMNS))
-        self.files.setHorizontalHeaderLabels(FILE_COLUMNS)
-        self.files.verticalHeader().hide()
+        self.files = make_table(FILE_COLUMNS)
         self.files.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.files.setWordWrap(False)
         self.files.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.files.itemSelectionChanged.connect(self._on_file_selected)
         self.fit_note = QLabel("")
@@ -122,11 +113,11 @@ class ModelPanel(QWidget):
         self.files.setRowCount(len(d.gguf_files))
         for row, f in enumerate(d.gguf_files):
             label = f.path + (f"  ({len(f.shards)} parts)" if f.split else "") + ("  · vision projector" if f.mmproj else "")
-            self.files.setItem(row, 0, _item(f.quant))
-            self.files.setItem(row, 1, _item(label))
-            self.files.setItem(row, 2, _item(human_bytes(f.size_bytes), f.size_bytes))
-            self.files.setItem(row, 3, _item("…" if not f.mmproj else "—"))
-            self.files.setItem(row, 4, _item(""))
+            self.files.setItem(row, 0, read_only_item(f.quant))
+            self.files.setItem(row, 1, read_only_item(label))
+            self.files.setItem(row, 2, read_only_item(human_bytes(f.size_bytes), f.size_bytes))
+            self.files.setItem(row, 3, read_only_item("…" if not f.mmproj else "—"))
+            self.files.setItem(row, 4, read_only_item(""))
             button = QPushButton("Download")
             button.clicked.connect(lambda _=False, path=f.path: self.download_requested.emit(d.repo_id, path))
             self.files.setCellWidget(row, 5, button)
@@ -225,12 +216,9 @@ class HubPage(QWidget):
         for w in (self.gguf_only, QLabel("sort"), self.sort, QLabel("size"), self.size, self.author, self.arch, self.search_button):
             bar.addWidget(w)
 
-        self.results = QTableWidget(0, len(RESULT_COLUMNS))
-        self.results.setHorizontalHeaderLabels(RESULT_COLUMNS)
-        self.results.verticalHeader().hide()
+        self.results = make_table(RESULT_COLUMNS)
         self.results.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.results.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.results.setWordWrap(False)
         header = self.results.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
@@ -302,12 +290,12 @@ class HubPage(QWidget):
         start = self.results.rowCount()
         self.results.setRowCount(start + len(rows))
         for i, r in enumerate(rows, start):
-            self.results.setItem(i, 0, _item(r.id))
-            self.results.setItem(i, 1, _item(f"{r.downloads:,}", r.downloads))
-            self.results.setItem(i, 2, _item(f"{r.likes:,}", r.likes))
-            self.results.setItem(i, 3, _item(r.updated))
-            self.results.setItem(i, 4, _item(r.license or ""))
-            self.results.setItem(i, 5, _item("gated" if r.gated else ("private" if r.private else "open")))
+            self.results.setItem(i, 0, read_only_item(r.id))
+            self.results.setItem(i, 1, read_only_item(f"{r.downloads:,}", r.downloads))
+            self.results.setItem(i, 2, read_only_item(f"{r.likes:,}", r.likes))
+            self.results.setItem(i, 3, read_only_item(r.updated))
+            self.results.setItem(i, 4, read_only_item(r.license or ""))
+            self.results.setItem(i, 5, read_only_item("gated" if r.gated else ("private" if r.private else "open")))
         self.rows.extend(rows)
 
     def _on_scrolled(self, value: int) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QDockWidget, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QDockWidget, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from app.ui.tables import make_table, read_only_item
 
 ACTIVE_STATES = ("queued", "running", "downloading", "verifying", "loading", "converting", "quantizing", "imatrix",
                  "evaluating")
@@ -37,10 +38,7 @@ class JobsPanel(QDockWidget):
         self.setObjectName("jobs-panel")
         self.jobs: dict[str, JobInfo] = {}
         self._rows: dict[str, int] = {}
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.verticalHeader().hide()
-        self.table.setWordWrap(False)
+        self.table = make_table(COLUMNS)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
@@ -81,9 +79,7 @@ class JobsPanel(QDockWidget):
         self.table.insertRow(row)
         self._rows[job.key] = row
         for col in (0, 2):
-            item = QTableWidgetItem("")
-            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-            self.table.setItem(row, col, item)
+            self.table.setItem(row, col, read_only_item(""))
         bar = QProgressBar()
         bar.setRange(0, 1000)
         self.table.setCellWidget(row, 1, bar)

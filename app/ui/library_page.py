@@ -8,12 +8,13 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHBoxLayout, QHeaderView, QLabel, QMessageBox,
-                               QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
 from app.core import settings as app_settings
 from app.core.downloads import ACTIVE, DONE, PAUSED, Download
 from app.core.library import Library, LibraryEntry
 from app.core.planner import human_bytes
+from app.ui.tables import make_table, read_only_item
 from app.ui.worker import DownloadsBridge, TaskRunner
 
 log = logging.getLogger(__name__)
@@ -21,11 +22,6 @@ log = logging.getLogger(__name__)
 LIBRARY_COLUMNS = ["Name", "Quant", "Architecture", "Size", "Source", "Revision", "Last used", "Path"]
 DOWNLOAD_COLUMNS = ["File", "Repository", "Progress", "Speed", "State", "", ""]
 
-
-def _item(text: str) -> QTableWidgetItem:
-    item = QTableWidgetItem(text)
-    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-    return item
 
 
 def _ago(ts: float | None) -> str:
@@ -45,12 +41,9 @@ class LibraryPage(QWidget):
         self.runner = runner
         self.entries: list[LibraryEntry] = []
         self.settings = app_settings.load()
-        self.table = QTableWidget(0, len(LIBRARY_COLUMNS))
-        self.table.setHorizontalHeaderLabels(LIBRARY_COLUMNS)
-        self.table.verticalHeader().hide()
+        self.table = make_table(LIBRARY_COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.horizontalHeader().setSectionResizeMode(7, QHeaderView.ResizeMode.Stretch)
         self.table.itemSelectionChanged.connect(self._sync_buttons)
@@ -119,7 +112,7 @@ class LibraryPage(QWidget):
             values = [e.name, e.quant or "?", e.arch or "?", human_bytes(e.size), source, (e.revision or "")[:10],
                       _ago(e.last_used), e.path]
             for col, text in enumerate(values):
-                self.table.setItem(row, col, _item(text))
+                self.table.setItem(row, col, read_only_item(text))
             self.table.item(row, 7).setToolTip(e.path + ("\nAlso at:\n" + "\n".join(e.also_at) if e.also_at else ""))
         self.table.resizeColumnsToContents()
         self.table.horizontalHeader().setSectionResizeMode(7, QHeaderView.ResizeMode.Stretch)
@@ -180,10 +173,7 @@ class DownloadsPage(QWidget):
         self.bridge = bridge
         self.manager = bridge.manager
         self.rows: dict[int, int] = {}
-        self.table = QTableWidget(0, len(DOWNLOAD_COLUMNS))
-        self.table.setHorizontalHeaderLabels(DOWNLOAD_COLUMNS)
-        self.table.verticalHeader().hide()
-        self.table.setWordWrap(False)
+        self.table = make_table(DOWNLOAD_COLUMNS)
         header = self.table.horizontalHeader()
         for col, width in ((0, 300), (1, 260), (2, 200), (3, 150), (5, 90), (6, 90)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
@@ -203,13 +193,13 @@ class DownloadsPage(QWidget):
         row = self.table.rowCount()
         self.table.insertRow(row)
         self.rows[d.id] = row
-        self.table.setItem(row, 0, _item(d.filename))
-        self.table.setItem(row, 1, _item(d.repo_id))
+        self.table.setItem(row, 0, read_only_item(d.filename))
+        self.table.setItem(row, 1, read_only_item(d.repo_id))
         bar = QProgressBar()
         bar.setRange(0, 1000)
         self.table.setCellWidget(row, 2, bar)
-        self.table.setItem(row, 3, _item(""))
-        self.table.setItem(row, 4, _item(""))
+        self.table.setItem(row, 3, read_only_item(""))
+        self.table.setItem(row, 4, read_only_item(""))
         toggle = QPushButton("Pause")
         toggle.clicked.connect(lambda _=False, i=d.id: self._toggle(i))
         cancel = QPushButton("Cancel")

@@ -13,14 +13,14 @@ from typing import Any
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPaintEvent
 from PySide6.QtWidgets import (QCheckBox, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QProgressBar, QPushButton, QSpinBox, QStackedWidget, QTableWidget, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+                               QProgressBar, QPushButton, QSpinBox, QStackedWidget, QVBoxLayout, QWidget)
 
 from app.core import paths
 from app.core.jobs import CancelToken, Cancelled, Progress
 from app.core.planner import human_bytes
 from app.core.quantize_pipeline import (LevelProposal, OutputRow, PipelineOptions, PipelineResult, Source,
                                         propose_levels, propose_levels_by_size, run_pipeline)
+from app.ui.tables import make_table, read_only_item
 from app.ui.worker import TaskRunner
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,6 @@ JOB_STATES = {"download": "downloading", "convert": "converting", "imatrix": "im
 STAGE_NAMES = {"download": "Downloading", "convert": "Converting to GGUF", "imatrix": "Computing the importance matrix",
                "quantize": "Quantizing", "eval": "Measuring quality", "done": "Done"}
 
-
-def _item(text: str) -> QTableWidgetItem:
-    item = QTableWidgetItem(text)
-    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-    return item
 
 
 class ResultChart(QWidget):
@@ -137,10 +132,7 @@ class QuantizeWizard(QDialog):
         opts.addSpacing(20)
         opts.addWidget(QLabel("Output folder"))
         opts.addWidget(self.out_dir, 1)
-        self.levels = QTableWidget(0, len(LEVEL_COLUMNS))
-        self.levels.setHorizontalHeaderLabels(LEVEL_COLUMNS)
-        self.levels.verticalHeader().hide()
-        self.levels.setWordWrap(False)
+        self.levels = make_table(LEVEL_COLUMNS)
         self.levels.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.levels.itemChanged.connect(lambda _: self._sync())
         self.quantize_button = QPushButton("Quantize")
@@ -262,17 +254,17 @@ class QuantizeWizard(QDialog):
         self.levels.blockSignals(True)
         self.levels.setRowCount(len(proposals))
         for row, lp in enumerate(proposals):
-            check = _item("")
+            check = read_only_item("")
             check.setFlags(check.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             check.setCheckState(Qt.CheckState.Checked if lp.proposed else Qt.CheckState.Unchecked)
             self.levels.setItem(row, 0, check)
-            self.levels.setItem(row, 1, _item(lp.qtype.name))
-            self.levels.setItem(row, 2, _item(f"{lp.qtype.bits_per_weight:.2f}"))
-            self.levels.setItem(row, 3, _item(human_bytes(lp.size_bytes)))
-            self.levels.setItem(row, 4, _item(("★ proposed · " if lp.proposed else "") + lp.verdict))
+            self.levels.setItem(row, 1, read_only_item(lp.qtype.name))
+            self.levels.setItem(row, 2, read_only_item(f"{lp.qtype.bits_per_weight:.2f}"))
+            self.levels.setItem(row, 3, read_only_item(human_bytes(lp.size_bytes)))
+            self.levels.setItem(row, 4, read_only_item(("★ proposed · " if lp.proposed else "") + lp.verdict))
             needs = {"required": " · needs an importance matrix: made for you from the calibration text",
                      "recommended": " · an importance matrix is made for it"}.get(lp.qtype.imatrix, "")
-            self.levels.setItem(row, 5, _item(lp.qtype.explanation + needs))
+            self.levels.setItem(row, 5, read_only_item(lp.qtype.explanation + needs))
         self.levels.blockSignals(False)
         self.levels.resizeColumnsToContents()
         self.levels.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
@@ -403,10 +395,7 @@ class QuantizeWizard(QDialog):
         page = QWidget()
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
-        self.results = QTableWidget(0, len(RESULT_COLUMNS))
-        self.results.setHorizontalHeaderLabels(RESULT_COLUMNS)
-        self.results.verticalHeader().hide()
-        self.results.setWordWrap(False)
+        self.results = make_table(RESULT_COLUMNS)
         self.results.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.chart = ResultChart()
         again = QPushButton("Quantize more…")
@@ -435,7 +424,7 @@ class QuantizeWizard(QDialog):
                       f"{r.kl_divergence:.4f}" if r.kl_divergence is not None else "—",
                       f"{100 * r.top1_agreement:.1f}%" if r.top1_agreement is not None else "—"]
             for col, text in enumerate(values):
-                self.results.setItem(i, col, _item(text))
+                self.results.setItem(i, col, read_only_item(text))
             self.results.item(i, 1).setToolTip(str(r.path))
         self.results.resizeColumnsToContents()
         self.results.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)

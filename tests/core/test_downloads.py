@@ -4,7 +4,6 @@ pause / resume / cancel and an app restart. The real huggingface_hub client, unp
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,6 @@ import pytest
 
 from app.core import paths
 from app.core.downloads import CHUNK, DONE, DownloadManager
-from app.core.library import Library
 from tests.conftest import HUB_TOKEN
 from tests.hub_server import HubServer
 

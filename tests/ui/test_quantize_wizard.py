@@ -4,30 +4,17 @@ download manager and llama.cpp's converter), results with quality, the jobs pane
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from PySide6.QtCore import Qt
 
 from app.core import paths
 from app.core.library import Library
-from app.ui.app import create_window
 from app.ui.main_window import MainWindow
 from tests.hub_server import HubRepo, HubServer
 
 WAIT_MS = 300_000
 
-
-@pytest.fixture
-def window(qtbot, hub: HubServer) -> Iterator[MainWindow]:  # type: ignore[no-untyped-def]
-    win = create_window(hub_endpoint=hub.url)
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win._quit_confirmed = True
-    win.close()
-    win.bridge.shutdown()
-    win.store.close()
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +28,8 @@ def wait_levels(qtbot, wizard) -> None:  # type: ignore[no-untyped-def]
     qtbot.waitUntil(lambda: wizard.levels.rowCount() > 0, timeout=WAIT_MS)
 
 
-def test_gguf_source_is_proposed_quantized_measured_and_listed(qtbot, window: MainWindow, tiny_f16: Path) -> None:  # type: ignore[no-untyped-def]
-    wizard = window.quantize_source(str(tiny_f16))
+def test_gguf_source_is_proposed_quantized_measured_and_listed(qtbot, hub_window: MainWindow, tiny_f16: Path) -> None:  # type: ignore[no-untyped-def]
+    wizard = hub_window.quantize_source(str(tiny_f16))
     wait_levels(qtbot, wizard)
     proposed = [lp.qtype.name for lp in wizard.proposals if lp.proposed]
     assert proposed == ["Q8_0"] and wizard.chosen_types() == ["Q8_0"]  # a tiny model fits fully at the best level
@@ -61,14 +48,14 @@ def test_gguf_source_is_proposed_quantized_measured_and_listed(qtbot, window: Ma
     entries = {Path(e.path).name: e for e in Library().entries(dedupe=False)}
     q4 = entries[result.rows[2].path.name]
     assert (q4.origin, q4.quant, q4.parent) == ("quantized", "Q4_K_M", str(tiny_f16))
-    [job] = [j for k, j in window.jobs.jobs.items() if k.startswith("quantize-")]
+    [job] = [j for k, j in hub_window.jobs.jobs.items() if k.startswith("quantize-")]
     assert job.state == "done" and not job.active
 
 
-def test_hub_repo_is_downloaded_converted_and_quantized(qtbot, window: MainWindow, hub: HubServer, tiny_hf: Path) -> None:  # type: ignore[no-untyped-def]
+def test_hub_repo_is_downloaded_converted_and_quantized(qtbot, hub_window: MainWindow, hub: HubServer, tiny_hf: Path) -> None:  # type: ignore[no-untyped-def]
     files = {p.name: p for p in tiny_hf.iterdir() if p.is_file()}
     hub.add_repo(HubRepo("qd/tiny-llama-hf", files=files, tags=["safetensors"]))
-    wizard = window.quantize_source("qd/tiny-llama-hf")
+    wizard = hub_window.quantize_source("qd/tiny-llama-hf")
     wait_levels(qtbot, wizard)
     assert "download manager" in wizard.source_note.text()
     wizard.set_chosen(["Q8_0"])
@@ -79,23 +66,23 @@ def test_hub_repo_is_downloaded_converted_and_quantized(qtbot, window: MainWindo
     assert result is not None, wizard.source_note.text()
     folder = paths.models_dir() / "qd" / "tiny-llama-hf"
     assert (folder / "model.safetensors").read_bytes() == files["model.safetensors"].read_bytes()
-    assert {d.filename for d in window.downloads.manager.downloads()} >= {"model.safetensors", "config.json", "tokenizer.model"}
+    assert {d.filename for d in hub_window.downloads.manager.downloads()} >= {"model.safetensors", "config.json", "tokenizer.model"}
     lib = {Path(e.path).name: e for e in Library().entries(dedupe=False)}
     q8 = lib[result.rows[1].path.name]
     assert (q8.origin, q8.source_repo, q8.revision) == ("quantized", "qd/tiny-llama-hf", hub.repos["qd/tiny-llama-hf"].sha)
     assert lib[result.baseline.name].origin == "converted"
 
 
-def test_repos_that_cannot_be_converted_are_explained(qtbot, window: MainWindow) -> None:  # type: ignore[no-untyped-def]
-    wizard = window.quantize_source("qd/tiny-GPTQ")
+def test_repos_that_cannot_be_converted_are_explained(qtbot, hub_window: MainWindow) -> None:  # type: ignore[no-untyped-def]
+    wizard = hub_window.quantize_source("qd/tiny-GPTQ")
     qtbot.waitUntil(lambda: "GPTQ" in wizard.source_note.text(), timeout=WAIT_MS)
     assert not wizard.quantize_button.isEnabled()
     wizard.set_source("/no/such/model")
     qtbot.waitUntil(lambda: "no such file" in wizard.source_note.text(), timeout=WAIT_MS)
 
 
-def test_cancel_leaves_no_partial_output(qtbot, window: MainWindow, starter_f16: Path) -> None:  # type: ignore[no-untyped-def]
-    wizard = window.quantize_source(str(starter_f16))
+def test_cancel_leaves_no_partial_output(qtbot, hub_window: MainWindow, starter_f16: Path) -> None:  # type: ignore[no-untyped-def]
+    wizard = hub_window.quantize_source(str(starter_f16))
     wait_levels(qtbot, wizard)
     out = paths.models_dir() / "cancelled"
     wizard.out_dir.setText(str(out))
@@ -104,8 +91,8 @@ def test_cancel_leaves_no_partial_output(qtbot, window: MainWindow, starter_f16:
     wizard.quantize_button.click()
     qtbot.waitUntil(lambda: wizard.stage.text() == "Quantizing" and wizard.bar.value() > 0, timeout=WAIT_MS)
     with qtbot.waitSignal(wizard.finished_run, timeout=WAIT_MS) as done:
-        key = next(k for k in window.jobs.jobs if k.startswith("quantize-"))
-        qtbot.mouseClick(window.jobs.cancel_button(key), Qt.MouseButton.LeftButton)  # Cancel from the jobs panel
+        key = next(k for k in hub_window.jobs.jobs if k.startswith("quantize-"))
+        qtbot.mouseClick(hub_window.jobs.cancel_button(key), Qt.MouseButton.LeftButton)  # Cancel from the jobs panel
     assert done.args[0] is None and "Cancelled" in wizard.source_note.text()
     assert not out.exists() or list(out.iterdir()) == []
-    assert window.jobs.jobs[key].state == "cancelled"
+    assert hub_window.jobs.jobs[key].state == "cancelled"

@@ -14,7 +14,6 @@ import logging
 import queue
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
