@@ -156,13 +156,14 @@ def _prompt_loop(engine: "EngineClient", messages: list[dict[str, str]], samplin
 
 
 def cmd_hw(args: argparse.Namespace) -> int:
+    from app.core.engine import cpu_policy
     from app.core.hardware import detect, summary
 
     hw = detect()
     if args.json:
-        print(json.dumps(hw.to_dict(), indent=2))
+        print(json.dumps({**hw.to_dict(), **cpu_policy.report()}, indent=2))
         return 0
-    _print_rows(summary(hw))
+    _print_rows(summary(hw) + cpu_policy.summary_rows())
     return 0
 
 

@@ -138,6 +138,9 @@ class Collector:
 def main(argv: list[str]) -> int:
     model_path, text_path, out_path, chunk, threads, ngl, max_chunks, dataset = argv
     chunk, threads, ngl, max_chunks = int(chunk), int(threads), int(ngl), int(max_chunks)
+    from app.core.engine import cpu_variants
+
+    cpu_variants.activate()  # the CPU build the parent chose, before llama_cpp loads
     import llama_cpp
     import llama_cpp._ggml as ggml_mod
 
