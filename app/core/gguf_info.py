@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ class GGUFHeader:
     split_count: int = 1
     # weights llama.cpp's CPU backend may repack into its CPU_REPACK buffer, depending on the CPU
     # build (planner.repack_bytes): (layer, ggml type, ne[1], bytes); layer -1 is the output layer
-    repack_tensors: tuple[tuple[int, int, int, int], ...] = ()
+    repack_tensors: tuple[tuple[int, int, int, int], ...] = field(default=(), repr=False)
 
     @property
     def display_name(self) -> str:
@@ -83,6 +83,7 @@ class GGUFHeader:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("repack_tensors")  # per-tensor detail for the planner
         data["path"] = str(self.path)
         data["chat_template"] = bool(self.chat_template)
         data.update(file_type_name=self.file_type_name, bits_per_weight=round(self.bits_per_weight, 3))

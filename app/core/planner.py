@@ -254,7 +254,7 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
     """Choose context, GPU layers and KV cache type for ``h`` on ``hw``; never a plan that exceeds
     VRAM + available RAM (the plan says it does not fit instead). ``cpu_variant``: the CPU build
     that will run it (default: the one chosen here), for its repacked weights."""
-    variant = cpu_variant or current_cpu_variant()
+    cpu_build = cpu_variant or current_cpu_variant()
     n_layer = h.block_count or 0
     trained = h.context_length or DEFAULT_CTX
     can_offload = bool(hw.gpus) if gpu_offload is None else gpu_offload
@@ -276,7 +276,7 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
     def first_fit(variant: Callable[[LoadParams], LoadParams]) -> tuple[LoadParams, MemoryEstimate] | None:
         for p in candidates:
             v = variant(p)
-            m = estimate(h, v, gpu_offload=can_offload, cpu_variant=variant)
+            m = estimate(h, v, gpu_offload=can_offload, cpu_variant=cpu_build)
             if room.holds(m):
                 return v, m
         return None
@@ -304,12 +304,12 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
     elif has_swa:
         reasons.append("sliding-window layers keep the full context, so follow-up messages reuse the KV cache")
     if chosen is None:
-        m = estimate(h, candidates[-1], gpu_offload=False, cpu_variant=variant)
+        m = estimate(h, candidates[-1], gpu_offload=False, cpu_variant=cpu_build)
         reasons.append(
             f"does not fit: needs about {human_bytes(m.cpu_bytes + m.gpu_bytes)} at context {want_ctx:,}, "
             f"more than the {human_bytes(room.gpu + room.cpu)} of VRAM + RAM available"
         )
-        return Plan(candidates[-1], m, False, tuple(reasons), n_layer, max_ctx(h, hw, 0, gpu_mem, ram, cpu_variant=variant),
+        return Plan(candidates[-1], m, False, tuple(reasons), n_layer, max_ctx(h, hw, 0, gpu_mem, ram, cpu_variant=cpu_build),
                     "does not fit")
     p, m = chosen
     if not can_offload:
@@ -326,9 +326,9 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
         reasons.append(f"{p.n_gpu_layers} of {n_layer + 1} layers on the GPU (from the last): the most that fit in {human_bytes(room.gpu)}")
     p = replace(p, reasons=tuple(reasons))
     if m.cpu_repack_bytes:
-        reasons.append(f"the {variant} CPU build repacks {human_bytes(m.cpu_repack_bytes)} of weights for its kernels "
+        reasons.append(f"the {cpu_build} CPU build repacks {human_bytes(m.cpu_repack_bytes)} of weights for its kernels "
                        "(counted in RAM)")
-    return Plan(p, m, True, tuple(reasons), n_layer, max_ctx(h, hw, p.n_gpu_layers, gpu_mem, ram, p, cpu_variant=variant),
+    return Plan(p, m, True, tuple(reasons), n_layer, max_ctx(h, hw, p.n_gpu_layers, gpu_mem, ram, p, cpu_variant=cpu_build),
                 verdict)
 
 

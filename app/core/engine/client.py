@@ -136,7 +136,7 @@ class EngineClient:
     def _start(self) -> None:
         if self.cpu_variant is None:
             try:
-                choice = cpu_policy.current()
+                choice = cpu_policy.current(self._env)
             except cv.VariantError as exc:
                 raise EngineError(str(exc)) from None
             self.cpu_variant, self.cpu_reason = choice.variant, choice.reason

@@ -21,9 +21,10 @@ def forced_setting() -> str | None:
     return None if value in ("", "auto") else value
 
 
-def current() -> cv.Choice:
-    """The build to run now (raises VariantError for a forced build that is not installed)."""
-    return cv.choose(state_path(), forced_setting())
+def current(environ: dict[str, str] | None = None) -> cv.Choice:
+    """The build to run now (raises VariantError for a forced build that is not installed);
+    ``environ``: the environment the child gets (default ours)."""
+    return cv.choose(state_path(), forced_setting(), environ)
 
 
 def report() -> dict[str, object]:

@@ -198,23 +198,27 @@ def activate(name: str | None = None) -> Variant:
 
 
 def _simulate_crash(stage: str) -> None:
-    """QUANTDESK_SIMULATE_SIGILL=VARIANT[:STAGE[:MODEL-SUBSTRING]]: a test switch that makes this
-    process die of SIGILL like an unsupported instruction would, on that variant, at ``load`` (when
-    the library is activated) or ``decode`` (the first token; the default), optionally only for a
-    model whose path contains MODEL-SUBSTRING. Used by the fallback tests."""
-    spec = os.environ.get("QUANTDESK_SIMULATE_SIGILL", "")
+    """QUANTDESK_SIMULATE_CRASH=SIGNAL:VARIANT[:STAGE[:MODEL-SUBSTRING]]: a test switch that makes
+    this process die of SIGNAL (SIGILL: as an unsupported instruction would) on that CPU build, at
+    ``load`` (when the library is activated) or ``decode`` (the first token; the default),
+    optionally only for a model whose path contains MODEL-SUBSTRING. Used by the fallback tests."""
+    spec = os.environ.get("QUANTDESK_SIMULATE_CRASH", "")
     if not spec or _active is None:
         return
-    parts = spec.split(":", 2)
-    if parts[0] != _active.name or (parts[1] if len(parts) > 1 and parts[1] else "decode") != stage.split(":")[0]:
+    parts = spec.split(":", 3)
+    if len(parts) < 2 or parts[1] != _active.name:
         return
-    if len(parts) > 2 and parts[2] not in stage:
+    kind, _, where = stage.partition(":")
+    if (parts[2] if len(parts) > 2 and parts[2] else "decode") != kind:
+        return
+    if len(parts) > 3 and parts[3] not in where:
         return
     import signal
 
-    sys.stderr.write(f"simulated illegal instruction on CPU build {_active.name} at {stage}\n")
+    sig = getattr(signal, parts[0], signal.SIGILL)
+    sys.stderr.write(f"simulated {parts[0]} on CPU build {_active.name} at {stage}\n")
     sys.stderr.flush()
-    os.kill(os.getpid(), signal.SIGILL)
+    os.kill(os.getpid(), sig)
     time.sleep(5)
 
 
@@ -265,10 +269,10 @@ def usable(state_path: Path | None = None, flags: frozenset[str] | None = None) 
     return [v for v in installed() if supported(v, flags) and v.name not in bad]
 
 
-def choose(state_path: Path | None = None, forced: str | None = None) -> Choice:
-    """The variant to run: ``forced`` (a setting) or $QUANTDESK_CPU_VARIANT when given, else the
-    best usable one."""
-    env = os.environ.get(ENV)
+def choose(state_path: Path | None = None, forced: str | None = None, environ: dict[str, str] | None = None) -> Choice:
+    """The variant to run: $QUANTDESK_CPU_VARIANT (in ``environ``, default ours) or ``forced`` (a
+    setting) when given, else the best usable one."""
+    env = (os.environ if environ is None else environ).get(ENV)
     wanted = env or (forced if forced and forced != "auto" else None)
     if wanted:
         v = by_name(wanted)
