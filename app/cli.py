@@ -273,6 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
+        from app.ui import preflight
+
+        problem = preflight.check()  # before Qt: name the missing system libraries, not Qt's generic abort
+        if problem:
+            print(problem, file=sys.stderr)
+            return EXIT_BAD_INPUT
         from app.ui.app import run_gui
 
         return run_gui()
