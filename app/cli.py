@@ -121,10 +121,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     "completion_tokens": reply.completion_tokens,
                     "ttft_s": reply.ttft_s,
                     "tokens_per_s": reply.tokens_per_s,
+                    "cpu_variant": engine.build_info.get("cpu_variant"),
                 }))
             else:
                 engine.chat(messages, sampling, on_token=lambda t: print(t, end="", flush=True))
                 print()
+            for notice in engine.take_notices():  # e.g. a step down to a safer CPU build
+                print(f"quantdesk: {notice}", file=sys.stderr)
             return 0
         return _prompt_loop(engine, messages, sampling)
 
@@ -151,6 +154,8 @@ def _prompt_loop(engine: "EngineClient", messages: list[dict[str, str]], samplin
             messages.pop()
             continue
         print()
+        for notice in engine.take_notices():
+            print(f"[{notice}]", file=sys.stderr)
         messages.append({"role": "assistant", "content": reply.text})
         print(f"[{reply.completion_tokens} tokens, {reply.tokens_per_s:.1f} tok/s, first token {reply.ttft_s:.2f} s]", file=sys.stderr)
 

@@ -153,34 +153,45 @@ def build_wheel(cache: Path, src: Path, backend: str, timings: dict[str, float])
     return next(cache.glob(f"llama_cpp_python-{VERSION}-*.whl"))
 
 
+def source_tree(cache: Path, src: Path) -> Path:
+    """The sdist unpacked under ``cache`` (removed again by the caller when done)."""
+    tree = cache / "src" / f"llama_cpp_python-{VERSION}"
+    if not tree.is_dir():
+        with tarfile.open(src) as tar:
+            tar.extractall(cache / "src", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    return tree
+
+
+def build_cpu_library(tree: Path, build: Path, options: list[str], out: Path, log: Path,
+                      env: dict[str, str] | None = None) -> float:
+    """Compile only libggml-cpu from ``tree`` with ``options`` into ``out``; returns the seconds."""
+    shutil.rmtree(build, ignore_errors=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    run(["cmake", "-S", str(tree), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DLLAVA_BUILD=OFF", *options],
+        env=env, log=log)
+    run(["cmake", "--build", str(build), "--target", "ggml-cpu", "-j", str(os.cpu_count() or 2)],
+        env=env, log=log.with_suffix(".build.log"))
+    built = next(build.rglob(cpu_variants.LIB_NAME))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(built, out)
+    shutil.rmtree(build, ignore_errors=True)
+    return round(time.monotonic() - t0, 1)
+
+
 def build_variants(cache: Path, src: Path, timings: dict[str, float]) -> dict[str, Path]:
     """Each variant's libggml-cpu, compiled from the same sdist with only its instruction sets."""
     out: dict[str, Path] = {}
-    todo = [v for v in cpu_variants.all_variants() if not v.builtin]
-    tree = cache / "src" / f"llama_cpp_python-{VERSION}"
-    for v in todo:
+    for v in cpu_variants.all_variants():
+        if v.builtin:
+            continue
         lib = cache / cpu_variants.VARIANTS_DIR / v.name / cpu_variants.LIB_NAME
         if not lib.is_file():
-            if not tree.is_dir():
-                with tarfile.open(src) as tar:
-                    tar.extractall(cache / "src", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-            build = cache / "build" / v.name
-            shutil.rmtree(build, ignore_errors=True)
-            print(f"building the CPU backend for {v.describe()} (a few minutes)", flush=True)
-            t0 = time.monotonic()
-            configure = ["cmake", "-S", str(tree), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DLLAVA_BUILD=OFF",
-                         *cpu_options(v.cmake)]
-            run(configure, log=cache / f"variant-{v.name}.log")
-            run(["cmake", "--build", str(build), "--target", "ggml-cpu", "-j", str(os.cpu_count() or 2)],
-                log=cache / f"variant-{v.name}.build.log")
-            built = next(build.rglob(cpu_variants.LIB_NAME))
-            lib.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(built, lib)
-            shutil.rmtree(build, ignore_errors=True)
-            timings[v.name] = round(time.monotonic() - t0, 1)
+            print(f"building the CPU backend for {v.describe()} (about a minute)", flush=True)
+            timings[v.name] = build_cpu_library(source_tree(cache, src), cache / "build" / v.name,
+                                                cpu_options(v.cmake), lib, cache / f"variant-{v.name}.log")
         out[v.name] = lib
     shutil.rmtree(cache / "src", ignore_errors=True)
-    shutil.rmtree(cache / "build", ignore_errors=True)
     return out
 
 

@@ -186,15 +186,21 @@ def activate(name: str | None = None) -> Variant:
         if path is None or lib is None or not path.is_file():
             raise VariantError(f"CPU build {v.name!r} is not installed (no {path}); installed: "
                                + ", ".join(x.name for x in installed()))
-        mode = getattr(ctypes, "RTLD_GLOBAL", 0)
-        try:
-            ctypes.CDLL(str(lib / BASE_LIB_NAME), mode=mode)
-            ctypes.CDLL(str(path), mode=mode)
-        except OSError as exc:
-            raise VariantError(f"{path}: cannot load CPU build {v.name!r}: {exc}") from None
+        preload(path, lib)
     _active = v
     _simulate_crash("load")
     return v
+
+
+def preload(library: Path, lib_dir: Path) -> None:
+    """Load ``library`` (a libggml-cpu build) with llama_cpp's libggml-base, before llama_cpp: the
+    dynamic linker then resolves libggml's libggml-cpu.so.0 to it (same soname)."""
+    mode = getattr(ctypes, "RTLD_GLOBAL", 0)
+    try:
+        ctypes.CDLL(str(lib_dir / BASE_LIB_NAME), mode=mode)
+        ctypes.CDLL(str(library), mode=mode)
+    except OSError as exc:
+        raise VariantError(f"{library}: cannot load this CPU build: {exc}") from None
 
 
 def _simulate_crash(stage: str) -> None:
