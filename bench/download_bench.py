@@ -19,7 +19,7 @@ ROUNDS = 3
 SERVER = """
 import sys, time
 from pathlib import Path
-from tests.hub_server import HubRepo, HubServer
+from tests.support.hub_server import HubRepo, HubServer
 srv = HubServer([HubRepo(sys.argv[1], {sys.argv[2]: Path(sys.argv[3])})])
 print(srv.url, flush=True)
 sys.stdin.read()
@@ -36,8 +36,8 @@ def _server(model: Path) -> tuple[subprocess.Popen[str], str]:
 def throughput_ratio(model: Path) -> tuple[float, str]:
     from huggingface_hub import hf_hub_download
 
-    from app.core.downloads import DownloadManager
-    from app.core.library import Library
+    from app.core.hub.downloads import DownloadManager
+    from app.core.library.catalog import Library
 
     size = model.stat().st_size
     proc, url = _server(model)
@@ -66,9 +66,9 @@ def throughput_ratio(model: Path) -> tuple[float, str]:
 def refetched_after_drop(model: Path) -> tuple[float, str]:
     """MiB fetched twice after a drop at 40% of the file (target: at most one 1 MiB chunk)."""
     sys.path.insert(0, str(ROOT))
-    from app.core.downloads import CHUNK, DownloadManager
-    from app.core.library import Library
-    from tests.hub_server import HubRepo, HubServer
+    from app.core.hub.downloads import CHUNK, DownloadManager
+    from app.core.library.catalog import Library
+    from tests.support.hub_server import HubRepo, HubServer
 
     size = model.stat().st_size
     with HubServer([HubRepo(REPO, {FILE: model})]) as srv, tempfile.TemporaryDirectory() as tmp:

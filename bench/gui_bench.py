@@ -14,7 +14,7 @@ from PySide6.QtCore import QEventLoop, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from app.core.engine import Reply, SamplingParams
-from app.core.loadparams import LoadParams
+from app.core.planner.params import LoadParams
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -2,7 +2,7 @@
 against 1.5 x the largest tensor + 500 MB, perplexity run time per model size.
 
 The models come from the starter: its Hugging Face folder (built once with transformers, cached
-under the temp folder, see tests/hf_models.py) is converted to F16, which is then quantized."""
+under the temp folder, see tests/support/hf_models.py) is converted to F16, which is then quantized."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class Models:
         from app.core.starter import starter_model_path
 
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tests.hf_models import starter_hf_folder
+        from tests.support.hf_models import starter_hf_folder
 
         starter = starter_model_path()
         assert starter is not None
@@ -46,7 +46,7 @@ class Models:
 
     def f16(self) -> Path:
         if self._f16 is None:
-            from app.core.convert import convert
+            from app.core.quant.convert import convert
 
             r = convert(self.hf_folder(), self.work / "SmolLM2-135M-F16.gguf", outtype="f16")
             self.convert_result, self._f16 = r, r.path
@@ -54,10 +54,10 @@ class Models:
 
 
 def quantize_ratio(models: Models, runs: int = 3) -> tuple[float, str]:
-    """Wall time of app.core.quantize.quantize (child process, log parsing, rename) over the same
+    """Wall time of app.core.quant.quantize.quantize (child process, log parsing, rename) over the same
     llama_model_quantize call made directly in a fresh process and timed around the call itself."""
-    from app.core.quant_types import quant_type
-    from app.core.quantize import quantize
+    from app.core.gguf.quant_types import quant_type
+    from app.core.quant.quantize import quantize
 
     src = models.f16()
     ftype = quant_type(QTYPE).ftype
@@ -93,8 +93,8 @@ def convert_rss(models: Models) -> tuple[float, str]:
 
 def perplexity_time(models: Models) -> tuple[float, str]:
     """Perplexity run time per model (the bundled held-out text, 256-token chunks), with sizes."""
-    from app.core.evaluate import evaluate
-    from app.core.quantize import quantize
+    from app.core.quant.evaluate import evaluate
+    from app.core.quant.quantize import quantize
 
     f16 = models.f16()
     q = quantize(f16, models.work / f"SmolLM2-135M-{QTYPE}.gguf", QTYPE, nthread=THREADS).path

@@ -32,7 +32,7 @@ os.environ["QUANTDESK_HOME"] = tempfile.mkdtemp(prefix="quantdesk-bench-")
 atexit.register(shutil.rmtree, os.environ["QUANTDESK_HOME"], ignore_errors=True)
 
 from app.core.engine import EngineClient  # noqa: E402
-from app.core.loadparams import LoadParams  # noqa: E402
+from app.core.planner.params import LoadParams  # noqa: E402
 from app.core.starter import starter_model_path  # noqa: E402
 
 

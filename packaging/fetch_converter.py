@@ -5,7 +5,7 @@ The llama-cpp-python sdist on PyPI vendors llama.cpp, including ``convert_hf_to_
 is a known source of broken files (llama.cpp #14315, #13089, #8649), so we take it from the sdist of
 the installed llama-cpp-python and record that version. The code is never committed: it lands in
 ``<venv>/share/quantdesk/llama.cpp-converter/<version>/``, which the app finds at run time
-(``app.core.convert.converter_dir``; ``QUANTDESK_CONVERTER_DIR`` overrides).
+(``app.core.quant.convert.converter_dir``; ``QUANTDESK_CONVERTER_DIR`` overrides).
 """
 
 from __future__ import annotations

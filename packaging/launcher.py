@@ -3,7 +3,7 @@ arguments, the CLI with a subcommand, and ``--run-module`` for the app's own chi
 
 import sys
 
-from app.cli import main
+from app.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

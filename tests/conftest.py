@@ -18,7 +18,7 @@ from app.core.engine import cpu_variants  # noqa: E402
 cpu_variants.activate(cpu_variants.choose().variant.name)
 
 from app.core.engine import EngineClient  # noqa: E402
-from app.core.loadparams import LoadParams  # noqa: E402
+from app.core.planner.params import LoadParams  # noqa: E402
 from app.core.starter import starter_model_path  # noqa: E402
 
 TEST_CTX = 2048
@@ -68,7 +68,7 @@ def no_template_model(starter_model: Path, tmp_path_factory: pytest.TempPathFact
 LONG_PROMPT = "Write a very long story about a lighthouse keeper and a storm, with many chapters."
 
 
-# ---- a local Hugging Face Hub (tests/hub_server.py) with GGUF repos ----------------------------
+# ---- a local Hugging Face Hub (tests/support/hub_server.py) with GGUF repos ----------------------------
 
 HUB_TOKEN = "hf_test_token_0123456789abcdefghij"
 
@@ -76,7 +76,7 @@ HUB_TOKEN = "hf_test_token_0123456789abcdefghij"
 @pytest.fixture(scope="session")
 def tiny_ggufs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny llama GGUFs (real files llama.cpp loads): three quant levels and a two-shard split model."""
-    from tests.tiny_models import build_tiny_gguf
+    from tests.support.tiny_models import build_tiny_gguf
 
     root = tmp_path_factory.mktemp("tiny-ggufs")
     out = {kind: build_tiny_gguf("llama", root / f"tiny-{kind.upper()}.gguf", file_type=kind) for kind in ("f16", "q8_0")}
@@ -98,7 +98,7 @@ def hub_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def hub(tiny_ggufs: dict[str, Path], starter_model: Path, hub_env: None) -> Iterator["HubServer"]:
-    from tests.hub_server import HubRepo, HubServer
+    from tests.support.hub_server import HubRepo, HubServer
 
     card = "---\nlicense: apache-2.0\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\n---\n# SmolLM2 GGUF\n\nA **tiny** chat model.\n"
     repos = [
@@ -125,7 +125,7 @@ def hub(tiny_ggufs: dict[str, Path], starter_model: Path, hub_env: None) -> Iter
 @pytest.fixture(scope="session")
 def starter_hf(starter_model: Path) -> Path:
     """The starter model as a Hugging Face folder (safetensors + tokenizer), cached between runs."""
-    from tests.hf_models import starter_hf_folder
+    from tests.support.hf_models import starter_hf_folder
 
     return starter_hf_folder(starter_model)
 
@@ -133,7 +133,7 @@ def starter_hf(starter_model: Path) -> Path:
 @pytest.fixture(scope="session")
 def starter_f16(starter_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The starter HF folder converted to F16 by QuantDesk (the baseline for quantize and eval tests)."""
-    from app.core.convert import convert
+    from app.core.quant.convert import convert
 
     return convert(starter_hf, tmp_path_factory.mktemp("converted") / "SmolLM2-135M-F16.gguf", outtype="f16").path
 
@@ -141,7 +141,7 @@ def starter_f16(starter_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="session")
 def tiny_f16(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random llama GGUF in F16 whose rows are multiples of 256 (k- and i-quants apply)."""
-    from tests.tiny_models import build_tiny_gguf
+    from tests.support.tiny_models import build_tiny_gguf
 
     return build_tiny_gguf("llama", tmp_path_factory.mktemp("tiny") / "tiny-llama-F16.gguf", n_layer=2, n_embd=256,
                            n_head=4, n_head_kv=2, n_ff=512, file_type="f16")

@@ -36,7 +36,7 @@ def setup_logging() -> logging.Handler:
 def create_window(*, hub_endpoint: str | None = None):  # type: ignore[no-untyped-def]
     """The main window with its store and engine, its size and page from the last run; the caller
     shows it (tests use this too)."""
-    from app.core.chats import ChatStore
+    from app.core.chat.store import ChatStore
     from app.ui.desktop import restore_window_state
     from app.ui.main_window import MainWindow
     from app.ui.worker import EngineBridge
@@ -111,7 +111,7 @@ def run_gui(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.core import settings as app_settings
-    from app.ui import crash_dialog
+    from app.ui.dialogs import crash as crash_dialog
     from app.ui.desktop import set_desktop_identity
     from app.ui.single_instance import SingleInstance, bring_to_front
     from app.ui.theme import apply_theme

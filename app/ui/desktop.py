@@ -17,7 +17,7 @@ from app.core import paths
 from app.core import settings as app_settings
 
 if TYPE_CHECKING:
-    from app.ui.settings_dialog import SettingsDialog
+    from app.ui.dialogs.settings import SettingsDialog
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def add_desktop_actions(window: QMainWindow) -> None:
 
 
 def open_logs_folder() -> bool:
-    from app.ui.crash_dialog import open_logs_folder as open_folder
+    from app.ui.dialogs.crash import open_logs_folder as open_folder
 
     ok = open_folder()
     if not ok:
@@ -80,7 +80,7 @@ def open_logs_folder() -> bool:
 
 
 def open_settings(window: QMainWindow) -> "SettingsDialog":
-    from app.ui.settings_dialog import SettingsDialog
+    from app.ui.dialogs.settings import SettingsDialog
 
     hub_page = getattr(window, "hub_page", None)
     dialog = SettingsDialog(window.runner, endpoint=getattr(hub_page, "endpoint", None), parent=window)  # type: ignore[attr-defined]

@@ -12,22 +12,22 @@ from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTa
 
 from app import APP_NAME
 from app.core import settings as app_settings
-from app.core.chats import ChatStore
+from app.core.chat.store import ChatStore
 from app.core.engine import ModelInfo
 from app.core.starter import STARTER_LABEL, starter_model_path
-from app.core.downloads import DownloadManager
-from app.core.library import Library
-from app.core.planner import human_bytes
-from app.ui.chat_page import ChatPage
+from app.core.hub.downloads import DownloadManager
+from app.core.library.catalog import Library
+from app.core.planner.memory import human_bytes
+from app.ui.chat.page import ChatPage
 from app.ui.desktop import add_desktop_actions
-from app.ui.hub_page import HubPage
+from app.ui.hub.page import HubPage
 from app.ui.jobs_panel import JobsPanel
-from app.ui.library_page import DownloadsPage, LibraryPage
-from app.ui.load_dialog import LoadDialog
+from app.ui.library.page import DownloadsPage, LibraryPage
+from app.ui.dialogs.load import LoadDialog
 from app.ui.worker import DownloadsBridge, EngineBridge, TaskRunner
 
 if TYPE_CHECKING:
-    from app.ui.quantize_wizard import QuantizeWizard
+    from app.ui.quantize.wizard import QuantizeWizard
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class MainWindow(QMainWindow):
 
     def quantize_source(self, source: str | None = None) -> "QuantizeWizard":
         """The quantize wizard on a library file, a Hub repo, or nothing yet; its job shows in the jobs panel."""
-        from app.ui.quantize_wizard import open_quantize_wizard
+        from app.ui.quantize.wizard import open_quantize_wizard
 
         self._wizards += 1
         key = f"quantize-{self._wizards}"
@@ -235,7 +235,7 @@ class MainWindow(QMainWindow):
             self.hub_page.search()
 
     def show_hardware(self) -> None:
-        from app.ui.hardware_dialog import HardwareDialog
+        from app.ui.dialogs.hardware import HardwareDialog
 
         self.hardware_dialog = HardwareDialog(self.bridge.client.gpu_offload, self)
         self.hardware_dialog.open()
@@ -298,7 +298,7 @@ class MainWindow(QMainWindow):
         self.close()
 
     def about(self) -> None:
-        from app.ui.about_dialog import AboutDialog
+        from app.ui.dialogs.about import AboutDialog
 
         self.about_dialog = AboutDialog(self.bridge.client, self.runner, self)
         self.about_dialog.open()

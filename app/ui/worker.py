@@ -17,10 +17,10 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.core.engine import EngineClient, ModelInfo, Reply, SamplingParams
 from app.core.errors import EngineCrashed, QuantDeskError
-from app.core.loadparams import LoadParams
+from app.core.planner.params import LoadParams
 
 if TYPE_CHECKING:
-    from app.core.downloads import DownloadManager
+    from app.core.hub.downloads import DownloadManager
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from app.core import childproc, hf_auth, paths
+from app.core import paths
+from app.core.hub import auth as hf_auth
+from app.core.proc import launch as childproc
 from app.core import settings as app_settings
 from app.core.engine.client import host_command
 from app.core.engine.protocol import PRESETS
 from app.core.errors import QuantDeskError
-from app.core.gguf_info import read_header
-from app.core.loadparams import plan_load
+from app.core.gguf.header import read_header
+from app.core.planner.params import plan_load
 from app.core.redact import RedactFilter, redact
 from tests.conftest import HUB_TOKEN
 
@@ -27,14 +29,14 @@ TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 
 # -- child processes --------------------------------------------------------------------------
 def test_child_processes_run_modules_with_this_python() -> None:
-    assert childproc.python_command("app.core.dry_run", "x") == [sys.executable, "-m", "app.core.dry_run", "x"]
+    assert childproc.python_command("app.core.planner.dry_run", "x") == [sys.executable, "-m", "app.core.planner.dry_run", "x"]
     assert host_command() == [sys.executable, "-m", "app.core.engine.host"]
     assert childproc.child_env({"PYTHONPATH": "/elsewhere"})["PYTHONPATH"] == f"{childproc.ROOT}:/elsewhere"
 
 
 def test_in_the_bundle_children_are_the_app_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "frozen", True, raising=False)
-    assert childproc.python_command("app.core.quantize", "a", "b") == [sys.executable, "--run-module", "app.core.quantize", "a", "b"]
+    assert childproc.python_command("app.core.quant.quantize", "a", "b") == [sys.executable, "--run-module", "app.core.quant.quantize", "a", "b"]
     assert host_command() == [sys.executable, "--run-module", "app.core.engine.host"]
     assert "PYTHONPATH" not in childproc.child_env({})
 

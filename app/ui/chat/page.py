@@ -1,0 +1,315 @@
+"""The chat page: conversations, messages, composer, settings; the controller between them.
+
+Tokens arrive from the engine bridge one by one; they are buffered and painted at most every
+``PAINT_INTERVAL_MS`` so streaming stays smooth, and the reply is saved at most every
+``chats.SAVE_INTERVAL_S`` so a crash loses at most the last second.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
+
+from app.core.chat import store as chats
+from app.core import settings as app_settings
+from app.core.chat.store import ChatStore, Conversation
+from app.core.engine import ModelInfo, Reply, SamplingParams
+from app.ui.chat.widgets import Composer, MessageList, MessageWidget
+from app.ui.chat.side_panels import ConversationList, ConversationSettings, NoticeBar
+from app.ui.worker import EngineBridge
+
+PAINT_INTERVAL_MS = 40
+TITLE_CHARS = 48
+
+
+class ChatPage(QWidget):
+    status_message = Signal(str)
+
+    def __init__(self, store: ChatStore, bridge: EngineBridge, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.bridge = bridge
+        self.conversation: Conversation | None = None
+        self.model: ModelInfo | None = None
+        self.stream_id: int | None = None  # the assistant message being written
+        self.stream_text = ""
+        self._pending: list[str] = []
+        self._last_save = 0.0
+        self.editing_id: int | None = None
+        self.last_deleted: int | None = None
+
+        self.conversations = ConversationList()
+        self.messages = MessageList()
+        self.composer = Composer()
+        self.settings_panel = ConversationSettings()
+        self.notice = NoticeBar()
+        self.context_meter = QProgressBar()
+        self.context_meter.setFormat("context: no model loaded")
+        self.context_meter.setRange(0, 1)
+        self.context_meter.setValue(0)
+        self.context_meter.setMinimumWidth(240)
+        self.template_label = QLabel()
+        self.template_label.setStyleSheet("color: gray;")
+        self.template_label.setWordWrap(True)
+
+        center = QWidget()
+        col = QVBoxLayout(center)
+        col.setContentsMargins(0, 0, 0, 0)
+        top = QHBoxLayout()
+        top.addWidget(self.template_label, 1)
+        top.addWidget(self.context_meter)
+        col.addLayout(top)
+        col.addWidget(self.messages, 1)
+        col.addWidget(self.notice)
+        col.addWidget(self.composer)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(self.conversations)
+        self.splitter.addWidget(center)
+        self.splitter.addWidget(self.settings_panel)
+        self.splitter.setSizes([220, 700, 260])
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.splitter)
+
+        self.paint_timer = QTimer(self)
+        self.paint_timer.setInterval(PAINT_INTERVAL_MS)
+        self.paint_timer.timeout.connect(self._paint)
+
+        self.conversations.selected.connect(self.open_conversation)
+        self.conversations.new_requested.connect(self.new_conversation)
+        self.conversations.rename_requested.connect(self.rename_conversation)
+        self.conversations.delete_requested.connect(self.delete_conversation)
+        self.conversations.search_changed.connect(lambda _text: self.refresh_list())
+        self.composer.send_requested.connect(self.send)
+        self.composer.stop_requested.connect(self.stop)
+        self.composer.edit_cancelled.connect(self.cancel_edit)
+        self.settings_panel.changed.connect(self._on_settings_changed)
+        bridge.reply_started.connect(self._on_started)
+        bridge.token_received.connect(self._on_token)
+        bridge.reply_finished.connect(self._on_finished)
+        bridge.reply_failed.connect(self._on_failed)
+        bridge.tokens_counted.connect(self._on_counted)
+
+    # -- conversations --------------------------------------------------------------------------
+    def refresh_list(self) -> None:
+        current = self.conversation.id if self.conversation else None
+        self.conversations.fill(self.store.list_conversations(self.conversations.search.text()), current)
+
+    def new_conversation(self) -> Conversation:
+        system, preset, sampling = app_settings.new_chat_defaults()  # the Settings page's defaults
+        conv = self.store.create_conversation(model_path=self.model.path if self.model else None,
+                                              system_prompt=system, preset=preset, sampling=sampling)
+        self.conversations.search.clear()
+        self.conversation = conv
+        self.refresh_list()
+        self.open_conversation(conv.id)
+        self.composer.input.setFocus()
+        return conv
+
+    def open_conversation(self, conversation_id: int) -> None:
+        self.conversation = self.store.get_conversation(conversation_id)
+        self.cancel_edit()
+        self.messages.clear()
+        for message in self.store.messages(conversation_id):
+            widget = self._add_widget(message)
+            if message.id == self.stream_id:
+                widget.set_text(self.stream_text)
+        self.settings_panel.show_conversation(self.conversation)
+        self.refresh_list()
+        self.update_context_meter()
+
+    def rename_conversation(self, conversation_id: int, title: str) -> None:
+        try:
+            self.store.rename(conversation_id, title)
+        except ValueError as exc:
+            self.notice.show_message(str(exc), error=True)
+        self.refresh_list()
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        title = self.store.get_conversation(conversation_id).title
+        self.store.delete(conversation_id)
+        self.last_deleted = conversation_id
+        if self.conversation and self.conversation.id == conversation_id:
+            self.conversation = None
+            self.messages.clear()
+        self.refresh_list()
+        self.notice.show_message(f"Deleted “{title}”.", action="Undo", callback=lambda: self.undo_delete(conversation_id))
+        if self.conversation is None:
+            ids = self.conversations.ids()
+            if ids:
+                self.open_conversation(ids[0])
+
+    def undo_delete(self, conversation_id: int) -> None:
+        self.store.undo_delete(conversation_id)
+        self.refresh_list()
+        self.open_conversation(conversation_id)
+
+    def _on_settings_changed(self, system: str, preset: str, sampling: SamplingParams) -> None:
+        if self.conversation is None:
+            return
+        self.conversation = self.store.update_conversation(self.conversation.id, system_prompt=system, preset=preset, sampling=sampling)
+
+    # -- model ----------------------------------------------------------------------------------
+    def set_model(self, info: ModelInfo | None) -> None:
+        self.model = info
+        if info is None:
+            self.template_label.setText("")
+            self.context_meter.setFormat("context: no model loaded")
+            self.context_meter.setValue(0)
+            return
+        self.template_label.setText(info.template_note)
+        self.context_meter.setFormat("context: %v / %m tokens")
+        self.context_meter.setRange(0, info.n_ctx)
+        self.update_context_meter()
+
+    def update_context_meter(self) -> None:
+        if self.conversation is None or self.model is None or self.bridge.busy:
+            return
+        history = self.store.engine_messages(self.conversation.id)
+        if history:
+            self.bridge.count_tokens(history)
+        else:
+            self.context_meter.setValue(0)
+
+    def _on_counted(self, tokens: int, n_ctx: int) -> None:
+        if n_ctx:
+            self.context_meter.setRange(0, n_ctx)
+        self.context_meter.setValue(min(tokens, self.context_meter.maximum()))
+
+    # -- sending --------------------------------------------------------------------------------
+    def send(self, text: str) -> None:
+        if self.stream_id is not None:
+            return
+        if self.bridge.client.wanted_model is None:
+            self.notice.show_message("No model is loaded: open a GGUF file first (File → Open model…).", error=True)
+            return
+        if self.conversation is None:
+            self.new_conversation()
+        assert self.conversation is not None
+        if self.editing_id is not None:
+            self.store.delete_from(self.conversation.id, self.editing_id)
+            self.editing_id = None
+            self.composer.edit_banner.hide()
+        if self.conversation.title == "New chat":
+            title = " ".join(text.split())[:TITLE_CHARS]
+            self.conversation = self.store.rename(self.conversation.id, title or "New chat")
+        self.store.add_message(self.conversation.id, "user", text)
+        self.composer.input.clear()
+        self._generate()
+
+    def regenerate(self, message_id: int) -> None:
+        if self.conversation is None or self.stream_id is not None:
+            return
+        self.store.delete_from(self.conversation.id, message_id)
+        self._generate()
+
+    def _generate(self) -> None:
+        assert self.conversation is not None
+        history = self.store.engine_messages(self.conversation.id)
+        placeholder = self.store.add_message(self.conversation.id, "assistant", "", status=chats.STREAMING)
+        self.stream_id, self.stream_text = placeholder.id, ""
+        self._sync_widgets()
+        self.refresh_list()
+        self._pending = []
+        self._last_save = time.monotonic()
+        self.composer.set_generating(True)
+        self.notice.hide()
+        self.paint_timer.start()
+        self.bridge.chat(history, self.conversation.sampling)
+
+    def stop(self) -> None:
+        if self.stream_id is not None:
+            self.bridge.cancel()
+
+    def start_edit(self, message_id: int) -> None:
+        if self.stream_id is not None:
+            return
+        message = self.store.get_message(message_id)
+        self.editing_id = message_id
+        self.composer.input.setPlainText(message.content)
+        self.composer.edit_banner.show()
+        self.composer.input.setFocus()
+
+    def cancel_edit(self) -> None:
+        self.editing_id = None
+        self.composer.edit_banner.hide()
+
+    # -- engine events --------------------------------------------------------------------------
+    def _on_started(self, event: dict[str, Any]) -> None:
+        dropped = event.get("dropped_messages", 0)
+        if dropped:
+            self.notice.show_message(
+                f"This conversation is longer than the model's context ({event.get('n_ctx')} tokens): the "
+                f"{dropped} oldest messages were left out of this reply. The system prompt is kept."
+            )
+
+    def _on_token(self, text: str) -> None:
+        self._pending.append(text)
+
+    def _paint(self) -> None:
+        if self.stream_id is None or not self._pending:
+            return
+        self.stream_text += "".join(self._pending)
+        self._pending = []
+        widget = self.messages.widget_for(self.stream_id)
+        if widget is not None:
+            widget.set_text(self.stream_text)
+        now = time.monotonic()
+        if now - self._last_save >= chats.SAVE_INTERVAL_S:
+            self.store.update_message(self.stream_id, content=self.stream_text)
+            self._last_save = now
+
+    def _end_stream(self, text: str, status: str, stats: dict[str, Any]) -> None:
+        self.paint_timer.stop()
+        message_id, self.stream_id = self.stream_id, None
+        self._pending, self.stream_text = [], ""
+        self.composer.set_generating(False)
+        if message_id is None:
+            return
+        self.store.update_message(message_id, content=text, status=status, stats=stats)
+        widget = self.messages.widget_for(message_id)
+        if widget is not None:
+            widget.message = self.store.get_message(message_id)
+            widget.refresh()
+
+    def _on_finished(self, reply: Reply) -> None:
+        status = chats.STOPPED if reply.finish_reason == "cancelled" else chats.COMPLETE
+        self._end_stream(reply.text, status, reply.stats())
+        self.context_meter.setValue(min(reply.prompt_tokens + reply.completion_tokens, self.context_meter.maximum()))
+        self.status_message.emit(f"{reply.completion_tokens} tokens at {reply.tokens_per_s:.1f} tok/s")
+
+    def _on_failed(self, message: str, crashed: bool, partial: str) -> None:
+        text = self.stream_text + "".join(self._pending)
+        text = partial if len(partial) > len(text) else text
+        self._end_stream(text, chats.INTERRUPTED if crashed else chats.FAILED, {})
+        self.notice.show_message(message, error=True)
+
+    def copy_text(self, text: str) -> None:
+        QGuiApplication.clipboard().setText(text)
+        self.status_message.emit("Copied to the clipboard")
+
+    def _sync_widgets(self) -> None:
+        """Bring the message list in line with the store without rebuilding what is unchanged."""
+        assert self.conversation is not None
+        messages = self.store.messages(self.conversation.id)
+        ids = {m.id for m in messages}
+        for widget in [w for w in self.messages.widgets if w.message.id not in ids]:
+            self.messages.widgets.remove(widget)
+            widget.setParent(None)
+            widget.deleteLater()
+        shown = {w.message.id for w in self.messages.widgets}
+        for message in messages:
+            if message.id not in shown:
+                self._add_widget(message)
+
+    def _add_widget(self, message: chats.Message) -> MessageWidget:
+        widget = MessageWidget(message)
+        widget.copy_requested.connect(self.copy_text)
+        widget.edit_requested.connect(self.start_edit)
+        widget.regenerate_requested.connect(self.regenerate)
+        self.messages.add(widget)
+        return widget

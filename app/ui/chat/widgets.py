@@ -1,0 +1,249 @@
+"""The message list and the composer of the chat page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication, QKeyEvent
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.chat import store as chats
+from app.core.chat.markdown import render_markdown, split_blocks
+
+STATUS_BADGES = {
+    chats.STOPPED: "stopped",
+    chats.INTERRUPTED: "interrupted: the engine stopped mid-reply",
+    chats.FAILED: "failed",
+    chats.STREAMING: "…",
+}
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    if not stats:
+        return ""
+    parts = [
+        f"{stats.get('tokens_per_s', 0):.1f} tok/s",
+        f"first token {stats.get('ttft_s', 0):.2f} s",
+        f"{stats.get('completion_tokens', 0)} tokens",
+        f"prompt {stats.get('prompt_tokens', 0)} ({stats.get('cached_tokens', 0)} cached)",
+    ]
+    if stats.get("finish_reason") == "length":
+        parts.append("max tokens reached")
+    elif stats.get("finish_reason") == "context":
+        parts.append("context full")
+    return " · ".join(parts)
+
+
+def is_dark() -> bool:
+    return QGuiApplication.styleHints().colorScheme() == Qt.ColorScheme.Dark
+
+
+class MessageWidget(QFrame):
+    copy_requested = Signal(str)
+    edit_requested = Signal(int)
+    regenerate_requested = Signal(int)
+
+    def __init__(self, message: chats.Message, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.message = message
+        self.code_blocks: list[str] = []
+        self._rendered_text: str | None = None
+        self._chunks: list[tuple[str, int]] = []  # (markdown chunk, index of its first code block)
+        self._chunk_blocks: list[list[str]] = []
+        self.labels: list[QLabel] = []
+        self.setObjectName("message")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 6, 10, 6)
+        header = QHBoxLayout()
+        self.role_label = QLabel("<b>You</b>" if message.role == "user" else "<b>Assistant</b>")
+        self.badge = QLabel()
+        self.badge.setStyleSheet("color: #b06000;")
+        header.addWidget(self.role_label)
+        header.addWidget(self.badge)
+        header.addStretch(1)
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setFlat(True)
+        self.copy_button.clicked.connect(lambda: self.copy_requested.emit(self.message.content))
+        header.addWidget(self.copy_button)
+        if message.role == "user":
+            self.edit_button = QPushButton("Edit")
+            self.edit_button.setFlat(True)
+            self.edit_button.clicked.connect(lambda: self.edit_requested.emit(self.message.id))
+            header.addWidget(self.edit_button)
+        else:
+            self.regenerate_button = QPushButton("Regenerate")
+            self.regenerate_button.setFlat(True)
+            self.regenerate_button.clicked.connect(lambda: self.regenerate_requested.emit(self.message.id))
+            header.addWidget(self.regenerate_button)
+        layout.addLayout(header)
+        self.body = QVBoxLayout()
+        self.body.setSpacing(2)
+        layout.addLayout(self.body)
+        self.stats_label = QLabel()
+        self.stats_label.setStyleSheet("color: gray; font-size: 11px;")
+        layout.addWidget(self.stats_label)
+        self.refresh()
+
+    def set_text(self, text: str) -> None:
+        self.message.content = text
+        self.refresh()
+
+    def body_html(self) -> str:
+        return "".join(label.text() for label in self.labels)
+
+    def _label(self, index: int) -> QLabel:
+        while len(self.labels) <= index:
+            label = QLabel()
+            label.setWordWrap(True)
+            label.setTextFormat(Qt.TextFormat.RichText)
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+            label.setOpenExternalLinks(False)
+            label.linkActivated.connect(self.activate_link)
+            label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+            self.body.addWidget(label)
+            self.labels.append(label)
+        return self.labels[index]
+
+    def _render_body(self, text: str) -> None:
+        """Render only the chunks that changed: while streaming, that is the last one."""
+        dark = is_dark()
+        chunks = split_blocks(text)
+        first = 0
+        for i, chunk in enumerate(chunks):
+            key = (chunk, first)
+            if i >= len(self._chunks) or self._chunks[i] != key:
+                rendered = render_markdown(chunk, dark=dark, first_index=first)
+                self._label(i).setText(rendered.html or "<i>…</i>")
+                self._chunks[i:i + 1] = [key]
+                self._chunk_blocks[i:i + 1] = [rendered.code_blocks]
+            first += len(self._chunk_blocks[i])
+        for label in self.labels[len(chunks):]:
+            label.setParent(None)
+            label.deleteLater()
+        del self.labels[len(chunks):], self._chunks[len(chunks):], self._chunk_blocks[len(chunks):]
+        self.code_blocks = [code for blocks in self._chunk_blocks for code in blocks]
+
+    def refresh(self) -> None:
+        m = self.message
+        if m.content != self._rendered_text:
+            self._render_body(m.content)
+            self._rendered_text = m.content
+        self.badge.setText(STATUS_BADGES.get(m.status, ""))
+        self.stats_label.setText(format_stats(m.stats))
+        self.stats_label.setVisible(bool(m.stats))
+
+    def activate_link(self, link: str) -> None:
+        if link.startswith("copy:"):
+            index = int(link.split(":", 1)[1])
+            if 0 <= index < len(self.code_blocks):
+                self.copy_requested.emit(self.code_blocks[index])
+
+
+class MessageList(QScrollArea):
+    """The conversation's messages; follows the bottom while the user has not scrolled away."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.container = QWidget()
+        self.column = QVBoxLayout(self.container)
+        self.column.setSpacing(8)
+        self.column.addStretch(1)
+        self.setWidget(self.container)
+        self.widgets: list[MessageWidget] = []
+        self._follow = True
+        self.verticalScrollBar().rangeChanged.connect(self._on_range_changed)
+        self.verticalScrollBar().valueChanged.connect(self._on_scrolled)
+
+    def clear(self) -> None:
+        for w in self.widgets:
+            w.setParent(None)
+            w.deleteLater()
+        self.widgets = []
+        self._follow = True
+
+    def add(self, widget: MessageWidget) -> None:
+        self.column.insertWidget(self.column.count() - 1, widget)
+        self.widgets.append(widget)
+
+    def widget_for(self, message_id: int) -> MessageWidget | None:
+        return next((w for w in self.widgets if w.message.id == message_id), None)
+
+    def _on_scrolled(self, value: int) -> None:
+        bar = self.verticalScrollBar()
+        self._follow = value >= bar.maximum() - 24
+
+    def _on_range_changed(self, _min: int, maximum: int) -> None:
+        if self._follow:
+            QTimer.singleShot(0, lambda: self.verticalScrollBar().setValue(self.verticalScrollBar().maximum()))
+
+
+class Composer(QWidget):
+    """Message input with Send and Stop. Enter sends; Shift+Enter starts a new line."""
+
+    send_requested = Signal(str)
+    stop_requested = Signal()
+    edit_cancelled = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.edit_banner = QWidget()
+        banner = QHBoxLayout(self.edit_banner)
+        banner.setContentsMargins(0, 0, 0, 0)
+        self.edit_label = QLabel("Editing a message: Send replaces it and every message after it.")
+        cancel = QPushButton("Cancel edit")
+        cancel.clicked.connect(self.edit_cancelled.emit)
+        banner.addWidget(self.edit_label, 1)
+        banner.addWidget(cancel)
+        self.edit_banner.hide()
+        layout.addWidget(self.edit_banner)
+        row = QHBoxLayout()
+        self.input = _Input(self)
+        self.input.setPlaceholderText("Message the model (Enter to send, Shift+Enter for a new line)")
+        self.input.setFixedHeight(80)
+        self.input.submitted.connect(self._submit)
+        self.send_button = QPushButton("Send")
+        self.send_button.setDefault(True)
+        self.send_button.clicked.connect(self._submit)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop_requested.emit)
+        self.stop_button.setEnabled(False)
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.stop_button)
+        row.addWidget(self.input, 1)
+        row.addLayout(buttons)
+        layout.addLayout(row)
+
+    def _submit(self) -> None:
+        text = self.input.toPlainText().strip()
+        if text and self.send_button.isEnabled():
+            self.send_requested.emit(text)
+
+    def set_generating(self, generating: bool) -> None:
+        self.send_button.setEnabled(not generating)
+        self.stop_button.setEnabled(generating)
+
+
+class _Input(QPlainTextEdit):
+    submitted = Signal()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt name)
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self.submitted.emit()
+            return
+        super().keyPressEvent(event)

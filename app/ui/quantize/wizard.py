@@ -1,0 +1,452 @@
+"""The one-click quantize wizard: pick a source (GGUF file, Hugging Face folder, or a Hub repo with
+safetensors, fetched through the download manager) → the planner's proposal of quant levels is
+ticked → Quantize → progress per stage with Cancel → results table and chart (size, bits per
+weight, fit, perplexity, KL divergence). The work is ``quantize_pipeline.run_pipeline`` on a
+TaskRunner thread; nothing here blocks the GUI thread."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPaintEvent
+from PySide6.QtWidgets import (QCheckBox, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QProgressBar, QPushButton, QSpinBox, QStackedWidget, QVBoxLayout, QWidget)
+
+from app.core import paths
+from app.core.jobs import CancelToken, Cancelled, Progress
+from app.core.planner.memory import human_bytes
+from app.core.quant.pipeline import (LevelProposal, OutputRow, PipelineOptions, PipelineResult, Source,
+                                        propose_levels, propose_levels_by_size, run_pipeline)
+from app.ui.tables import make_table, read_only_item
+from app.ui.worker import TaskRunner
+
+log = logging.getLogger(__name__)
+
+LEVEL_COLUMNS = ["", "Type", "Bits/weight", "Estimated size", "Fit on this machine", "Notes"]
+RESULT_COLUMNS = ["Quant", "File", "Size", "Bits/weight", "Fit", "Perplexity", "KL divergence", "Top-token agreement"]
+JOB_STATES = {"download": "downloading", "convert": "converting", "imatrix": "imatrix", "quantize": "quantizing",
+              "eval": "evaluating", "done": "quantizing"}
+STAGE_NAMES = {"download": "Downloading", "convert": "Converting to GGUF", "imatrix": "Computing the importance matrix",
+               "quantize": "Quantizing", "eval": "Measuring quality", "done": "Done"}
+
+
+
+class ResultChart(QWidget):
+    """Bars of file size (left scale) with each file's perplexity written on its bar."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.rows: list[OutputRow] = []
+        self.setMinimumHeight(170)
+
+    def set_rows(self, rows: list[OutputRow]) -> None:
+        self.rows = rows
+        self.update()
+
+    def paintEvent(self, _event: QPaintEvent) -> None:  # noqa: N802 (Qt name)
+        if not self.rows:
+            return
+        painter = QPainter(self)
+        text = self.palette().text().color()
+        top, bottom = 40.0, self.height() - 22.0  # room for the title and the label over the tallest bar
+        painter.setPen(text)
+        painter.drawText(4, 14, "File size (bars) and perplexity on the held-out text (lower is better)")
+        biggest = max(r.size_bytes for r in self.rows) or 1
+        width = (self.width() - 8) / len(self.rows)
+        for i, r in enumerate(self.rows):
+            h = (bottom - top) * r.size_bytes / biggest
+            rect = QRectF(4 + i * width + 6, bottom - h, width - 12, h)
+            painter.fillRect(rect, QColor("#8c8c8c") if r.baseline else QColor("#4c78a8"))
+            painter.setPen(text)
+            label = f"{r.quant} · {human_bytes(r.size_bytes)}"
+            painter.drawText(QRectF(rect.left(), bottom + 2, rect.width(), 18), Qt.AlignmentFlag.AlignHCenter, label)
+            if r.perplexity is not None:
+                painter.drawText(QRectF(rect.left(), rect.top() - 16, rect.width(), 16), Qt.AlignmentFlag.AlignHCenter,
+                                 f"ppl {r.perplexity:.2f}")
+        painter.end()
+
+
+class QuantizeWizard(QDialog):
+    job_progress = Signal(str, object, str)  # state, fraction or None, detail
+    finished_run = Signal(object)  # PipelineResult, or None when cancelled or failed
+
+    def __init__(self, parent: QWidget | None = None, source: str | None = None, *, runner: TaskRunner | None = None,
+                 downloads: Any = None, endpoint: str | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Quantize a model")
+        self.resize(980, 640)
+        self.runner = runner or TaskRunner(self)
+        self.downloads = downloads  # DownloadManager for Hub sources
+        self.endpoint = endpoint
+        self.cancel_token: CancelToken | None = None
+        self.result: PipelineResult | None = None
+        self.proposals: list[LevelProposal] = []
+        self.hub_repo: tuple[str, str | None] | None = None  # (repo, revision) when the source is a Hub repo
+        self.running = False
+        self._generation = 0
+        self._source_text = ""
+
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self._setup_page())
+        self.stack.addWidget(self._run_page())
+        self.stack.addWidget(self._results_page())
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.stack)
+        if source:
+            self.set_source(source)
+
+    # ---- page 1: source and levels -----------------------------------------------------------
+    def _setup_page(self) -> QWidget:
+        page = QWidget()
+        self.source_edit = QLineEdit(placeholderText="a .gguf file (F16/BF16/Q8_0), a Hugging Face model folder, or a Hub repo owner/name")
+        self.source_edit.editingFinished.connect(self._on_source_edited)
+        pick_file = QPushButton("GGUF file…")
+        pick_file.clicked.connect(self._pick_file)
+        pick_dir = QPushButton("HF folder…")
+        pick_dir.clicked.connect(self._pick_dir)
+        row = QHBoxLayout()
+        row.addWidget(self.source_edit, 1)
+        row.addWidget(pick_file)
+        row.addWidget(pick_dir)
+        self.source_note = QLabel("")
+        self.source_note.setWordWrap(True)
+        self.ctx = QSpinBox()
+        self.ctx.setRange(256, 1 << 20)
+        self.ctx.setSingleStep(1024)
+        self.ctx.setValue(4096)
+        self.ctx.valueChanged.connect(lambda _: self._propose())
+        self.evaluate = QCheckBox("Measure quality (perplexity, KL divergence against the baseline)")
+        self.evaluate.setChecked(True)
+        self.allow_pickle = QCheckBox("Allow pickle .bin weights (loading a pickle can run code hidden in the file; "
+                                      "only for repos you trust)")
+        self.allow_pickle.hide()
+        self.allow_requantize = QCheckBox("Requantize an already-quantized file (loses quality: start from F16/BF16 when you can)")
+        self.allow_requantize.hide()
+        self.out_dir = QLineEdit(str(paths.models_dir() / "quantized"))
+        opts = QHBoxLayout()
+        opts.addWidget(QLabel("Context you want"))
+        opts.addWidget(self.ctx)
+        opts.addSpacing(20)
+        opts.addWidget(QLabel("Output folder"))
+        opts.addWidget(self.out_dir, 1)
+        self.levels = make_table(LEVEL_COLUMNS)
+        self.levels.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        self.levels.itemChanged.connect(lambda _: self._sync())
+        self.quantize_button = QPushButton("Quantize")
+        self.quantize_button.setDefault(True)
+        self.quantize_button.clicked.connect(self.start)
+        close = QPushButton("Close")
+        close.clicked.connect(self.close)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(close)
+        buttons.addWidget(self.quantize_button)
+        v = QVBoxLayout(page)
+        v.addWidget(QLabel("<b>1. Source</b>"))
+        v.addLayout(row)
+        v.addWidget(self.source_note)
+        v.addWidget(QLabel("<b>2. Quant levels</b> — ticked: the best quality that fits fully on this machine at the context you want"))
+        v.addLayout(opts)
+        v.addWidget(self.levels, 1)
+        v.addWidget(self.evaluate)
+        v.addWidget(self.allow_pickle)
+        v.addWidget(self.allow_requantize)
+        v.addLayout(buttons)
+        self._sync()
+        return page
+
+    def _on_source_edited(self) -> None:
+        text = self.source_edit.text().strip()
+        if text != self._source_text:
+            self.set_source(text)
+
+    def _pick_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "A GGUF file to quantize", str(paths.models_dir()), "GGUF (*.gguf)")
+        if path:
+            self.set_source(path)
+
+    def _pick_dir(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "A Hugging Face model folder (config.json, safetensors)")
+        if path:
+            self.set_source(path)
+
+    def set_source(self, text: str) -> None:
+        """Read the source's facts off the GUI thread, then propose levels."""
+        self.source_edit.setText(text)
+        self._source_text = text
+        self._generation += 1
+        generation = self._generation
+        self.hub_repo = None
+        self.levels.setRowCount(0)
+        self.proposals = []
+        self.source_note.setText("Reading the source…")
+        self._sync()
+        path = Path(text).expanduser()
+
+        def read() -> tuple[str, Any]:
+            from app.core.quant.convert import inspect_folder
+            from app.core.gguf.header import read_header
+
+            if path.is_file():
+                return "gguf", read_header(path)
+            if path.is_dir():
+                return "folder", inspect_folder(path, allow_pickle=True)
+            if text.count("/") == 1 and not text.startswith(("/", ".", "~")):
+                from app.core.hub.api import repo_details
+
+                return "hub", repo_details(text, endpoint=self.endpoint)
+            raise FileNotFoundError(f"{text}: no such file or folder (a Hub repo is written owner/name)")
+
+        def shown(found: tuple[str, Any]) -> None:
+            if generation != self._generation:
+                return
+            kind, info = found
+            self.kind, self.info = kind, info
+            self.allow_pickle.setVisible(kind == "folder" and info.pickle)
+            quantized = kind == "gguf" and info.file_type_name not in ("F32", "F16", "BF16", "ALL_F32")
+            self.allow_requantize.setVisible(quantized and info.file_type_name != "Q8_0")
+            if kind == "gguf":
+                note = f"GGUF, {info.architecture}, {info.n_params / 1e9:.2f} B parameters, {info.file_type_name}"
+                if quantized:
+                    note += ": already quantized; requantizing loses quality (start from F16/BF16 when you can)"
+            elif kind == "folder":
+                note = (f"Hugging Face folder, {info.architecture}, {info.n_params / 1e9:.2f} B parameters: "
+                        f"converted to F16 with llama.cpp's converter first")
+                note += ". Its weights are pickle files: tick the box below to allow them" if info.pickle else ""
+            else:
+                if info.kind != "safetensors":
+                    note = info.explanation or f"{info.repo_id}: nothing to convert"
+                    if info.kind == "gguf":
+                        note = f"{info.repo_id} already has GGUF files: download one in Discover, then quantize it here"
+                    self.source_note.setText(note)
+                    return
+                self.hub_repo = (info.repo_id, info.sha)
+                note = (f"Hub repo with safetensors ({human_bytes(info.safetensors_bytes)}): downloaded through the "
+                        f"download manager, then converted to F16")
+            self.source_note.setText(note)
+            self._propose()
+
+        def failed(message: str) -> None:
+            if generation == self._generation:
+                self.source_note.setText(message)
+
+        self.runner.run("wizard-source", read, shown, failed)
+
+    def _propose(self) -> None:
+        kind = getattr(self, "kind", None)
+        if kind is None:
+            return
+        info, ctx = self.info, self.ctx.value()
+
+        def compute() -> list[LevelProposal]:
+            if kind == "gguf":
+                return propose_levels(info, ctx=ctx)
+            n_params = info.n_params if kind == "folder" else int(info.safetensors_bytes / 2)  # bf16/f16 weights
+            return propose_levels_by_size(n_params)
+
+        self.runner.run("wizard-propose", compute, self._show_levels, self.source_note.setText)
+
+    def _show_levels(self, proposals: list[LevelProposal]) -> None:
+        self.proposals = proposals
+        self.levels.blockSignals(True)
+        self.levels.setRowCount(len(proposals))
+        for row, lp in enumerate(proposals):
+            check = read_only_item("")
+            check.setFlags(check.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            check.setCheckState(Qt.CheckState.Checked if lp.proposed else Qt.CheckState.Unchecked)
+            self.levels.setItem(row, 0, check)
+            self.levels.setItem(row, 1, read_only_item(lp.qtype.name))
+            self.levels.setItem(row, 2, read_only_item(f"{lp.qtype.bits_per_weight:.2f}"))
+            self.levels.setItem(row, 3, read_only_item(human_bytes(lp.size_bytes)))
+            self.levels.setItem(row, 4, read_only_item(("★ proposed · " if lp.proposed else "") + lp.verdict))
+            needs = {"required": " · needs an importance matrix: made for you from the calibration text",
+                     "recommended": " · an importance matrix is made for it"}.get(lp.qtype.imatrix, "")
+            self.levels.setItem(row, 5, read_only_item(lp.qtype.explanation + needs))
+        self.levels.blockSignals(False)
+        self.levels.resizeColumnsToContents()
+        self.levels.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        self._sync()
+
+    def chosen_types(self) -> list[str]:
+        return [self.levels.item(r, 1).text() for r in range(self.levels.rowCount())
+                if self.levels.item(r, 0).checkState() == Qt.CheckState.Checked]
+
+    def set_chosen(self, names: list[str]) -> None:
+        for r in range(self.levels.rowCount()):
+            on = self.levels.item(r, 1).text() in names
+            self.levels.item(r, 0).setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+
+    def _sync(self) -> None:
+        self.quantize_button.setEnabled(bool(self.proposals) and bool(self.chosen_types()) and not self.running)
+
+    # ---- page 2: running ---------------------------------------------------------------------
+    def _run_page(self) -> QWidget:
+        page = QWidget()
+        self.stage = QLabel("")
+        font = self.stage.font()
+        font.setBold(True)
+        self.stage.setFont(font)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.detail = QLabel("")
+        self.detail.setWordWrap(True)
+        self.log = QLabel("")
+        self.log.setWordWrap(True)
+        self.log.setAlignment(Qt.AlignmentFlag.AlignTop)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        v = QVBoxLayout(page)
+        v.addWidget(self.stage)
+        v.addWidget(self.bar)
+        v.addWidget(self.detail)
+        v.addWidget(self.log, 1)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.cancel_button)
+        v.addLayout(row)
+        return page
+
+    def start(self) -> None:
+        types = self.chosen_types()
+        if not types or self.running:
+            return
+        self.running = True
+        self._sync()
+        self.cancel_token = CancelToken()
+        token = self.cancel_token
+        self.stack.setCurrentIndex(1)
+        self.stages_done: list[str] = []
+        self.log.setText("")
+        opts = PipelineOptions(types=types, out_dir=Path(self.out_dir.text()).expanduser(), evaluate=self.evaluate.isChecked(),
+                               allow_pickle=self.allow_pickle.isChecked(), allow_requantize=self.allow_requantize.isChecked())
+        hub, source_text = self.hub_repo, self.source_edit.text().strip()
+
+        def job() -> PipelineResult:
+            if hub is not None:
+                source = self._fetch_repo(hub[0], hub[1], token)
+            else:
+                source = Source(Path(source_text).expanduser())
+            return run_pipeline(source, opts, progress=lambda p: self.runner.post(lambda: self._on_progress(p)), cancel=token)
+
+        self.job_progress.emit("quantizing", None, f"{len(types)} type(s)")
+        self.runner.run("quantize-wizard", job, self._on_done, self._on_failed)
+
+    def _fetch_repo(self, repo: str, revision: str | None, token: CancelToken) -> Source:
+        """Every file the converter reads, through the download manager (resume, sha256 check)."""
+        from app.core.hub.api import local_path, repo_details
+
+        if self.downloads is None:
+            raise Cancelled("download (no download manager)")
+        details = repo_details(repo, revision=revision, endpoint=self.endpoint)
+        names = details.conversion_files()
+        ids = [self.downloads.start(repo, name, revision=details.sha).id for name in names]
+        total = sum(1 for _ in ids)
+        for i, download_id in enumerate(ids):
+            while True:
+                d = self.downloads.wait(download_id, 0.2)
+                self.runner.post(lambda d=d, i=i: self._on_progress(Progress(
+                    "download", i + d.fraction, total, "file", f"{d.filename}: {human_bytes(d.done)} of {human_bytes(d.size)}")))
+                if d.state in ("done", "failed", "cancelled", "paused"):
+                    break
+                if token.cancelled:
+                    self.downloads.pause(download_id)
+            if d.state != "done":
+                token.check("download")
+                raise Cancelled(f"download of {d.filename} {d.state}: {d.error or ''}".strip())
+        folder = local_path(self.downloads.models_dir, repo, names[0]).parent
+        return Source(folder, source_repo=repo, revision=details.sha)
+
+    def _on_progress(self, p: Progress) -> None:
+        name = STAGE_NAMES.get(p.stage, p.stage)
+        if self.stage.text() and self.stage.text() != name and self.stage.text() not in self.stages_done:
+            self.stages_done.append(self.stage.text())
+            self.log.setText("\n".join(f"✓ {s}" for s in self.stages_done))
+        self.stage.setText(name)
+        frac = p.fraction
+        if frac is None:
+            self.bar.setRange(0, 0)
+        else:
+            self.bar.setRange(0, 1000)
+            self.bar.setValue(int(frac * 1000))
+        self.detail.setText(p.message)
+        self.job_progress.emit(JOB_STATES.get(p.stage, "quantizing"), frac, f"{name}: {p.message}")
+
+    def cancel(self) -> None:
+        if self.cancel_token is not None:
+            self.cancel_token.cancel()
+            self.detail.setText("Cancelling… (the partial output is removed)")
+            self.cancel_button.setEnabled(False)
+
+    def _on_failed(self, message: str) -> None:
+        self.running = False
+        cancelled = self.cancel_token is not None and self.cancel_token.cancelled
+        self.job_progress.emit("cancelled" if cancelled else "failed", None, message)
+        self.stack.setCurrentIndex(0)
+        self.cancel_button.setEnabled(True)
+        self.source_note.setText(("Cancelled: " if cancelled else "Failed: ") + message)
+        self._sync()
+        self.finished_run.emit(None)
+
+    # ---- page 3: results ---------------------------------------------------------------------
+    def _results_page(self) -> QWidget:
+        page = QWidget()
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.results = make_table(RESULT_COLUMNS)
+        self.results.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.chart = ResultChart()
+        again = QPushButton("Quantize more…")
+        again.clicked.connect(lambda: self.stack.setCurrentIndex(0))
+        done = QPushButton("Close")
+        done.clicked.connect(self.close)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(again)
+        row.addWidget(done)
+        v = QVBoxLayout(page)
+        v.addWidget(self.summary)
+        v.addWidget(self.results, 1)
+        v.addWidget(self.chart)
+        v.addLayout(row)
+        return page
+
+    def _on_done(self, result: PipelineResult) -> None:
+        self.running = False
+        self.result = result
+        rows = result.rows
+        self.results.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            values = [r.quant + (" (baseline)" if r.baseline else ""), r.path.name, human_bytes(r.size_bytes),
+                      f"{r.bits_per_weight:.2f}", r.verdict, f"{r.perplexity:.3f}" if r.perplexity is not None else "—",
+                      f"{r.kl_divergence:.4f}" if r.kl_divergence is not None else "—",
+                      f"{100 * r.top1_agreement:.1f}%" if r.top1_agreement is not None else "—"]
+            for col, text in enumerate(values):
+                self.results.setItem(i, col, read_only_item(text))
+            self.results.item(i, 1).setToolTip(str(r.path))
+        self.results.resizeColumnsToContents()
+        self.results.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.chart.set_rows(rows)
+        notes = [f"{len(rows) - 1} file(s) in {rows[-1].path.parent}, listed in My models."]
+        if result.imatrix:
+            notes.append(f"Importance matrix: {result.imatrix.name}.")
+        notes += result.warnings
+        self.summary.setText(" ".join(notes))
+        self.stack.setCurrentIndex(2)
+        self._sync()
+        self.job_progress.emit("done", 1.0, f"{len(rows) - 1} file(s) written")
+        self.finished_run.emit(result)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        if self.running:
+            self.cancel()  # closing the wizard cancels its job; nothing partial is left
+        super().closeEvent(event)
+
+
+def open_quantize_wizard(parent: QWidget | None = None, source: str | Path | None = None, **kwargs: Any) -> QuantizeWizard:
+    wizard = QuantizeWizard(parent, str(source) if source else None, **kwargs)
+    wizard.open()
+    return wizard
+

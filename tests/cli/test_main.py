@@ -1,0 +1,103 @@
+"""The CLI as a user runs it: a real subprocess, the real engine, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import THREADS
+from tests.core.engine.test_engine import direct_greedy
+
+
+def quantdesk(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_chat_json_greedy_matches_llama_cpp_python(starter_model: Path) -> None:
+    prompt = "Give me a synonym for happy."
+    result = quantdesk("chat", str(starter_model), "--prompt", prompt, "--temperature", "0", "--max-tokens", "40",
+                       "--ctx", "2048", "--gpu-layers", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(out) == {"text", "prompt_tokens", "completion_tokens", "ttft_s", "tokens_per_s"}
+    assert out["completion_tokens"] > 0 and out["prompt_tokens"] > 0
+    # the CLI's default repeat penalty is 1.1; the reference uses the same value
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(starter_model), n_ctx=2048, n_threads=THREADS, n_gpu_layers=0, verbose=False)
+    ref = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}], temperature=0.0, max_tokens=40, repeat_penalty=1.1)
+    llm.close()
+    assert out["text"] == ref["choices"][0]["message"]["content"]
+
+
+def test_chat_plain_text_with_system_prompt(starter_model: Path) -> None:
+    result = quantdesk("chat", "starter", "--prompt", "Say hello.", "--system", "You are terse.", "--temperature", "0",
+                       "--max-tokens", "20", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+def test_interactive_prompt_loop(starter_model: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "app", "chat", str(starter_model), "--temperature", "0", "--max-tokens", "12"],
+                          input="Hello there\nWhat did I just say?\n\n", capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("> ") >= 2  # two prompts answered
+    assert "tok/s" in proc.stderr
+
+
+def _bad_input_cases(tmp_path: Path, starter_model: Path) -> dict[str, tuple[list[str], str]]:
+    text_file = tmp_path / "notes.gguf"
+    text_file.write_text("hello, I am not a model")
+    truncated = tmp_path / "truncated.gguf"
+    with starter_model.open("rb") as src, truncated.open("wb") as dst:
+        dst.write(src.read(4_000_000))
+    return {
+        "missing": ([str(tmp_path / "nope.gguf")], "no such file"),
+        "not gguf": ([str(text_file)], "not a GGUF file"),
+        "truncated": ([str(truncated)], "truncated"),
+        "absurd ctx": ([str(starter_model), "--ctx", "100000000000"], "context size"),
+        "huge ctx": ([str(starter_model), "--ctx", "16000000"], "does not fit"),
+        "negative temp": ([str(starter_model), "--temperature", "-1"], "--temperature"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "not gguf", "truncated", "absurd ctx", "huge ctx", "negative temp"])
+def test_bad_input_exits_2_with_a_clear_message(case: str, tmp_path: Path, starter_model: Path) -> None:
+    args, expected = _bad_input_cases(tmp_path, starter_model)[case]
+    result = quantdesk("chat", *args, "--prompt", "hi")
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    if case not in ("absurd ctx", "negative temp"):
+        assert Path(args[0]).name in result.stderr
+
+
+def test_unsupported_architecture_is_named(tmp_path: Path) -> None:
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "alien.gguf"
+    writer = gguf.GGUFWriter(path, "alienformer")
+    writer.add_block_count(1)
+    writer.add_context_length(128)
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    result = quantdesk("chat", str(path), "--prompt", "hi")
+    assert result.returncode == 2
+    assert "alien.gguf" in result.stderr and "architecture" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_console_script_is_installed() -> None:
+    exe = shutil.which("quantdesk", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    result = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and "QuantDesk" in result.stdout

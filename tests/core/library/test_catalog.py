@@ -1,0 +1,116 @@
+"""The library: every local model in place, deduplicated by sha256, other apps' files never deleted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app.core import paths
+from app.core.errors import ModelFileError, QuantDeskError
+from app.core.library.catalog import Library
+from tests.support.hub_server import HubServer
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def ollama_store(root: Path, model: Path, name: str = "tinyllama", tag: str = "latest") -> Path:
+    digest = sha(model)
+    (root / "blobs").mkdir(parents=True)
+    shutil.copy(model, root / "blobs" / f"sha256-{digest}")
+    manifest = root / "manifests" / "registry.ollama.ai" / "library" / name / tag
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"schemaVersion": 2, "layers": [
+        {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}", "size": model.stat().st_size},
+        {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "0" * 64, "size": 10},
+    ]}))
+    return root
+
+
+def test_sources_are_listed_in_place_and_deduplicated(tmp_path: Path, tiny_ggufs: dict[str, Path], starter_model: Path) -> None:
+    lms = tmp_path / "lmstudio"
+    (lms / "pub" / "tiny").mkdir(parents=True)
+    shutil.copy(tiny_ggufs["q8_0"], lms / "pub" / "tiny" / "tiny-Q8_0.gguf")
+    shutil.copy(tiny_ggufs["f16"], lms / "pub" / "tiny" / "tiny-F16.gguf")
+    (lms / "pub" / "tiny" / "mmproj-F16.gguf").write_bytes(b"GGUF")  # projectors are not models
+    ollama = ollama_store(tmp_path / "ollama", tiny_ggufs["q8_0"])  # the same bytes as LM Studio's Q8_0
+    lib = Library()
+    off = lib.refresh(hf_cache=False)
+    assert [e.origin for e in off] == ["starter"]  # other apps only when the user opts in
+    entries = lib.refresh(lmstudio=True, ollama=True, lmstudio_dirs=[lms], ollama_dir=ollama, hf_cache=False)
+    by_origin = {e.origin: e for e in entries}
+    assert set(by_origin) == {"starter", "lmstudio", "ollama"} and len(entries) == 3
+    q8 = [e for e in entries if e.sha256 == sha(tiny_ggufs["q8_0"])]
+    assert len(q8) == 1 and len(q8[0].also_at) == 1  # one row, the other place remembered
+    assert len(lib.entries(dedupe=False)) == 4
+    assert not any(e.owned for e in entries)
+    ollama_entry = next(e for e in lib.entries(dedupe=False) if e.origin == "ollama")
+    assert ollama_entry.name == "tinyllama:latest" and ollama_entry.quant == "Q8_0" and ollama_entry.arch == "llama"
+    for e in lib.entries(dedupe=False):
+        with pytest.raises(QuantDeskError, match="never deletes another app's files"):
+            lib.delete(e.id)
+    assert (lms / "pub" / "tiny" / "tiny-Q8_0.gguf").exists() and starter_model.exists()
+
+
+def test_huggingface_cache_files_are_found(hub: HubServer, tmp_path: Path, tiny_ggufs: dict[str, Path]) -> None:
+    from huggingface_hub import hf_hub_download
+
+    cache = tmp_path / "hf-cache"
+    hf_hub_download("qd/tiny-GGUF", "tiny-F16.gguf", endpoint=hub.url, cache_dir=cache)
+    lib = Library()
+    entries = lib.refresh(hf_cache=True, hf_cache_dir=cache)
+    [cached] = [e for e in entries if e.origin == "hf-cache"]
+    assert cached.source_repo == "qd/tiny-GGUF" and cached.sha256 == sha(tiny_ggufs["f16"])
+    assert cached.revision == hub.repos["qd/tiny-GGUF"].sha and not cached.owned
+
+
+def test_owned_files_delete_every_shard(tmp_path: Path, tiny_ggufs: dict[str, Path]) -> None:
+    folder = paths.models_dir() / "me" / "tiny"
+    folder.mkdir(parents=True)
+    for key in ("split1", "split2"):
+        shutil.copy(tiny_ggufs[key], folder / tiny_ggufs[key].name)
+    lib = Library()
+    entry = lib.register(folder / tiny_ggufs["split1"].name, origin="quantized", source_repo="me/src", quant="Q8_0",
+                         imatrix="calibration.txt", parent="/x/model-F16.gguf")
+    assert entry.owned and entry.size == sum(tiny_ggufs[k].stat().st_size for k in ("split1", "split2"))
+    assert (entry.source_repo, entry.imatrix, entry.parent) == ("me/src", "calibration.txt", "/x/model-F16.gguf")
+    again = lib.refresh(hf_cache=False)  # the scan keeps what only the registration knew
+    kept = next(e for e in again if e.id == entry.id)
+    assert (kept.origin, kept.source_repo, kept.imatrix) == ("quantized", "me/src", "calibration.txt")
+    removed = lib.delete(entry.id)
+    assert len(removed) == 2 and not any(folder.iterdir())
+    assert lib.find(folder / tiny_ggufs["split1"].name) is None
+
+
+def test_a_partial_file_is_never_a_model(tmp_path: Path, tiny_ggufs: dict[str, Path]) -> None:
+    cut = paths.models_dir() / "cut.gguf"
+    cut.write_bytes(tiny_ggufs["q8_0"].read_bytes()[: 200_000])
+    (paths.models_dir() / "next.gguf.part").write_bytes(tiny_ggufs["q8_0"].read_bytes())
+    lib = Library()
+    with pytest.raises(ModelFileError, match="cut.gguf"):
+        lib.register(cut)
+    assert [e.origin for e in lib.refresh(hf_cache=False)] == ["starter"]
+
+
+def test_last_used_orders_the_list(tiny_ggufs: dict[str, Path]) -> None:
+    lib = Library()
+    a = lib.register(tiny_ggufs["f16"], origin="added")
+    b = lib.register(tiny_ggufs["q8_0"], origin="added")
+    lib.mark_used(a.path)
+    assert [e.id for e in lib.entries()][0] == a.id
+    lib.mark_used(b.path)
+    assert [e.id for e in lib.entries()][0] == b.id
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "lib.sqlite3"
+    sqlite3.connect(db).execute("PRAGMA user_version=99")
+    with pytest.raises(QuantDeskError, match="newer QuantDesk"):
+        Library(db)
