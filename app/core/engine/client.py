@@ -146,6 +146,7 @@ class EngineClient:
         env.setdefault("PYTHONUNBUFFERED", "1")
         env["QUANTDESK_ENGINE_NICE"] = str(self._nice)
         env[cv.ENV] = self.cpu_variant.name
+        env.setdefault("QUANTDESK_KV_CACHE_DIR", str(paths.home() / "kv-cache"))  # saved KV caches (engine.kvstore)
         self._decoded = False
         self._last_exit = None
         self._proc = subprocess.Popen(

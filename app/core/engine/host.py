@@ -24,6 +24,7 @@ from app.core.engine.protocol import SamplingParams, send
 from app.core.planner.params import GGML_TYPES
 
 LOG_TAIL: collections.deque[str] = collections.deque(maxlen=200)
+IDLE_SAVE_S = 1.0  # after a reply, this long without a request counts as idle
 
 
 class Host:
@@ -38,6 +39,8 @@ class Host:
         self._keep: list[Any] = []  # ctypes callbacks must outlive their registration
         self._decoded = False  # has this process decoded a token yet (the CPU-build fallback's window)
         self._dec: Any = None  # the decode loop of the loaded model (app.core.engine.decode)
+        self.kv: Any = None  # saved KV caches of the loaded model (app.core.engine.kvstore), or None
+        self._dirty = False  # a reply changed the KV cache since it was last saved
 
     # -- plumbing -------------------------------------------------------------------------------
     def emit(self, event: str, **fields: Any) -> None:
@@ -74,9 +77,14 @@ class Host:
             system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
         )
         while True:
-            msg = self.inbox.get()
+            try:
+                msg = self.inbox.get(timeout=IDLE_SAVE_S if self._dirty else None)
+            except queue.Empty:  # idle after a reply: save the conversation's KV cache for later
+                self._save_kv()
+                continue
             op = msg.get("op")
             if op == "shutdown":
+                self._save_kv()
                 return
             handler = getattr(self, f"op_{op}", None)
             if handler is None:
@@ -112,6 +120,9 @@ class Host:
         except Exception as exc:
             raise RuntimeError(explain_load_failure(path, exc)) from None
         self.llm, self.path = llm, path
+        from app.core.engine.kvstore import KVStore
+
+        self.kv = KVStore.from_env(path, params)
         self.fmt = None
         from app.core.engine.chat_format import choose_chat_format
 
@@ -149,7 +160,18 @@ class Host:
         self._keep = [should_abort]
         llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, should_abort, None)
 
+    def _save_kv(self) -> None:
+        if self._dirty and self._dec is not None and self.llm is not None:
+            from app.core.engine.kvstore import idle_save
+
+            try:
+                idle_save(self.kv, self.llm._ctx.ctx, list(self._dec.kv_tokens))
+            except OSError as exc:  # a full disk: the next reopen re-reads the conversation
+                sys.stderr.write(f"kv-cache: not saved: {exc}\n")
+        self._dirty = False
+
     def op_unload(self, msg: dict[str, Any], quiet: bool = False) -> None:
+        self._save_kv()
         if self.llm is not None:
             self.llm.close()
             self.llm = None
@@ -215,8 +237,14 @@ class Host:
         reserve = min(sp.max_tokens or n_ctx // 4, n_ctx // 2)
         tokens, stops, dropped = self._fit(msg["messages"], max(reserve, 1))
         decoder = self._decoder(llm)
+        restored = 0
+        if self.kv is not None:  # an old conversation, or one from before a restart: its saved cache
+            tokens_back = self.kv.restore(llm._ctx.ctx, tokens, decoder.common_prefix(tokens))
+            if tokens_back is not None:
+                decoder.kv_tokens = tokens_back
+                restored = len(tokens_back)
         self.emit("start", id=rid, prompt_tokens=len(tokens), cached_tokens=decoder.common_prefix(tokens),
-                  dropped_messages=dropped, n_ctx=n_ctx)
+                  dropped_messages=dropped, n_ctx=n_ctx, restored_tokens=restored)
         if not self._decoded:
             cpu_variants.simulate_decode_crash(self.path or "")
             self._decoded = True
@@ -228,7 +256,10 @@ class Host:
             grammar=msg.get("grammar"), max_tokens=sp.max_tokens, stops=stops, lookup=int(msg.get("lookup") or 0),
         )
         out = _Batcher(lambda text: self.emit("token", id=rid, text=text))
-        result = decoder.generate(request, out.add)
+        try:
+            result = decoder.generate(request, out.add)
+        finally:
+            self._dirty = True
         out.flush()
         self.emit(
             "done",
