@@ -157,7 +157,7 @@ def main() -> int:
     started = time.perf_counter()
     print(f"QuantDesk bench: {model.name}, 2 threads, CPU only, {os.cpu_count()} CPUs", file=sys.stderr)
 
-    from bench import cpu_bench, download_bench, engine_bench, gui_bench
+    from bench import cpu_bench, download_bench, engine_bench, gui_bench, server_bench
 
     # cold start first, while nothing else holds the CPU or memory
     start_row = Row("cold start to window shown", 1.5, False, "s")
@@ -200,7 +200,9 @@ def main() -> int:
     ]
     reopen_row = measure(Row("TTFT after reopening a 3k-token chat ÷ live follow-up", 2.0, False, "x"),
                          lambda: engine_bench.reopen_ttft_ratio(model, Path(os.environ["QUANTDESK_HOME"])))
-    cpu_rows = [reopen_row,
+    server_row = measure(Row("decode tok/s, QuantDesk ÷ llama-server", 0.99, True, "x"),
+                         lambda: server_bench.decode_ratio(model, Path(os.environ["QUANTDESK_HOME"])))
+    cpu_rows = [server_row, reopen_row,
         measure(Row("decode tok/s, chosen CPU build ÷ native minus AMX", 0.97, True, "x"), lambda: cpu_bench.chosen_vs_native(model)),
         measure(Row("decode tok/s, baseline CPU build ÷ native (report)", 0.0, True, "x"), lambda: cpu_bench.baseline_vs_native(model)),
         measure(Row("engine cold build, wheel + CPU builds (report)", 3600, False, "s"), cpu_bench.cold_build_seconds),
