@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--gpu-layers", type=_gpu_layers, default=None, metavar="N|auto")
     chat.add_argument("--lookup", type=int, default=0, metavar="N",
                       help="prompt-lookup speculative decoding with N-token drafts (default 0: off)")
+    chat.add_argument("--draft-model", default=None, metavar="GGUF",
+                      help="speculative decoding with this small model of the same vocabulary")
+    chat.add_argument("--draft", type=int, default=8, metavar="N", help="draft length with --draft-model (default 8)")
     chat.add_argument("--json", action="store_true", help="print one JSON object with the text and stats")
 
     hw = sub.add_parser("hw", help="what this machine has: CPU, RAM, GPUs")
@@ -113,12 +116,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
     sampling = _sampling(args)
     model = resolve_model(args.model)
     with EngineClient() as engine:
-        engine.load_model(model, ctx=args.ctx, gpu_layers=args.gpu_layers)
+        draft = resolve_model(args.draft_model) if args.draft_model else None
+        engine.load_model(model, ctx=args.ctx, gpu_layers=args.gpu_layers, draft_model=draft)
+        spec = {"draft_tokens": args.draft} if draft else {"lookup": args.lookup}
         messages = [{"role": "system", "content": args.system}] if args.system else []
         if args.prompt is not None:
             messages.append({"role": "user", "content": args.prompt})
             if args.json:
-                reply = engine.chat(messages, sampling, lookup=args.lookup)
+                reply = engine.chat(messages, sampling, **spec)
                 print(json.dumps({
                     "text": reply.text,
                     "prompt_tokens": reply.prompt_tokens,
@@ -126,10 +131,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     "ttft_s": reply.ttft_s,
                     "tokens_per_s": reply.tokens_per_s,
                     "cpu_variant": engine.build_info.get("cpu_variant"),
-                    **({"drafted_tokens": reply.drafted_tokens, "accepted_tokens": reply.accepted_tokens} if args.lookup else {}),
+                    **({"drafted_tokens": reply.drafted_tokens, "accepted_tokens": reply.accepted_tokens}
+                       if args.lookup or draft else {}),
                 }))
             else:
-                engine.chat(messages, sampling, on_token=lambda t: print(t, end="", flush=True), lookup=args.lookup)
+                engine.chat(messages, sampling, on_token=lambda t: print(t, end="", flush=True), **spec)
                 print()
             for notice in engine.take_notices():  # e.g. a step down to a safer CPU build
                 print(f"quantdesk: {notice}", file=sys.stderr)

@@ -15,6 +15,7 @@ import queue
 import signal
 import subprocess
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -64,7 +65,7 @@ class EngineClient:
         self._ids = itertools.count(1)
         self._current_id: int | None = None
         self.model: ModelInfo | None = None
-        self._wanted: tuple[str, LoadParams] | None = None
+        self._wanted: tuple[str, LoadParams, dict[str, Any] | None] | None = None
         self.restarts = 0
         self.last_crash: str | None = None
         self.gpu_offload = False  # reported by the host: can this llama.cpp build offload layers?
@@ -252,30 +253,47 @@ class EngineClient:
         self.close()
 
     # -- requests -------------------------------------------------------------------------------
-    def load_model(self, path: str | Path, *, ctx: int | None = None, gpu_layers: int | None = None) -> ModelInfo:
-        """Check the file, choose load parameters for it, and load it."""
+    def load_model(self, path: str | Path, *, ctx: int | None = None, gpu_layers: int | None = None,
+                   draft_model: str | Path | None = None) -> ModelInfo:
+        """Check the file, choose load parameters for it, and load it; ``draft_model``: a small
+        model of the same vocabulary for speculative decoding, placed by the planner beside it."""
         self._load_aborted = False
         header = read_header(path)
         self.start()
         params = plan_load(header, ctx=ctx, gpu_layers=gpu_layers, gpu_offload_supported=self.gpu_offload)
-        return self._load_locked(str(header.path), params)
+        draft = None
+        if draft_model is not None:
+            from app.core import hardware
+            from app.core.planner import memory
 
-    def load(self, path: str | Path, params: LoadParams) -> ModelInfo:
-        """Load ``path`` with ``params`` (replacing any loaded model); raise with the cause."""
+            small = read_header(draft_model)
+            main = memory.plan(header, hardware.detect(), ctx=params.n_ctx, gpu_offload=self.gpu_offload)
+            main = replace(main, params=params)
+            placed = memory.plan_draft(main, small, hardware.detect())
+            if placed is None:
+                raise ModelFileError(f"{draft_model}: the draft model does not fit beside {Path(path).name} "
+                                     f"at context {params.n_ctx:,}")
+            params = replace(params, reasons=params.reasons + (placed.reason,))
+            draft = placed.to_dict()
+        return self._load_locked(str(header.path), params, draft)
+
+    def load(self, path: str | Path, params: LoadParams, draft: dict[str, Any] | None = None) -> ModelInfo:
+        """Load ``path`` with ``params`` (replacing any loaded model); raise with the cause.
+        ``draft``: {"path", "n_gpu_layers"} of a draft model for speculative decoding."""
         self._load_aborted = False
-        return self._load_locked(str(Path(path).expanduser()), params)
+        return self._load_locked(str(Path(path).expanduser()), params, draft)
 
-    def _load_locked(self, path: str, params: LoadParams) -> ModelInfo:
+    def _load_locked(self, path: str, params: LoadParams, draft: dict[str, Any] | None = None) -> ModelInfo:
         with self._request_lock:
             if self._load_aborted:
                 raise Cancelled("loading")
-            return self._load(path, params, abortable=True)
+            return self._load(path, params, abortable=True, draft=draft)
 
-    def _load(self, path: str, params: LoadParams, abortable: bool = False) -> ModelInfo:
-        self._wanted = (path, params)
+    def _load(self, path: str, params: LoadParams, abortable: bool = False, draft: dict[str, Any] | None = None) -> ModelInfo:
+        self._wanted = (path, params, draft)
         self.start()
         rid = next(self._ids)
-        self._send({"op": "load", "id": rid, "path": path, "params": params.to_dict()})
+        self._send({"op": "load", "id": rid, "path": path, "params": params.to_dict(), "draft": draft})
         try:
             self._loading = abortable
             if abortable and self._load_aborted:
@@ -286,7 +304,7 @@ class EngineClient:
                 self._wanted = None
                 raise Cancelled("loading") from None
             if self._fall_back_after_sigill("while loading a model"):
-                return self._load(path, params, abortable)
+                return self._load(path, params, abortable, draft)
             self._wanted = None  # a model that kills the engine on load is not reloaded by itself
             raise ModelFileError(f"{path}: cannot load model: the engine crashed while loading it ({exc})") from None
         finally:
@@ -317,7 +335,8 @@ class EngineClient:
         if not self.alive and self._proc is not None:
             self.restarts += 1
             log.warning("engine restarting after: %s", self.last_crash)
-        self._load(*self._wanted)
+        path, params, draft = self._wanted
+        self._load(path, params, draft=draft)
 
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
         with self._request_lock:
@@ -331,10 +350,11 @@ class EngineClient:
 
     def stream(self, messages: list[dict[str, str]], sampling: SamplingParams | None = None, *,
                grammar: str | None = None, logit_bias: dict[int, float] | None = None,
-               lookup: int = 0) -> Iterator[dict[str, Any]]:
+               lookup: int = 0, draft_tokens: int = 0) -> Iterator[dict[str, Any]]:
         """Yield ``start`` and ``token`` events, then the final ``done`` event with the ``Reply``.
         ``grammar``: GBNF the reply must follow; ``logit_bias``: token id -> bias; ``lookup``: draft
-        length of prompt-lookup speculative decoding (0: off)."""
+        length of prompt-lookup speculative decoding (0: off); ``draft_tokens``: draft length with
+        the loaded draft model."""
         with self._request_lock:
             self._ensure_loaded()
             rid = next(self._ids)
@@ -344,7 +364,7 @@ class EngineClient:
             try:
                 request = {"op": "chat", "messages": messages, "sampling": (sampling or SamplingParams()).to_dict(),
                            "grammar": grammar, "logit_bias": {str(k): v for k, v in (logit_bias or {}).items()},
-                           "lookup": lookup}
+                           "lookup": lookup, "draft_tokens": draft_tokens}
                 self._send({**request, "id": rid})
                 while True:
                     try:

@@ -48,7 +48,8 @@ class Request:
     grammar: str | None = None
     max_tokens: int | None = None
     stops: list[str] = field(default_factory=list)
-    lookup: int = 0  # draft length for prompt-lookup decoding; 0 = off
+    lookup: int = 0  # draft length for speculative decoding; 0 = off
+    draft: Callable[[list[int], int], list[int]] | None = None  # (history, n) -> draft; None: prompt lookup
     on_token: Callable[[str], list[int] | None] | None = None
     prefix: Callable[[int], int] | None = None
 
@@ -216,7 +217,10 @@ class Decoder:
             while not done:
                 # sample the next token (or several, when a draft is verified)
                 outputs: list[int]
-                draft = draft_from_context(r.tokens + completion, r.lookup) if r.lookup and completion else []
+                draft = []
+                if r.lookup and completion:
+                    history = r.tokens + completion
+                    draft = r.draft(history, r.lookup) if r.draft is not None else draft_from_context(history, r.lookup)
                 room = self.n_ctx - len(self.kv_tokens) - 2
                 draft = draft[:max(min(room, self.n_batch - len(pending)), 0)]
                 if pending and draft:
@@ -289,3 +293,54 @@ class Decoder:
         ttft = (t_first - t0) if t_first else time.perf_counter() - t0
         tps = (n - 1) / (t_last - t_first) if n > 1 and t_last > t_first else 0.0
         return Result(text, completion, finish, len(r.tokens), cached, ttft, tps, drafted, accepted)
+
+
+class DraftModel:
+    """Speculative decoding with a small model of the same vocabulary: it greedily proposes the next
+    tokens from its own KV cache (kept in step with the conversation); the big model verifies them."""
+
+    def __init__(self, llm: Any, n_ctx: int) -> None:
+        self.dec = Decoder(llm, n_ctx, lambda: False)
+        self.chain = self.dec.lib.llama_sampler_chain_init(self.dec.lib.llama_sampler_chain_default_params())
+        self.dec.lib.llama_sampler_chain_add(self.chain, self.dec.lib.llama_sampler_init_greedy())
+
+    def __call__(self, history: list[int], n: int) -> list[int]:
+        lib, dec = self.dec.lib, self.dec
+        n = min(n, dec.n_ctx - len(history) - 1)
+        if n <= 0:
+            return []
+        dec.reuse(history)
+        dec._decode(history[len(dec.kv_tokens):])
+        out: list[int] = []
+        while True:
+            tok = lib.llama_sampler_sample(self.chain, dec.ctx, -1)
+            if lib.llama_vocab_is_eog(dec.vocab, tok):
+                break
+            out.append(tok)
+            if len(out) >= n:
+                break
+            dec._decode([tok])
+        return out
+
+    def close(self) -> None:
+        self.dec.lib.llama_sampler_free(self.chain)
+        self.dec.llm.close()
+
+
+def vocab_mismatch(main: Any, draft: Any) -> str | None:
+    """Why ``draft`` cannot draft for ``main`` (llama.cpp's speculative check: vocabulary type and
+    size, special tokens, token texts), or None when it can."""
+    import llama_cpp
+
+    mv, dv = main._model.vocab, draft._model.vocab
+    if llama_cpp.llama_vocab_type(mv) != llama_cpp.llama_vocab_type(dv):
+        return "its tokenizer is of another kind"
+    n_main, n_draft = main.n_vocab(), draft.n_vocab()
+    if abs(n_main - n_draft) > 128:
+        return f"its vocabulary has {n_draft:,} tokens, the model's {n_main:,}"
+    if (llama_cpp.llama_vocab_bos(mv), llama_cpp.llama_vocab_eos(mv)) != (llama_cpp.llama_vocab_bos(dv), llama_cpp.llama_vocab_eos(dv)):
+        return "its special tokens differ"
+    for i in range(min(n_main, n_draft)):
+        if main.detokenize([i], special=True) != draft.detokenize([i], special=True):
+            return f"token {i} differs"
+    return None

@@ -39,6 +39,7 @@ class Host:
         self._keep: list[Any] = []  # ctypes callbacks must outlive their registration
         self._decoded = False  # has this process decoded a token yet (the CPU-build fallback's window)
         self._dec: Any = None  # the decode loop of the loaded model (app.core.engine.decode)
+        self.draft: Any = None  # the draft model of speculative decoding (engine.decode.DraftModel), or None
         self.kv: Any = None  # saved KV caches of the loaded model (app.core.engine.kvstore), or None
         self._dirty = False  # a reply changed the KV cache since it was last saved
 
@@ -123,6 +124,7 @@ class Host:
         from app.core.engine.kvstore import KVStore
 
         self.kv = KVStore.from_env(path, params)
+        self.draft = self._load_draft(msg.get("draft"), path, llm, kwargs)
         self.fmt = None
         from app.core.engine.chat_format import choose_chat_format
 
@@ -144,10 +146,29 @@ class Host:
                 "template_source": self.fmt.source,
                 "template_name": self.fmt.name,
                 "template_note": self.fmt.note,
+                "draft_model": msg["draft"]["path"] if msg.get("draft") else None,
                 "load_seconds": time.perf_counter() - t0,
                 "params": params,
             },
         )
+
+    def _load_draft(self, draft: dict[str, Any] | None, path: str, llm: Any, kwargs: dict[str, Any]) -> Any:
+        """The draft model for speculative decoding, when the load asks for one."""
+        if not draft:
+            return None
+        import llama_cpp
+
+        from app.core.engine.decode import DraftModel, vocab_mismatch
+
+        try:
+            small = llama_cpp.Llama(model_path=draft["path"], verbose=True, **{**kwargs, "n_gpu_layers": draft.get("n_gpu_layers", 0)})
+        except Exception as exc:
+            raise RuntimeError(explain_load_failure(draft["path"], exc)) from None
+        why = vocab_mismatch(llm, small)
+        if why:
+            small.close()
+            raise RuntimeError(f"{draft['path']}: cannot draft for {os.path.basename(path)}: {why}")
+        return DraftModel(small, usable_ctx(small))
 
     def _install_abort_callback(self) -> None:
         """Let Stop interrupt a long prompt evaluation, not only the token loop."""
@@ -176,6 +197,9 @@ class Host:
             self.llm.close()
             self.llm = None
             self._dec = None
+        if self.draft is not None:
+            self.draft.close()
+            self.draft = None
             self.fmt = None
         if not quiet:
             self.emit("unloaded", id=msg.get("id"))
@@ -253,7 +277,9 @@ class Host:
             repeat_penalty=sp.repeat_penalty, presence_penalty=sp.presence_penalty,
             frequency_penalty=sp.frequency_penalty, seed=sp.seed if sp.seed >= 0 else random.randrange(2**31),
             logit_bias={int(k): float(v) for k, v in (msg.get("logit_bias") or {}).items()},
-            grammar=msg.get("grammar"), max_tokens=sp.max_tokens, stops=stops, lookup=int(msg.get("lookup") or 0),
+            grammar=msg.get("grammar"), max_tokens=sp.max_tokens, stops=stops,
+            lookup=int(msg.get("draft_tokens") or msg.get("lookup") or 0),
+            draft=self.draft if msg.get("draft_tokens") and self.draft is not None else None,
         )
         out = _Batcher(lambda text: self.emit("token", id=rid, text=text))
         try:

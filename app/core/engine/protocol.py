@@ -59,6 +59,7 @@ class ModelInfo:
     template_note: str  # one sentence for the UI
     load_seconds: float
     params: dict[str, Any] = field(default_factory=dict)
+    draft_model: str | None = None  # the draft model of speculative decoding, when one is loaded
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":

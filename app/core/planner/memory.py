@@ -377,3 +377,37 @@ def max_ctx(h: GGUFHeader, hw: Hardware, n_gpu_layers: int, gpu_mem: int | None,
         else:
             hi = mid - 1
     return lo * KV_PAD
+
+
+@dataclass(frozen=True)
+class DraftPlan:
+    """Where a speculative-decoding draft model goes beside the main model's plan."""
+
+    path: str
+    n_gpu_layers: int  # -1: all on the GPU (the main model is fully there too), 0: CPU
+    memory: MemoryEstimate
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "n_gpu_layers": self.n_gpu_layers}
+
+
+def plan_draft(main: Plan, draft: GGUFHeader, hw: Hardware, *, gpu_mem: int | None = None,
+               ram: int | None = None) -> DraftPlan | None:
+    """The draft model at the main model's context, on the GPU when the main model is fully there
+    and the rest of the GPU holds it, else in the RAM the main plan leaves; None when neither holds it."""
+    room = budget(hw, gpu_mem, ram)
+    n_layer = draft.block_count or 0
+    used = main.memory
+    on_gpu = main.params.n_gpu_layers > (main.n_layer or 0) and room.gpu > 0
+    if on_gpu:
+        p = replace(main.params, n_gpu_layers=n_layer + 1)
+        m = estimate(draft, p, gpu_offload=True)
+        if m.gpu_bytes - GPU_MARGIN <= room.gpu - used.gpu_bytes and m.cpu_bytes <= room.cpu - used.cpu_bytes:
+            return DraftPlan(str(draft.path), -1, m, f"draft model {draft.display_name}: {human_bytes(m.gpu_bytes - GPU_MARGIN)} "
+                             "on the GPU beside the model")
+    p = replace(main.params, n_gpu_layers=0)
+    m = estimate(draft, p, gpu_offload=False)
+    if m.cpu_bytes <= room.cpu - used.cpu_bytes - (used.gpu_bytes if room.unified else 0):
+        return DraftPlan(str(draft.path), 0, m, f"draft model {draft.display_name}: {human_bytes(m.cpu_bytes)} in RAM")
+    return None

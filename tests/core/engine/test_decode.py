@@ -5,6 +5,8 @@ speculative decoding that drafts from the prompt and keeps the reply."""
 from __future__ import annotations
 
 import json
+
+import pytest
 from pathlib import Path
 
 from app.core.engine import EngineClient, SamplingParams
@@ -85,3 +87,52 @@ def test_prompt_lookup_drafts_from_the_prompt_and_keeps_the_reply(engine: Engine
     same = next((i for i in range(n) if plain.text[i] != fast.text[i]), n)
     assert same >= 0.8 * len(plain.text), (plain.text, fast.text)
     assert plain.drafted_tokens == 0
+
+
+def test_a_draft_model_of_the_same_vocabulary_speeds_the_reply(starter_model: Path, tmp_path: Path) -> None:
+    import ctypes
+
+    import llama_cpp
+
+    draft = tmp_path / "starter-Q4_0.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.allow_requantize, params.nthread = 2, True, 2
+    assert llama_cpp.llama_model_quantize(str(starter_model).encode(), str(draft).encode(), ctypes.byref(params)) == 0
+    client = EngineClient(log_path=tmp_path / "engine.log")
+    try:
+        info = client.load_model(starter_model, ctx=2048, draft_model=draft)
+        assert info.draft_model == str(draft)
+        # the planner places the draft beside the model and counts its memory
+        from app.core import hardware
+        from app.core.gguf.header import read_header
+        from app.core.planner import memory
+
+        main = memory.plan(read_header(starter_model), hardware.detect(), ctx=2048)
+        placed = memory.plan_draft(main, read_header(draft), hardware.detect())
+        assert placed is not None and placed.n_gpu_layers == 0 and "in RAM" in placed.reason
+        assert placed.memory.cpu_bytes > read_header(draft).tensor_bytes
+        tight = memory.plan_draft(main, read_header(draft), hardware.detect(), ram=main.memory.cpu_bytes + 1)
+        assert tight is None  # no room left beside the model: no draft
+        reply = client.chat(EDIT, SamplingParams(temperature=0.0, max_tokens=80, repeat_penalty=1.0), draft_tokens=6)
+        assert reply.drafted_tokens > 0 and reply.accepted_tokens > 0.5 * reply.drafted_tokens  # near-identical model
+        assert reply.text.strip()
+    finally:
+        client.close()
+
+
+def test_a_draft_model_of_another_vocabulary_is_refused_by_name(starter_model: Path, tiny_f16: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from app.core.errors import ModelFileError
+
+    other = tmp_path / "other-eos.gguf"  # the tiny model (the starter's tokenizer) with another end token
+    subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--force", "--special-token-by-id", "eos", "7",
+                    str(tiny_f16), str(other)], check=True, capture_output=True)
+    client = EngineClient(log_path=tmp_path / "engine.log")
+    try:
+        with pytest.raises(ModelFileError, match="cannot draft for .*special tokens differ"):
+            client.load_model(starter_model, ctx=2048, draft_model=other)
+        assert client.load_model(starter_model, ctx=2048, draft_model=tiny_f16).draft_model == str(tiny_f16)
+    finally:
+        client.close()
