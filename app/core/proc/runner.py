@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from app.core.jobs import CancelToken, Cancelled
+from app.core.proc.launch import child_env
 
 EVENT_PREFIX = "@qd "
 TAIL_LINES = 60
@@ -32,19 +33,6 @@ def emit(event: str, **fields: Any) -> None:
     """In a child: send one event to the parent (flushed at once)."""
     sys.stdout.write(EVENT_PREFIX + json.dumps({"ev": event, **fields}) + "\n")
     sys.stdout.flush()
-
-
-def python_cmd(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", module, *args]
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[3])  # the folder holding the app package
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
 
 
 @dataclass

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from app.core.proc.runner import (ChildResult, child_env, ensure_free_space, partial_path, python_cmd, remove_quietly,
-                            run_child)
+from app.core.proc.launch import python_command, require_modules
+from app.core.proc.runner import ChildResult, ensure_free_space, partial_path, remove_quietly, run_child
 from app.core.errors import ConversionError, ModelFileError, QuantDeskError
 from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
 
@@ -215,6 +215,7 @@ def convert(src: str | Path, out: str | Path, *, outtype: str = "f16", allow_pic
     if out.suffix != ".gguf":
         raise QuantDeskError(f"{out}: the output name must end in .gguf")
     conv_dir = converter_dir()
+    require_modules("Converting a Hugging Face model to GGUF", "torch", "transformers")
     source = inspect_folder(src, allow_pickle=allow_pickle, conv_dir=conv_dir)
     if out.resolve().is_relative_to(source.path.resolve()):
         raise QuantDeskError(f"{out}: write the output outside the source folder {source.path}; the source is never modified")
@@ -238,11 +239,11 @@ def convert(src: str | Path, out: str | Path, *, outtype: str = "f16", allow_pic
         elif event["ev"] == "peak_rss":
             state["rss"] = int(event["bytes"])  # type: ignore[call-overload]
 
-    cmd = python_cmd("app.core.quant.children.convert", str(conv_dir), str(source.path), "--outtype", outtype, "--outfile", str(tmp))
+    cmd = python_command("app.core.quant.children.convert", str(conv_dir), str(source.path), "--outtype", outtype, "--outfile", str(tmp))
     t0 = time.perf_counter()
     try:
         result: ChildResult = run_child(cmd, cancel=cancel, what=f"converting {source.path.name}", on_line=on_line,
-                                        on_event=on_event, env=child_env())
+                                        on_event=on_event)
         if result.returncode != 0 or not tmp.is_file():
             raise ConversionError(f"{source.path}: llama.cpp's converter failed: {result.last_error()}")
         os.replace(tmp, out)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.core.proc.runner import child_env, ensure_free_space, partial_path, python_cmd, remove_quietly, run_child
+from app.core.proc.launch import python_command
+from app.core.proc.runner import ensure_free_space, partial_path, remove_quietly, run_child
 from app.core.errors import ModelFileError, QuantizeError
 from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
 
@@ -191,11 +192,11 @@ def compute_imatrix(model: str | Path, text: str | Path, out: str | Path, *, chu
             state.update(entries=int(ev["entries"]), chunks=int(ev["chunks"]), tokens=int(ev["tokens"]))  # type: ignore[call-overload]
 
     progress(Progress("imatrix", 0, 0, "chunk", f"loading {model.name}"))
-    cmd = python_cmd("app.core.quant.children.imatrix", str(model), str(text), str(tmp), str(chunk),
+    cmd = python_command("app.core.quant.children.imatrix", str(model), str(text), str(tmp), str(chunk),
                      str(n_threads or physical_cores()), str(n_gpu_layers), str(max_chunks), text.name)
     t0 = time.perf_counter()
     try:
-        result = run_child(cmd, cancel=cancel, what=f"importance matrix of {model.name}", on_event=on_event, env=child_env())
+        result = run_child(cmd, cancel=cancel, what=f"importance matrix of {model.name}", on_event=on_event)
         if result.returncode != 0 or not tmp.is_file() or "entries" not in state:
             raise QuantizeError(f"{model}: computing the importance matrix failed: {result.last_error()}")
         os.replace(tmp, out)

@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.core.proc.runner import child_env, ensure_free_space, partial_path, python_cmd, remove_quietly, run_child
+from app.core.proc.launch import python_command
+from app.core.proc.runner import ensure_free_space, partial_path, remove_quietly, run_child
 from app.core.errors import QuantDeskError, QuantizeError
 from app.core.gguf.header import read_header
 from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
@@ -106,8 +107,8 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, *, imatrix: str | Pat
             "imatrix_label": imatrix_path.name if imatrix_path else None}
     t0 = time.perf_counter()
     try:
-        result = run_child(python_cmd("app.core.quant.children.quantize", json.dumps(args)), cancel=cancel,
-                           what=f"quantizing {src.name} to {t.name}", on_event=on_event, env=child_env())
+        result = run_child(python_command("app.core.quant.children.quantize", json.dumps(args)), cancel=cancel,
+                           what=f"quantizing {src.name} to {t.name}", on_event=on_event)
         if result.returncode != 0 or not tmp.is_file():
             reason = result.last_error()
             if "requires an imatrix" in " ".join(result.tail):
