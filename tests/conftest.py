@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from app.core.engine import EngineClient  # noqa: E402
+from app.core.engine.client import EngineClient  # noqa: E402
 from app.core.planner.params import LoadParams  # noqa: E402
 from app.core.starter import starter_model_path  # noqa: E402
 

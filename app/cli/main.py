@@ -104,7 +104,7 @@ def _sampling(args: argparse.Namespace) -> "SamplingParams":
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from app.core.engine import EngineClient
+    from app.core.engine.client import EngineClient
 
     sampling = _sampling(args)
     model = resolve_model(args.model)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from app.core.engine import EngineClient, ModelInfo, Reply, SamplingParams
+from app.core.engine import ModelInfo, Reply, SamplingParams
+from app.core.engine.client import EngineClient
 from app.core.errors import EngineCrashed, QuantDeskError
 from app.core.planner.params import LoadParams
 

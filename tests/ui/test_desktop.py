@@ -29,6 +29,7 @@ from app.ui.app import create_window, setup_logging
 from app.ui.main_window import MainWindow
 from app.ui.dialogs.settings import SettingsDialog
 from app.ui.theme import apply_theme, system_is_dark
+from app.core.settings import models_dir
 from tests.conftest import HUB_TOKEN
 
 WAIT_MS = 60_000
@@ -140,7 +141,7 @@ def test_settings_page_saves_and_applies(qtbot, window: MainWindow, tmp_path: Pa
         s = app_settings.load()
         assert (s.models_dir, s.default_ctx, s.engine_threads, s.theme) == (str(tmp_path / "models here"), 2048, 1, "dark")
         assert s.default_sampling == PRESETS["Precise"].to_dict()
-        assert paths.models_dir() == tmp_path / "models here"
+        assert models_dir() == tmp_path / "models here"
         assert QApplication.palette().color(QPalette.ColorRole.Window).lightness() < 100  # dark now
         window.new_action.trigger()
         conv = window.chat.conversation

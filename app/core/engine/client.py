@@ -24,7 +24,8 @@ from app.core.errors import EngineCrashed, EngineError, ModelFileError
 from app.core.engine.protocol import ModelInfo, Reply, SamplingParams, send
 from app.core.gguf.header import read_header
 from app.core.jobs import Cancelled
-from app.core.planner.params import LoadParams, plan_load
+from app.core.planner.auto import plan_load
+from app.core.planner.params import LoadParams
 
 log = logging.getLogger(__name__)
 

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from app.core import paths
 from app.core.proc.runner import ensure_free_space
 from app.core.errors import DiskSpaceError, QuantDeskError
 from app.core.gguf.header import SPLIT_NAME, shard_name
 from app.core.hub.api import HubError, hub_error, local_path
 from app.core.jobs import CancelToken, Cancelled, RateMeter
 from app.core.library.catalog import DOWNLOADED, Library
+from app.core.settings import models_dir
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class DownloadManager:
     @property
     def models_dir(self) -> Path:
         """Where new downloads go: the folder given, else the Settings' models folder, read each time."""
-        return self._models_dir or paths.models_dir()
+        return self._models_dir or models_dir()
 
     # ---- state ------------------------------------------------------------------------------
 

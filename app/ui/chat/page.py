@@ -15,12 +15,12 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from app.core.chat import store as chats
-from app.core import settings as app_settings
 from app.core.chat.store import ChatStore, Conversation
 from app.core.engine import ModelInfo, Reply, SamplingParams
 from app.ui.chat.widgets import Composer, MessageList, MessageWidget
 from app.ui.chat.side_panels import ConversationList, ConversationSettings, NoticeBar
 from app.ui.worker import EngineBridge
+from app.core.chat.session import new_chat_defaults
 
 PAINT_INTERVAL_MS = 40
 TITLE_CHARS = 48
@@ -100,7 +100,7 @@ class ChatPage(QWidget):
         self.conversations.fill(self.store.list_conversations(self.conversations.search.text()), current)
 
     def new_conversation(self) -> Conversation:
-        system, preset, sampling = app_settings.new_chat_defaults()  # the Settings page's defaults
+        system, preset, sampling = new_chat_defaults()  # the Settings page's defaults
         conv = self.store.create_conversation(model_path=self.model.path if self.model else None,
                                               system_prompt=system, preset=preset, sampling=sampling)
         self.conversations.search.clear()

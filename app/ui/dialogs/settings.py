@@ -20,6 +20,7 @@ from app.core.planner.params import MAX_CTX, physical_cores
 from app.ui.chat.side_panels import ConversationSettings
 from app.ui.theme import apply_theme
 from app.ui.worker import TaskRunner
+from app.core.chat.session import new_chat_defaults
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class SettingsDialog(QDialog):
         chats = QGroupBox("New chats start with")
         box = QVBoxLayout(chats)
         self.chat_defaults = ConversationSettings()
-        system, preset, sampling = app_settings.new_chat_defaults(s)
+        system, preset, sampling = new_chat_defaults(s)
         self.chat_defaults.show_conversation(SimpleNamespace(system_prompt=system, preset=preset, sampling=sampling))  # type: ignore[arg-type]
         box.addWidget(self.chat_defaults)
         layout.addWidget(chats)

@@ -15,13 +15,13 @@ from PySide6.QtGui import QColor, QPainter, QPaintEvent
 from PySide6.QtWidgets import (QCheckBox, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QProgressBar, QPushButton, QSpinBox, QStackedWidget, QVBoxLayout, QWidget)
 
-from app.core import paths
 from app.core.jobs import CancelToken, Cancelled, Progress
 from app.core.planner.memory import human_bytes
 from app.core.quant.pipeline import (LevelProposal, OutputRow, PipelineOptions, PipelineResult, Source,
                                         propose_levels, propose_levels_by_size, run_pipeline)
 from app.ui.tables import make_table, read_only_item
 from app.ui.worker import TaskRunner
+from app.core.settings import models_dir
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class QuantizeWizard(QDialog):
         self.allow_pickle.hide()
         self.allow_requantize = QCheckBox("Requantize an already-quantized file (loses quality: start from F16/BF16 when you can)")
         self.allow_requantize.hide()
-        self.out_dir = QLineEdit(str(paths.models_dir() / "quantized"))
+        self.out_dir = QLineEdit(str(models_dir() / "quantized"))
         opts = QHBoxLayout()
         opts.addWidget(QLabel("Context you want"))
         opts.addWidget(self.ctx)
@@ -164,7 +164,7 @@ class QuantizeWizard(QDialog):
             self.set_source(text)
 
     def _pick_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "A GGUF file to quantize", str(paths.models_dir()), "GGUF (*.gguf)")
+        path, _ = QFileDialog.getOpenFileName(self, "A GGUF file to quantize", str(models_dir()), "GGUF (*.gguf)")
         if path:
             self.set_source(path)
 

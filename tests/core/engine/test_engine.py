@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.core.engine import EngineClient, SamplingParams
+from app.core.engine import SamplingParams
+from app.core.engine.client import EngineClient
 from app.core.errors import EngineCrashed, EngineError
 from tests.conftest import LONG_PROMPT, THREADS, TEST_CTX, load_params
 
