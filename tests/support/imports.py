@@ -4,6 +4,7 @@ contracts in tests/test_architecture.py."""
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ class Import:
     lazy: bool  # inside a function
 
 
+@functools.cache
 def modules(package: str = "app") -> dict[str, Path]:
     out = {}
     for p in sorted((ROOT / package).rglob("*.py")):
@@ -26,14 +28,16 @@ def modules(package: str = "app") -> dict[str, Path]:
     return out
 
 
+@functools.cache
 def imports(package: str = "app") -> list[Import]:
     mods = modules(package)
     found: list[Import] = []
     for name, path in mods.items():
         tree = ast.parse(path.read_text(), str(path))
         is_pkg = path.name == "__init__.py"
+        in_functions = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                        for n in ast.walk(f)}
         for node in ast.walk(tree):
-            lazy = False
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -46,7 +50,7 @@ def imports(package: str = "app") -> list[Import]:
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
             else:
                 continue
-            lazy = _in_function(tree, node)
+            lazy = id(node) in in_functions
             for t in dict.fromkeys(targets):
                 found.append(Import(name, t, node.lineno, lazy))
                 # importing a.b.c runs a/__init__ and a/b/__init__ first
@@ -55,13 +59,6 @@ def imports(package: str = "app") -> list[Import]:
                     found.append(Import(name, parent, node.lineno, lazy))
                     parent = parent.rpartition(".")[0]
     return found
-
-
-def _in_function(tree: ast.AST, target: ast.AST) -> bool:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(n is target for n in ast.walk(node)):
-            return True
-    return False
 
 
 def graph(package: str = "app", *, lazy: bool = True) -> dict[str, set[str]]:
