@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
@@ -15,6 +15,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from app.core.engine.client import EngineClient  # noqa: E402
 from app.core.planner.params import LoadParams  # noqa: E402
 from app.core.starter import starter_model_path  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.support.hub_server import HubServer
 
 TEST_CTX = 2048
 THREADS = 2

@@ -10,11 +10,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from app import __version__
-from app.core.proc.launch import RUN_MODULE_FLAG, run_module
 from app.core.errors import QuantDeskError
+from app.core.proc.launch import RUN_MODULE_FLAG, run_module
+
+if TYPE_CHECKING:
+    from app.core.engine.client import EngineClient
+    from app.core.engine.protocol import SamplingParams
+    from app.core.gguf.header import GGUFHeader
+    from app.core.hardware import Hardware
 
 EXIT_BAD_INPUT = 2
 
@@ -232,9 +238,9 @@ def _plan_repo(args: argparse.Namespace, repo_id: str, hw: "Hardware") -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from app.core.gguf.remote import split_repo_file
     from app.core.hardware import detect
     from app.core.planner.memory import human_bytes, plan, with_dry_run
-    from app.core.gguf.remote import split_repo_file
 
     for name in ("gpu_mem", "ram"):
         if getattr(args, name) is not None and getattr(args, name) < 0:

@@ -111,8 +111,8 @@ def run_gui(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.core import settings as app_settings
-    from app.ui.dialogs import crash as crash_dialog
     from app.ui.desktop import set_desktop_identity
+    from app.ui.dialogs import crash as crash_dialog
     from app.ui.single_instance import SingleInstance, bring_to_front
     from app.ui.theme import apply_theme
 

@@ -14,16 +14,16 @@ from app import APP_NAME
 from app.core import settings as app_settings
 from app.core.chat.store import ChatStore
 from app.core.engine import ModelInfo
-from app.core.starter import STARTER_LABEL, starter_model_path
 from app.core.hub.downloads import DownloadManager
 from app.core.library.catalog import Library
 from app.core.planner.memory import human_bytes
+from app.core.starter import STARTER_LABEL, starter_model_path
 from app.ui.chat.page import ChatPage
 from app.ui.desktop import add_desktop_actions
+from app.ui.dialogs.load import LoadDialog
 from app.ui.hub.page import HubPage
 from app.ui.jobs_panel import JobsPanel
 from app.ui.library.page import DownloadsPage, LibraryPage
-from app.ui.dialogs.load import LoadDialog
 from app.ui.worker import DownloadsBridge, EngineBridge, TaskRunner
 
 if TYPE_CHECKING:

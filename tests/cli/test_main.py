@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import THREADS
-from tests.core.engine.test_engine import direct_greedy
 
 
 def quantdesk(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 
 from app.core import paths
-from app.core.hub import auth as hf_auth
-from app.core.proc import launch as childproc
 from app.core import settings as app_settings
+from app.core.chat.session import new_chat_defaults
 from app.core.engine.client import host_command
 from app.core.engine.protocol import PRESETS
 from app.core.errors import QuantDeskError
 from app.core.gguf.header import read_header
+from app.core.hub import auth as hf_auth
 from app.core.planner.auto import plan_load
+from app.core.proc import launch as childproc
 from app.core.redact import RedactFilter, redact
 from app.core.settings import models_dir
-from app.core.chat.session import new_chat_defaults
 from tests.conftest import HUB_TOKEN
 
 TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"

@@ -22,14 +22,14 @@ from PySide6.QtWidgets import QApplication, QDialogButtonBox, QPushButton
 from app import __version__
 from app.core import paths
 from app.core import settings as app_settings
-from app.core.proc.launch import child_env
 from app.core.engine.protocol import PRESETS
-from app.ui.dialogs import crash as crash_dialog
-from app.ui.app import create_window, setup_logging
-from app.ui.main_window import MainWindow
-from app.ui.dialogs.settings import SettingsDialog
-from app.ui.theme import apply_theme, system_is_dark
+from app.core.proc.launch import child_env
 from app.core.settings import models_dir
+from app.ui.app import create_window, setup_logging
+from app.ui.dialogs import crash as crash_dialog
+from app.ui.dialogs.settings import SettingsDialog
+from app.ui.main_window import MainWindow
+from app.ui.theme import apply_theme, system_is_dark
 from tests.conftest import HUB_TOKEN
 
 WAIT_MS = 60_000

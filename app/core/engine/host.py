@@ -18,7 +18,7 @@ import random
 import sys
 import threading
 import time
-from typing import Any, IO
+from typing import IO, Any
 
 from app.core.engine.protocol import SamplingParams, send
 from app.core.planner.params import GGML_TYPES

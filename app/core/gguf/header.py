@@ -309,7 +309,6 @@ def _build(p: Path, size: int, reader: Any, arch: str, arch_int: Any) -> GGUFHea
             output_bytes += int(tensor.n_bytes)
             has_output = has_output or tensor.name == "output.weight"
     heads = arch_int("attention.head_count") or 0
-    embd = arch_int("embedding_length") or 0
     head_kv_raw = _field_value(reader, f"{arch}.attention.head_count_kv")
     window = arch_int("attention.sliding_window")
     split = _field_value(reader, "split.count")

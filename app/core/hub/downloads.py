@@ -16,6 +16,7 @@ then registered in the library. A split model is one download of all its shards.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -27,12 +28,12 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from app.core.proc.runner import ensure_free_space
 from app.core.errors import DiskSpaceError, QuantDeskError
 from app.core.gguf.header import SPLIT_NAME, shard_name
 from app.core.hub.api import HubError, hub_error, local_path
-from app.core.jobs import CancelToken, Cancelled, RateMeter
+from app.core.jobs import Cancelled, CancelToken, RateMeter
 from app.core.library.catalog import DOWNLOADED, Library
+from app.core.proc.runner import ensure_free_space
 from app.core.settings import models_dir
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ class DownloadManager:
             cur = self.library.execute(
                 "INSERT INTO downloads (repo_id, filename, revision, dest, state, created, updated) VALUES (?,?,?,?,?,?,?)",
                 (repo_id, filename, revision, str(dest), QUEUED, now, now))
-            d = Download(int(cur.lastrowid), repo_id, filename, revision, None, dest, shards=_shards(filename))
+            d = Download(int(cur.lastrowid or 0), repo_id, filename, revision, None, dest, shards=_shards(filename))
             self._items[d.id] = d
             self._launch(d)
             return replace(d)
@@ -291,7 +292,7 @@ class DownloadManager:
         metas = []
         for shard in d.shards:
             url = hf_hub_url(d.repo_id, shard, revision=d.commit or d.revision, endpoint=self.endpoint)
-            metas.append(self._retry(lambda u=url: get_hf_file_metadata(u, token=self.token, endpoint=self.endpoint),
+            metas.append(self._retry(functools.partial(get_hf_file_metadata, url, token=self.token, endpoint=self.endpoint),
                                      token, f"{d.repo_id}/{shard}"))
         d.commit = d.commit or metas[0].commit_hash  # later shards and a resume read the same commit
         d.size = sum(int(m.size or 0) for m in metas)
@@ -466,7 +467,6 @@ class DownloadManager:
     def _xet(self, d: Download, meta: Any, part: Path, expected: int, token: CancelToken, base: int) -> None:
         from huggingface_hub.file_download import xet_get
         from huggingface_hub.utils import build_hf_headers
-
         from huggingface_hub.utils import tqdm as hf_tqdm
 
         manager, bars = self, []

@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.core.proc.launch import child_env, python_command
 from app.core.planner.params import GGML_TYPES, LoadParams
+from app.core.proc.launch import child_env, python_command
 
 
 def measure_compute(path: str | Path, params: LoadParams, *, timeout: float = 120) -> dict[str, int] | None:

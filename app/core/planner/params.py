@@ -8,7 +8,6 @@ from typing import Any
 
 import psutil
 
-
 DEFAULT_CTX = 4096
 # KV cache types as names (what users and JSON see) -> ggml_type values (what llama.cpp takes)
 GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}

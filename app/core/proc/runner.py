@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from app.core.jobs import CancelToken, Cancelled
+from app.core.jobs import Cancelled, CancelToken
 from app.core.proc.launch import child_env
 
 EVENT_PREFIX = "@qd "

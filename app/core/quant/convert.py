@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from app.core.proc.launch import python_command, require_modules
-from app.core.proc.runner import ChildResult, ensure_free_space, partial_path, remove_quietly, run_child
 from app.core.errors import ConversionError, ModelFileError, QuantDeskError
 from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
+from app.core.proc.launch import python_command, require_modules
+from app.core.proc.runner import ChildResult, ensure_free_space, partial_path, remove_quietly, run_child
 
 ENV_CONVERTER_DIR = "QUANTDESK_CONVERTER_DIR"
 STAMP = "quantdesk-converter.json"
@@ -89,8 +89,9 @@ def supported_architectures(conv_dir: Path) -> set[str] | None:
         return None
     for node in tree.body:
         target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign) else None)
-        if isinstance(target, ast.Name) and target.id == "TEXT_MODEL_MAP" and isinstance(node.value, ast.Dict):
-            return {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and target.id == "TEXT_MODEL_MAP" and isinstance(value, ast.Dict):
+            return {k.value for k in value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
     return None
 
 

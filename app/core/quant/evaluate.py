@@ -12,11 +12,11 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from app.core.proc.launch import python_command
-from app.core.proc.runner import run_child
 from app.core.errors import ModelFileError, QuantDeskError
 from app.core.gguf.header import read_header
 from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
+from app.core.proc.launch import python_command
+from app.core.proc.runner import run_child
 
 DEFAULT_CTX = 256  # the bundled held-out text gives a few chunks at this size
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from app.core.proc.launch import python_command
-from app.core.proc.runner import ensure_free_space, partial_path, remove_quietly, run_child
 from app.core.errors import ModelFileError, QuantizeError
 from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
+from app.core.proc.launch import python_command
+from app.core.proc.runner import ensure_free_space, partial_path, remove_quietly, run_child
 
 DEFAULT_CHUNK = 512  # llama-imatrix's default context
 
@@ -79,7 +79,8 @@ def _load_gguf(p: Path) -> Imatrix:
 
     datasets = value("imatrix.datasets")
     m = Imatrix({}, {}, datasets=list(datasets) if isinstance(datasets, list) else [],
-                chunk_count=int(value("imatrix.chunk_count") or 0), chunk_size=int(value("imatrix.chunk_size") or 0))
+                chunk_count=int(value("imatrix.chunk_count") or 0),  # type: ignore[call-overload]
+                chunk_size=int(value("imatrix.chunk_size") or 0))  # type: ignore[call-overload]
     m.has_metadata = all(k in reader.fields for k in ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size"))
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}

@@ -13,11 +13,11 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from app.core.proc.runner import ensure_free_space
 from app.core.errors import ModelFileError, QuantDeskError
 from app.core.gguf.header import GGUFHeader, read_header
-from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
 from app.core.gguf.quant_types import LADDER, QUANT_TYPES, QuantType, quant_type
+from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
+from app.core.proc.runner import ensure_free_space
 
 log = logging.getLogger(__name__)
 

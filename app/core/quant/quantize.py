@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.core.proc.launch import python_command
-from app.core.proc.runner import ensure_free_space, partial_path, remove_quietly, run_child
 from app.core.errors import QuantDeskError, QuantizeError
 from app.core.gguf.header import read_header
-from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
 from app.core.gguf.quant_types import UNQUANTIZED, QuantType, by_ftype, quant_type
+from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
+from app.core.proc.launch import python_command
+from app.core.proc.runner import ensure_free_space, partial_path, remove_quietly, run_child
 
 REQUANT_WARNING = "{name} is already quantized ({quant}); quantizing it again loses quality compared to quantizing from F16/BF16"
 QUANT_SUFFIX = re.compile(r"[-.](F32|F16|BF16|Q8_0|Q\d_K(_[SML])?|Q\d_[01]|IQ\d_\w+|TQ\d_0)$", re.IGNORECASE)
@@ -73,8 +73,8 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, *, imatrix: str | Pat
              allow_requantize: bool = False, nthread: int | None = None,
              progress: ProgressFn = no_progress, cancel: CancelToken | None = None) -> QuantizeResult:
     """Quantize ``src`` to ``dst`` as ``qtype`` (a llama.cpp type name such as Q4_K_M)."""
-    from app.core.quant.imatrix import load_imatrix
     from app.core.planner.params import physical_cores
+    from app.core.quant.imatrix import load_imatrix
 
     cancel = cancel or CancelToken()
     src, dst = Path(src).expanduser(), Path(dst).expanduser()

@@ -15,12 +15,12 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from app.core.chat import store as chats
+from app.core.chat.session import new_chat_defaults
 from app.core.chat.store import ChatStore, Conversation
 from app.core.engine import ModelInfo, Reply, SamplingParams
-from app.ui.chat.widgets import Composer, MessageList, MessageWidget
 from app.ui.chat.side_panels import ConversationList, ConversationSettings, NoticeBar
+from app.ui.chat.widgets import Composer, MessageList, MessageWidget
 from app.ui.worker import EngineBridge
-from app.core.chat.session import new_chat_defaults
 
 PAINT_INTERVAL_MS = 40
 TITLE_CHARS = 48

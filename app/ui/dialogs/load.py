@@ -26,8 +26,8 @@ from app.core import hardware
 from app.core.errors import QuantDeskError
 from app.core.gguf.header import GGUFHeader, read_header
 from app.core.planner.auto import preferences
-from app.core.planner.params import LoadParams
 from app.core.planner.memory import GPU_MARGIN, MemoryEstimate, Plan, budget, estimate, human_bytes, plan
+from app.core.planner.params import LoadParams
 
 SEGMENTS = (("weights", QColor("#4c78a8")), ("KV cache", QColor("#f58518")), ("compute", QColor("#54a24b")))
 

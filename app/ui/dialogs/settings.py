@@ -9,18 +9,29 @@ from types import SimpleNamespace
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
-    QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-    QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 from app.core import paths
-from app.core.hub import auth as hf_auth
 from app.core import settings as app_settings
+from app.core.chat.session import new_chat_defaults
+from app.core.hub import auth as hf_auth
 from app.core.planner.params import MAX_CTX, physical_cores
 from app.ui.chat.side_panels import ConversationSettings
 from app.ui.theme import apply_theme
 from app.ui.worker import TaskRunner
-from app.core.chat.session import new_chat_defaults
 
 log = logging.getLogger(__name__)
 

@@ -12,16 +12,28 @@ from typing import Any
 
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPaintEvent
-from PySide6.QtWidgets import (QCheckBox, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QProgressBar, QPushButton, QSpinBox, QStackedWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
-from app.core.jobs import CancelToken, Cancelled, Progress
+from app.core.jobs import Cancelled, CancelToken, Progress
 from app.core.planner.memory import human_bytes
-from app.core.quant.pipeline import (LevelProposal, OutputRow, PipelineOptions, PipelineResult, Source,
-                                        propose_levels, propose_levels_by_size, run_pipeline)
+from app.core.quant.pipeline import LevelProposal, OutputRow, PipelineOptions, PipelineResult, Source, propose_levels, propose_levels_by_size, run_pipeline
+from app.core.settings import models_dir
 from app.ui.tables import make_table, read_only_item
 from app.ui.worker import TaskRunner
-from app.core.settings import models_dir
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +199,8 @@ class QuantizeWizard(QDialog):
         path = Path(text).expanduser()
 
         def read() -> tuple[str, Any]:
-            from app.core.quant.convert import inspect_folder
             from app.core.gguf.header import read_header
+            from app.core.quant.convert import inspect_folder
 
             if path.is_file():
                 return "gguf", read_header(path)

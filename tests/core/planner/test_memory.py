@@ -15,8 +15,8 @@ import pytest
 
 from app.core.gguf.header import GGUFHeader, read_header
 from app.core.hardware import GPU, Hardware
-from app.core.planner.params import LoadParams
 from app.core.planner.memory import GiB, MiB, estimate, plan, with_dry_run
+from app.core.planner.params import LoadParams
 from tests.support.tiny_models import ARCHS, build_tiny_gguf
 
 LOAD = r"""

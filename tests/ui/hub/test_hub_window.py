@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 
-from app.ui.main_window import MainWindow
 from app.core.settings import models_dir
+from app.ui.main_window import MainWindow
 from tests.support.hub_server import HubServer
 
 WAIT_MS = 60_000

@@ -9,8 +9,8 @@ import pytest
 from PySide6.QtCore import Qt
 
 from app.core.library.catalog import Library
-from app.ui.main_window import MainWindow
 from app.core.settings import models_dir
+from app.ui.main_window import MainWindow
 from tests.support.hub_server import HubRepo, HubServer
 
 WAIT_MS = 300_000

@@ -61,7 +61,7 @@ class _Bar:
     """Stands in for tqdm in GGUFWriter.write_tensors_to_file: one ``write`` event per tensor."""
 
     def __init__(self, desc: str = "", total: float | None = None, **_: Any) -> None:
-        self.desc, self.total, self.n = desc, total or 0, 0
+        self.desc, self.total, self.n = desc, total or 0, 0.0
 
     def update(self, n: float = 1) -> None:
         self.n += n
@@ -94,7 +94,7 @@ def _report_writes() -> None:
             else:
                 sys.modules.pop("tqdm", None)
 
-    gguf.GGUFWriter.write_tensors_to_file = write_tensors_to_file
+    gguf.GGUFWriter.write_tensors_to_file = write_tensors_to_file  # type: ignore[method-assign]
 
 
 class _VendoredGGUF(importlib.abc.MetaPathFinder):

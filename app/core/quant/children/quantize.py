@@ -75,7 +75,7 @@ def main(argv: list[str]) -> int:
         for i, (name, values) in enumerate(data.items()):
             name_b = ctypes.create_string_buffer(name.encode())
             keep += [name_b, values]
-            entries[i].name = ctypes.cast(name_b, ctypes.c_char_p)
+            entries[i].name = ctypes.cast(name_b, ctypes.c_char_p)  # type: ignore[assignment]
             entries[i].data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
             entries[i].size = values.size
         entries[len(data)].name = None  # terminator
