@@ -17,12 +17,14 @@ import signal
 import subprocess
 import sys
 import threading
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from app.core.jobs import Cancelled, CancelToken
+from app.core.errors import Cancelled
+from app.core.jobs import CancelToken
+from app.core.proc.failure import Failure, classify
 from app.core.proc.launch import child_env
 
 EVENT_PREFIX = "@qd "
@@ -40,6 +42,19 @@ class ChildResult:
     returncode: int
     tail: list[str]
     events: list[dict[str, Any]]
+
+    @property
+    def failure(self) -> Failure | None:
+        """None when the child succeeded, else how it failed (crashed with which signal, out of
+        memory, bad input, failed)."""
+        return classify(self.returncode, self.tail, self.events)
+
+    def reason(self) -> str:
+        """A sentence for the user: the telling log line, and how the process ended when it died."""
+        failure = self.failure
+        if failure is not None and failure.signal:
+            return failure.describe()
+        return self.last_error()
 
     def last_error(self) -> str:
         """The most telling line of the log: an exception line or an error message."""
@@ -113,6 +128,22 @@ def _terminate(proc: subprocess.Popen[str]) -> None:
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+@contextmanager
+def output_file(out: Path, needed: int, what: str) -> Iterator[Path]:
+    """The parent side of every job that writes a file: refuse without ``needed`` bytes free,
+    yield the partial name to write under, rename it into place when the block succeeds, and
+    leave nothing behind when it fails or is cancelled."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ensure_free_space(out.parent, needed, what)
+    tmp = partial_path(out)
+    remove_quietly(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        remove_quietly(tmp)
 
 
 def partial_path(out: Path) -> Path:

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from app.core.errors import ModelFileError, QuantDeskError
+from app.core.errors import EvalError, ModelFileError, QuantDeskError
 from app.core.gguf.header import read_header
 from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
 from app.core.proc.launch import python_command
@@ -46,10 +46,6 @@ class ModelQuality:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-class EvalError(QuantDeskError):
-    """A quality measurement failed (model unloadable, text too short, different tokenizers)."""
 
 
 def evaluate(models: list[str | Path], *, baseline: str | Path | None = None, text: str | Path | None = None,
@@ -90,5 +86,5 @@ def evaluate(models: list[str | Path], *, baseline: str | Path | None = None, te
         result = run_child(python_command("app.core.quant.children.evaluate", json.dumps(args)), cancel=cancel,
                            what="quality measurement", on_event=on_event)
     if result.returncode != 0:
-        raise EvalError(f"measuring quality failed: {result.last_error().removeprefix('error: ')}")
+        raise EvalError(f"measuring quality failed: {result.reason().removeprefix('error: ')}", failure=result.failure)
     return results

@@ -26,12 +26,9 @@ import types
 from pathlib import Path
 from typing import Any, Sequence
 
+from app.core.errors import RemoteCodeRefused
 from app.core.proc.launch import convert_stack_dir
 from app.core.proc.runner import emit
-
-
-class RemoteCodeRefused(RuntimeError):
-    pass
 
 
 def _forbid_remote_code() -> None:
