@@ -17,7 +17,7 @@ from app.core import settings as app_settings
 from app.core.chat.session import new_chat_defaults
 from app.core.engine.client import host_command
 from app.core.engine.protocol import PRESETS
-from app.core.errors import QuantDeskError
+from app.core.errors import LoginError, QuantDeskError
 from app.core.gguf.header import read_header
 from app.core.hub import auth as hf_auth
 from app.core.planner.auto import plan_load
@@ -202,7 +202,7 @@ def test_login_stores_the_token_where_huggingface_hub_reads_it(hf_login_env: Pat
 
     caplog.set_level(logging.DEBUG)
     assert not hf_auth.has_token() and hf_auth.current_user(hub.url) is None
-    with pytest.raises(hf_auth.LoginError, match="refused"):
+    with pytest.raises(LoginError, match="refused"):
         hf_auth.login("hf_wrongwrongwrongwrongwrong")
     assert not hf_auth.has_token()
     assert hf_auth.login(HUB_TOKEN) == "qd-tester"
@@ -217,5 +217,5 @@ def test_logout_says_when_hf_token_is_set(hf_login_env: Path, hub, monkeypatch: 
     hf_auth.login(HUB_TOKEN)
     monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
     assert hf_auth.token_from_environment()
-    with pytest.raises(hf_auth.LoginError, match="HF_TOKEN is set"):
+    with pytest.raises(LoginError, match="HF_TOKEN is set"):
         hf_auth.logout()

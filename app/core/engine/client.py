@@ -20,9 +20,8 @@ from typing import Any, Callable, Iterator
 
 from app.core import paths
 from app.core.engine.protocol import ModelInfo, Reply, SamplingParams, send
-from app.core.errors import EngineCrashed, EngineError, ModelFileError
+from app.core.errors import Cancelled, EngineCrashed, EngineError, ModelFileError
 from app.core.gguf.header import read_header
-from app.core.jobs import Cancelled
 from app.core.planner.auto import plan_load
 from app.core.planner.params import LoadParams
 from app.core.proc.launch import child_env, python_command

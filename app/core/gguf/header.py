@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from app.core.errors import ModelFileError
+from app.core.errors import HeaderIncomplete, ModelFileError
 
 GGUF_MAGIC = b"GGUF"
 
@@ -189,10 +189,6 @@ def _reader_class() -> Any:
             return arr.view(arr.dtype.newbyteorder(self.byte_order if override_order is None else override_order))
 
     return Reader
-
-
-class HeaderIncomplete(Exception):
-    """The header runs past the bytes fetched so far (remote reads grow and try again)."""
 
 
 @functools.lru_cache(maxsize=32)

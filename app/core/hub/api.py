@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from app.core.errors import QuantDeskError
+from app.core.errors import GatedError, HubError, QuantDeskError
 from app.core.gguf.header import SPLIT_NAME, quant_label
 
 log = logging.getLogger(__name__)
@@ -38,14 +38,6 @@ FOREIGN_QUANTS = {
     "gptq": "GPTQ", "awq": "AWQ", "exl2": "EXL2", "exl3": "EXL3", "bitsandbytes": "bitsandbytes",
     "fp8": "FP8", "compressed-tensors": "compressed-tensors", "hqq": "HQQ", "aqlm": "AQLM",
 }
-
-
-class HubError(QuantDeskError):
-    """The Hub said no (gated, missing, unreachable); the message says what to do."""
-
-
-class GatedError(HubError):
-    pass
 
 
 def hub_error(exc: BaseException, what: str) -> HubError:

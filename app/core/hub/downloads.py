@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from app.core.errors import DiskSpaceError, QuantDeskError
+from app.core.errors import Cancelled, ChecksumError, DiskSpaceError, HubError, QuantDeskError
 from app.core.gguf.header import SPLIT_NAME, shard_name
-from app.core.hub.api import HubError, hub_error, local_path
-from app.core.jobs import Cancelled, CancelToken, RateMeter
+from app.core.hub.api import hub_error, local_path
+from app.core.jobs import CancelToken, RateMeter
 from app.core.library.catalog import DOWNLOADED, Library
 from app.core.proc.runner import ensure_free_space
 from app.core.settings import models_dir
@@ -47,10 +47,6 @@ MAX_STALLED_ATTEMPTS = 6  # retries in a row without a new byte
 BACKOFF_S = (0.5, 1, 2, 4, 8, 15)
 NOTIFY_INTERVAL_S = 0.1
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-class ChecksumError(QuantDeskError):
-    pass
 
 
 @dataclass

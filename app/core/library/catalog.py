@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from app.core import paths
-from app.core.errors import ModelFileError, QuantDeskError
+from app.core.errors import ModelFileError, QuantDeskError, SchemaTooNewError
 from app.core.gguf.header import SPLIT_NAME, quant_label, read_header, shard_name
 from app.core.settings import models_dir
 
@@ -151,7 +151,7 @@ class Library:
     def _migrate(self) -> None:
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
         if version > len(MIGRATIONS):
-            raise QuantDeskError(f"{self.path}: written by a newer QuantDesk (schema {version}); update QuantDesk to open it")
+            raise SchemaTooNewError(f"{self.path}: written by a newer QuantDesk (schema {version}); update QuantDesk to open it")
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._lock, self.db:
                 self.db.execute("BEGIN")

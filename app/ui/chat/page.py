@@ -18,6 +18,7 @@ from app.core.chat import store as chats
 from app.core.chat.session import new_chat_defaults
 from app.core.chat.store import ChatStore, Conversation
 from app.core.engine import ModelInfo, Reply, SamplingParams
+from app.core.errors import BadValueError
 from app.ui.chat.side_panels import ConversationList, ConversationSettings, NoticeBar
 from app.ui.chat.widgets import Composer, MessageList, MessageWidget
 from app.ui.worker import EngineBridge
@@ -125,7 +126,7 @@ class ChatPage(QWidget):
     def rename_conversation(self, conversation_id: int, title: str) -> None:
         try:
             self.store.rename(conversation_id, title)
-        except ValueError as exc:
+        except BadValueError as exc:
             self.notice.show_message(str(exc), error=True)
         self.refresh_list()
 

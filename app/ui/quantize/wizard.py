@@ -28,7 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.jobs import Cancelled, CancelToken, Progress
+from app.core.errors import Cancelled
+from app.core.jobs import CancelToken, Progress
 from app.core.planner.memory import human_bytes
 from app.core.quant.pipeline import LevelProposal, OutputRow, PipelineOptions, PipelineResult, Source, propose_levels, propose_levels_by_size, run_pipeline
 from app.core.settings import models_dir
