@@ -261,7 +261,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     m = result.memory
     print(f"{h.path.name}: {result.verdict}; largest context that fits: {result.max_ctx:,}")
-    print("load parameters: " + ", ".join(f"{k}={v}" for k, v in result.llama_kwargs().items()))
+    print("load parameters: " + ", ".join(f"{k}={v}" for k, v in result.llama_kwargs().items())
+          + f" (KV cache {result.params.type_k}/{result.params.type_v})")
     print(f"memory: weights {human_bytes(m.weights_bytes)}, KV cache {human_bytes(m.kv_bytes)}, compute {human_bytes(m.compute_bytes)}")
     print(f"        GPU {human_bytes(m.gpu_bytes)}, CPU {human_bytes(m.cpu_bytes)}")
     for reason in result.reasons:
