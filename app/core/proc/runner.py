@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,9 +70,10 @@ class ChildResult:
 
 def run_child(cmd: list[str], *, cancel: CancelToken, what: str, on_event: Callable[[dict[str, Any]], None] | None = None,
               on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> ChildResult:
+              cwd: Path | None = None, timeout: float | None = None) -> ChildResult:
     """Run ``cmd`` to its end, feeding events and log lines to the callbacks (on this thread).
-    Raises ``Cancelled`` after terminating the child when ``cancel`` is set."""
+    Raises ``Cancelled`` after terminating the child when ``cancel`` is set, ``TimeoutError``
+    when it runs past ``timeout`` seconds."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             text=True, encoding="utf-8", errors="replace", bufsize=1, env=env or child_env(),
                             cwd=cwd, start_new_session=True)
@@ -87,10 +89,13 @@ def run_child(cmd: list[str], *, cancel: CancelToken, what: str, on_event: Calla
     reader.start()
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     events: list[dict[str, Any]] = []
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while True:
             if cancel.cancelled:
                 raise Cancelled(what)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: no result after {timeout:.0f} s")
             try:
                 line = lines.get(timeout=0.1)
             except queue.Empty:
