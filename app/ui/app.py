@@ -39,7 +39,7 @@ def create_window(*, hub_endpoint: str | None = None):  # type: ignore[no-untype
     from app.core.chat.store import ChatStore
     from app.ui.desktop import restore_window_state
     from app.ui.main_window import MainWindow
-    from app.ui.worker import EngineBridge
+    from app.ui.tasks import EngineBridge
 
     store = ChatStore(paths.database_path())
     bridge = EngineBridge()

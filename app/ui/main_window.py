@@ -24,7 +24,7 @@ from app.ui.dialogs.load import LoadDialog
 from app.ui.hub.page import HubPage
 from app.ui.jobs_panel import JobsPanel
 from app.ui.library.page import DownloadsPage, LibraryPage
-from app.ui.worker import DownloadsBridge, EngineBridge, TaskRunner
+from app.ui.tasks import DownloadsBridge, EngineBridge, TaskRunner
 
 if TYPE_CHECKING:
     from app.ui.quantize.wizard import QuantizeWizard

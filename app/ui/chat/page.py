@@ -21,7 +21,7 @@ from app.core.engine import ModelInfo, Reply, SamplingParams
 from app.core.errors import BadValueError
 from app.ui.chat.side_panels import ConversationList, ConversationSettings, NoticeBar
 from app.ui.chat.widgets import Composer, MessageList, MessageWidget
-from app.ui.worker import EngineBridge
+from app.ui.tasks import EngineBridge
 
 PAINT_INTERVAL_MS = 40
 TITLE_CHARS = 48

@@ -28,7 +28,7 @@ from app.core.hub import api as hubmod
 from app.core.planner.memory import MemoryEstimate, human_bytes
 from app.ui.dialogs.load import MemoryBar, show_memory
 from app.ui.tables import make_table, read_only_item
-from app.ui.worker import TaskRunner
+from app.ui.tasks import TaskRunner
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from app.core.hub.downloads import ACTIVE, DONE, PAUSED, Download
 from app.core.library.catalog import Library, LibraryEntry
 from app.core.planner.memory import human_bytes
 from app.ui.tables import make_table, read_only_item
-from app.ui.worker import DownloadsBridge, TaskRunner
+from app.ui.tasks import DownloadsBridge, TaskRunner
 
 log = logging.getLogger(__name__)
 

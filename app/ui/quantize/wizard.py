@@ -34,7 +34,7 @@ from app.core.planner.memory import human_bytes
 from app.core.quant.pipeline import LevelProposal, OutputRow, PipelineOptions, PipelineResult, Source, propose_levels, propose_levels_by_size, run_pipeline
 from app.core.settings import models_dir
 from app.ui.tables import make_table, read_only_item
-from app.ui.worker import TaskRunner
+from app.ui.tasks import TaskRunner
 
 log = logging.getLogger(__name__)
 
