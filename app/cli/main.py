@@ -127,10 +127,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     "completion_tokens": reply.completion_tokens,
                     "ttft_s": reply.ttft_s,
                     "tokens_per_s": reply.tokens_per_s,
+                    "cpu_variant": engine.build_info.get("cpu_variant"),
                 }))
             else:
                 engine.chat(messages, sampling, on_token=lambda t: print(t, end="", flush=True))
                 print()
+            for notice in engine.take_notices():  # e.g. a step down to a safer CPU build
+                print(f"quantdesk: {notice}", file=sys.stderr)
             return 0
         return _prompt_loop(engine, messages, sampling)
 
@@ -157,18 +160,21 @@ def _prompt_loop(engine: "EngineClient", messages: list[dict[str, str]], samplin
             messages.pop()
             continue
         print()
+        for notice in engine.take_notices():
+            print(f"[{notice}]", file=sys.stderr)
         messages.append({"role": "assistant", "content": reply.text})
         print(f"[{reply.completion_tokens} tokens, {reply.tokens_per_s:.1f} tok/s, first token {reply.ttft_s:.2f} s]", file=sys.stderr)
 
 
 def cmd_hw(args: argparse.Namespace) -> int:
+    from app.core.engine import cpu_policy
     from app.core.hardware import detect, summary
 
     hw = detect()
     if args.json:
-        print(json.dumps(hw.to_dict(), indent=2))
+        print(json.dumps({**hw.to_dict(), **cpu_policy.report()}, indent=2))
         return 0
-    _print_rows(summary(hw))
+    _print_rows(summary(hw) + cpu_policy.summary_rows())
     return 0
 
 
@@ -279,6 +285,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
+        from app.ui import preflight
+
+        problem = preflight.check()  # before Qt: name the missing system libraries, not Qt's generic abort
+        if problem:
+            print(problem, file=sys.stderr)
+            return EXIT_BAD_INPUT
         from app.ui.app import run_gui
 
         return run_gui()

@@ -50,6 +50,8 @@ class Settings:
     # v2: window state
     window_geometry: str = ""  # QWidget.saveGeometry() as base64
     last_page: str = ""  # the class name of the page shown last
+    # the CPU build of llama.cpp (app.core.engine.cpu_variants): "auto" is the fastest usable one
+    cpu_variant: str = "auto"
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:

@@ -82,6 +82,7 @@ class MainWindow(QMainWindow):
         bridge.model_loaded.connect(self._on_loaded)
         bridge.load_failed.connect(self._on_load_failed)
         bridge.model_unloaded.connect(self._on_unloaded)
+        bridge.engine_notice.connect(self.chat.notice.show_message)
         add_desktop_actions(self)  # Settings, Send, logs folder, shortcuts, window state
         if store.recovered:
             self.chat.notice.show_message(

@@ -40,6 +40,7 @@ class EngineBridge(QObject):
     reply_failed = Signal(str, bool, str)  # message, engine crashed, partial text
     tokens_counted = Signal(int, int)  # tokens, n_ctx
     busy_changed = Signal(bool)
+    engine_notice = Signal(str)  # one line for the user, e.g. a step down to a safer CPU build
 
     def __init__(self, client: EngineClient | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -79,6 +80,8 @@ class EngineBridge(QObject):
             try:
                 job()
             finally:
+                for notice in self.client.take_notices():
+                    self._post("engine_notice", notice)
                 self._post("__job_done__")
 
         self._jobs += 1

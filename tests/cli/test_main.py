@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from app.core.engine import cpu_variants
 from tests.conftest import THREADS
 
 
@@ -23,7 +24,8 @@ def test_chat_json_greedy_matches_llama_cpp_python(starter_model: Path) -> None:
                        "--ctx", "2048", "--gpu-layers", "0", "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(out) == {"text", "prompt_tokens", "completion_tokens", "ttft_s", "tokens_per_s"}
+    assert set(out) == {"text", "prompt_tokens", "completion_tokens", "ttft_s", "tokens_per_s", "cpu_variant"}
+    assert out["cpu_variant"] == cpu_variants.choose().variant.name  # the build the in-process reference runs too
     assert out["completion_tokens"] > 0 and out["prompt_tokens"] > 0
     # the CLI's default repeat penalty is 1.1; the reference uses the same value
     import llama_cpp

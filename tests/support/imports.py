@@ -17,6 +17,7 @@ class Import:
     target: str  # the imported module (a module of ours resolved to the module, else as written)
     line: int
     lazy: bool  # inside a function
+    implicit: bool = False  # a package whose __init__ runs because a module inside it is imported
 
 
 @functools.cache
@@ -56,7 +57,7 @@ def imports(package: str = "app") -> list[Import]:
                 # importing a.b.c runs a/__init__ and a/b/__init__ first
                 parent = t.rpartition(".")[0]
                 while parent and parent in mods and parent != name and parent != "app":
-                    found.append(Import(name, parent, node.lineno, lazy))
+                    found.append(Import(name, parent, node.lineno, lazy, implicit=True))
                     parent = parent.rpartition(".")[0]
     return found
 

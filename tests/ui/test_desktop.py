@@ -135,12 +135,19 @@ def test_settings_page_saves_and_applies(qtbot, window: MainWindow, tmp_path: Pa
     dialog.chat_defaults.system.setPlainText("Be brief.")
     dialog.chat_defaults.preset.setCurrentText("Precise")
     dialog.theme.setCurrentIndex(dialog.theme.findData("dark"))
+    from app.core.engine import cpu_policy
+    from app.core.engine import cpu_variants as cv
+
+    assert dialog.cpu_variant.currentData() == "auto"
+    dialog.cpu_variant.setCurrentIndex(dialog.cpu_variant.findData(cv.baseline().name))
     try:
         with qtbot.waitSignal(dialog.saved):
             dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
         s = app_settings.load()
         assert (s.models_dir, s.default_ctx, s.engine_threads, s.theme) == (str(tmp_path / "models here"), 2048, 1, "dark")
         assert s.default_sampling == PRESETS["Precise"].to_dict()
+        assert s.cpu_variant == cv.baseline().name  # the engine's next start runs it
+        assert cpu_policy.current() == cv.Choice(cv.baseline(), "forced by the setting")
         assert models_dir() == tmp_path / "models here"
         assert QApplication.palette().color(QPalette.ColorRole.Window).lightness() < 100  # dark now
         window.new_action.trigger()

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from app.core import paths
+from app.core.engine import cpu_policy
+from app.core.engine import cpu_variants as cv
 from app.core.engine.protocol import ModelInfo, Reply, SamplingParams, send
 from app.core.errors import Cancelled, EngineCrashed, EngineError, ModelFileError
 from app.core.gguf.header import read_header
@@ -69,6 +71,11 @@ class EngineClient:
         self._load_aborted = False
         self._loading = False
         self.build_info: dict[str, str] = {}  # reported by the host: llama_cpp_version, system_info
+        self.cpu_variant: cv.Variant | None = None  # the CPU build the host runs (cpu_variants)
+        self.cpu_reason = ""
+        self._decoded = False  # has this host process produced a token yet (the SIGILL fallback's window)
+        self._last_exit: int | None = None
+        self._notices: list[str] = []
 
     # -- process --------------------------------------------------------------------------------
     @property
@@ -85,17 +92,62 @@ class EngineClient:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> None:
-        """Start the host process if it is not running (safe from any thread)."""
+        """Start the host process if it is not running (safe from any thread). A host that dies of
+        an illegal instruction while starting is started again on the next safer CPU build."""
         with self._start_lock:
-            if not self.alive:
-                self._start()
+            while not self.alive:
+                try:
+                    self._start()
+                except EngineCrashed:
+                    if not self._fall_back_after_sigill("while starting"):
+                        raise
+
+    def take_notices(self) -> list[str]:
+        """One-line notices for the user since the last call (e.g. a CPU-build fallback)."""
+        out, self._notices = self._notices, []
+        return out
+
+    def _fall_back_after_sigill(self, stage: str) -> bool:
+        """After the host died: when it was SIGILL before its first token, step down to the next
+        safer CPU build and return True. The build is marked bad for this machine only when the
+        starter model's self-check dies on it too (one hostile file must not downgrade the machine)."""
+        bad = self.cpu_variant
+        if self._last_exit != -signal.SIGILL or self._decoded or bad is None:
+            return False
+        from app.core.engine import selfcheck
+
+        state = cpu_policy.state_path()
+        result = selfcheck.check(bad.name)
+        if result.died_of_signal:
+            cv.mark_bad(state, bad, f"the starter model's self-check {result.detail}")
+        nxt = cv.next_safer(bad, state)
+        if nxt is None:
+            return False
+        self.cpu_variant, self.cpu_reason = nxt, f"{bad.name} died of an illegal instruction here"
+        kept = ("; its self-check died too, so it is not used on this machine again" if result.died_of_signal
+                else "; the starter model runs on it, so only this session steps down")
+        notice = (f"The engine died of an illegal instruction {stage} on the {bad.describe()} CPU build "
+                  f"and now runs on {nxt.describe()}{kept}.")
+        log.warning("%s", notice)
+        self._notices.append(notice)
+        self.restarts += 1
+        return True
 
     def _start(self) -> None:
+        if self.cpu_variant is None:
+            try:
+                choice = cpu_policy.current(self._env)
+            except cv.VariantError as exc:
+                raise EngineError(str(exc)) from None
+            self.cpu_variant, self.cpu_reason = choice.variant, choice.reason
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logfile = open(self.log_path, "a", encoding="utf-8")
         env = child_env(self._env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         env["QUANTDESK_ENGINE_NICE"] = str(self._nice)
+        env[cv.ENV] = self.cpu_variant.name
+        self._decoded = False
+        self._last_exit = None
         self._proc = subprocess.Popen(
             host_command(),
             stdin=subprocess.PIPE,
@@ -113,7 +165,7 @@ class EngineClient:
         if event.get("ev") != "ready":
             raise EngineError(f"the engine did not start: {event.get('message', event)}")
         self.gpu_offload = bool(event.get("gpu_offload"))
-        self.build_info = {k: event[k] for k in ("llama_cpp_version", "system_info") if k in event}
+        self.build_info = {k: event[k] for k in ("llama_cpp_version", "system_info", "cpu_variant") if k in event}
         self.model = None
         log.info("engine host started, pid %s", self._proc.pid)
 
@@ -150,6 +202,7 @@ class EngineClient:
                 code = self._proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 code = None
+        self._last_exit = code
         tail = self._log_tail(4)
         reason = f"The engine process {_describe_exit(code)}"
         if tail:
@@ -228,9 +281,12 @@ class EngineClient:
                 self.abort_load()
             event = self._next_event(rid)
         except EngineCrashed as exc:
-            self._wanted = None  # a model that kills the engine on load is not reloaded by itself
             if abortable and self._load_aborted:
+                self._wanted = None
                 raise Cancelled("loading") from None
+            if self._fall_back_after_sigill("while loading a model"):
+                return self._load(path, params, abortable)
+            self._wanted = None  # a model that kills the engine on load is not reloaded by itself
             raise ModelFileError(f"{path}: cannot load model: the engine crashed while loading it ({exc})") from None
         finally:
             self._loading = False
@@ -281,10 +337,22 @@ class EngineClient:
             partial: list[str] = []
             finished = False
             try:
-                self._send({"op": "chat", "id": rid, "messages": messages, "sampling": (sampling or SamplingParams()).to_dict()})
+                request = {"op": "chat", "messages": messages, "sampling": (sampling or SamplingParams()).to_dict()}
+                self._send({**request, "id": rid})
                 while True:
-                    event = self._next_event(rid, "".join(partial))
+                    try:
+                        event = self._next_event(rid, "".join(partial))
+                    except EngineCrashed:
+                        # SIGILL on the first decode: the same request again on a safer CPU build
+                        if partial or not self._fall_back_after_sigill("on its first reply"):
+                            raise
+                        self._ensure_loaded()
+                        rid = self._current_id = next(self._ids)
+                        self._send({**request, "id": rid})
+                        continue
                     kind = event["ev"]
+                    if kind in ("token", "done"):
+                        self._decoded = True
                     if kind == "token":
                         partial.append(event["text"])
                     elif kind == "error":

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import IO, Any
 
+from app.core.engine import cpu_variants
 from app.core.engine.protocol import SamplingParams, send
 from app.core.planner.params import GGML_TYPES
 
@@ -36,6 +37,7 @@ class Host:
         self.fmt: Any = None
         self.path: str | None = None
         self._keep: list[Any] = []  # ctypes callbacks must outlive their registration
+        self._decoded = False  # has this process decoded a token yet (the CPU-build fallback's window)
 
     # -- plumbing -------------------------------------------------------------------------------
     def emit(self, event: str, **fields: Any) -> None:
@@ -68,6 +70,7 @@ class Host:
             pid=os.getpid(),
             gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
             llama_cpp_version=llama_cpp.__version__,
+            cpu_variant=(cpu_variants.active() or cpu_variants.baseline()).name,
             system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
         )
         while True:
@@ -217,6 +220,9 @@ class Host:
         cached = min(cached, len(tokens) - 1)  # the last prompt token is always evaluated again
         self.emit("start", id=rid, prompt_tokens=len(tokens), cached_tokens=max(cached, 0), dropped_messages=dropped, n_ctx=n_ctx)
         llm.set_seed(sp.seed if sp.seed >= 0 else random.randrange(2**31))
+        if not self._decoded:
+            cpu_variants.simulate_decode_crash(self.path or "")
+            self._decoded = True
         decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
         completion: list[int] = []
         text = ""  # everything decoded so far
@@ -377,6 +383,11 @@ def main() -> None:
     nice = int(os.environ.get("QUANTDESK_ENGINE_NICE", "0") or 0)
     if nice > 0 and hasattr(os, "nice"):
         os.nice(nice)
+    try:
+        cpu_variants.activate()  # before llama_cpp is imported: the CPU build the parent chose
+    except cpu_variants.VariantError as exc:
+        send(out, {"ev": "error", "kind": "VariantError", "message": str(exc)})
+        sys.exit(3)
     _install_log_callback()
     Host(out).run()
 

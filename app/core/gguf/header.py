@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class GGUFHeader:
     ssm_n_group: int = 0
     tokenizer_model: str | None = None
     split_count: int = 1
+    # weights llama.cpp's CPU backend may repack into its CPU_REPACK buffer, depending on the CPU
+    # build (planner.repack_bytes): (layer, ggml type, ne[1], bytes); layer -1 is the output layer
+    repack_tensors: tuple[tuple[int, int, int, int], ...] = field(default=(), repr=False)
 
     @property
     def display_name(self) -> str:
@@ -80,6 +83,7 @@ class GGUFHeader:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("repack_tensors")  # per-tensor detail for the planner
         data["path"] = str(self.path)
         data["chat_template"] = bool(self.chat_template)
         data.update(file_type_name=self.file_type_name, bits_per_weight=round(self.bits_per_weight, 3))
@@ -166,6 +170,7 @@ def merge_shards(shards: list[GGUFHeader]) -> GGUFHeader:
         output_bytes=sum(s.output_bytes for s in shards),
         output_tied=all(s.output_tied for s in shards),
         n_vocab=max(s.n_vocab for s in shards),
+        repack_tensors=tuple(t for s in shards for t in s.repack_tensors),
     )
 
 
@@ -275,6 +280,10 @@ def _swa_layers(reader: Any, arch: str, n_layer: int, window: int | None) -> tup
     return tuple(il % period < period - 1 for il in range(n_layer))
 
 
+# ggml types that some CPU build repacks (ggml-cpu/repack.cpp): Q4_0, Q2_K, Q4_K, Q5_K, Q6_K, Q8_0,
+# IQ4_NL, MXFP4, Q1_0
+REPACKABLE_TYPES = frozenset({2, 10, 12, 13, 14, 8, 20, 39, 41})
+
 SWA_PERIOD = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4, "exaone4": 4, "llama4": 4, "gpt-oss": 2}
 ALL_SWA = {"mistral3"}
 
@@ -291,10 +300,15 @@ def _build(p: Path, size: int, reader: Any, arch: str, arch_int: Any) -> GGUFHea
     n_params = tensor_bytes = embd_bytes = output_bytes = 0
     n_vocab = 0
     has_output = False
+    repack: list[tuple[int, int, int, int]] = []
     for tensor in reader.tensors:
         n_params += int(tensor.n_elements)
         tensor_bytes += int(tensor.n_bytes)
         m = LAYER.match(tensor.name)
+        ttype = int(tensor.tensor_type)
+        if ttype in REPACKABLE_TYPES and len(tensor.shape) >= 2 and not tensor.name.startswith("token_embd."):
+            layer = int(m.group(1)) if m else -1 if tensor.name.startswith("output.") else -2
+            repack.append((layer, ttype, int(tensor.shape[1]), int(tensor.n_bytes)))
         if m and int(m.group(1)) < n_layer:
             layer_bytes[int(m.group(1))] += int(tensor.n_bytes)
         elif tensor.name.startswith("token_embd."):
@@ -344,6 +358,7 @@ def _build(p: Path, size: int, reader: Any, arch: str, arch_int: Any) -> GGUFHea
         ssm_n_group=arch_int("ssm.group_count") or 0,
         tokenizer_model=tok_model if isinstance(tok_model, str) else None,
         split_count=int(split) if isinstance(split, int) and not isinstance(split, bool) else 1,
+        repack_tensors=tuple(repack),
     )
 
 

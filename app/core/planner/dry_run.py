@@ -38,6 +38,9 @@ def _child(argv: list[str]) -> int:
     import ctypes
     import re
 
+    from app.core.engine import cpu_variants
+
+    cpu_variants.activate()  # the CPU build the parent chose, before llama_cpp loads
     import llama_cpp
 
     path, p, types = argv[0], json.loads(argv[1]), json.loads(argv[2])

@@ -3,6 +3,8 @@ the predicted memory per device, and the reasons for each choice.
 
 The sizes follow llama.cpp's own allocation (src/llama-kv-cache.cpp, llama-context.cpp):
 - weights: the tensors' bytes; layers are offloaded from the last one, the output layer counts;
+  on the CPU, the backend also copies some weight types into an extra CPU_REPACK buffer, which
+  ones depending on the CPU build (ggml-cpu/repack.cpp; ``repack_bytes``);
 - KV cache: per attention layer, cells x (n_embd_k_gqa x size(type_k) + n_embd_v_gqa x size(type_v)),
   cells = the context padded to 256, or for sliding-window layers PAD256(min(ctx, n_swa + n_ubatch))
   unless ``swa_full``; recurrent layers hold a fixed state per sequence instead;
@@ -13,6 +15,7 @@ The sizes follow llama.cpp's own allocation (src/llama-kv-cache.cpp, llama-conte
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
@@ -45,6 +48,7 @@ class MemoryEstimate:
     gpu_weights_bytes: int = 0
     gpu_kv_bytes: int = 0
     cpu_weights_bytes: int = 0
+    cpu_repack_bytes: int = 0  # part of cpu_weights_bytes: the CPU backend's repacked copies
     measured: bool = False  # compute buffers from a llama.cpp dry run, not the model
 
     def to_dict(self) -> dict[str, int]:
@@ -141,8 +145,48 @@ def effective_ubatch(params: LoadParams) -> int:
     return min(params.n_ubatch, params.n_batch, params.n_ctx)
 
 
-def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool) -> MemoryEstimate:
-    """Predicted memory of loading ``h`` with ``params``, split by device."""
+# ggml types each CPU build repacks, with the row interleave ne[1] must be a multiple of
+# (ggml-cpu/repack.cpp, ggml_repack_get_optimal_repack_type); the checks there are compile-time
+# (__AVX2__, __AVX512F__, __ARM_FEATURE_DOTPROD), so they follow the build, not the CPU.
+_AVX2_REPACK = {2: 8, 12: 8, 20: 8, 39: 8}  # Q4_0, Q4_K, IQ4_NL, MXFP4
+_AVX512_REPACK = {**_AVX2_REPACK, 10: 8}  # + Q2_K
+_ARM_DOTPROD_REPACK = {2: 4, 12: 8, 13: 8, 14: 8, 20: 4, 39: 4, 8: 4, 41: 4}  # + Q5_K, Q6_K, Q8_0, Q1_0
+REPACK_RULES: dict[str, dict[int, int]] = {
+    "icelake": _AVX512_REPACK, "alderlake": _AVX2_REPACK, "haswell": _AVX2_REPACK, "sse42": {},
+    # Apple silicon's baseline (apple-m1) has dot products; a plain armv8-a build has not
+    "arm64": _ARM_DOTPROD_REPACK if sys.platform == "darwin" else {},
+}
+
+
+def current_cpu_variant() -> str | None:
+    """The CPU build the engine will run here (app.core.engine.cpu_policy), or None if unknown."""
+    try:
+        from app.core.engine import cpu_policy
+
+        return cpu_policy.current().variant.name
+    except Exception:
+        return None
+
+
+def repack_bytes(h: GGUFHeader, cpu_variant: str | None, first_gpu: int, output_on_gpu: bool) -> int:
+    """Bytes of the CPU_REPACK buffer: the CPU-resident weights the build repacks."""
+    rules = REPACK_RULES.get(cpu_variant or "", {})
+    if not rules:
+        return 0
+    total = 0
+    for layer, ttype, ne1, nbytes in h.repack_tensors:
+        interleave = rules.get(ttype)
+        if not interleave or ne1 % interleave:
+            continue
+        if layer >= first_gpu or (layer == -1 and output_on_gpu):
+            continue  # on the GPU
+        total += nbytes
+    return total
+
+
+def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool, cpu_variant: str | None = None) -> MemoryEstimate:
+    """Predicted memory of loading ``h`` with ``params``, split by device; ``cpu_variant`` is the
+    CPU build that will run it (default: the one chosen here)."""
     n_layer = h.block_count or 0
     n_ubatch = effective_ubatch(params)
     kv_layers = kv_layer_bytes(h, params.n_ctx, type_k=params.type_k, type_v=params.type_v,
@@ -155,8 +199,9 @@ def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool) -> MemoryE
     output_on_gpu = ngl > n_layer
     # a tied output layer is a GPU copy of the token embeddings, which stay on the CPU for input
     gpu_weights = sum(layers[first_gpu:]) + (h.output_bytes + h.embd_bytes * h.output_tied) * output_on_gpu
-    cpu_weights = h.tensor_bytes - sum(layers[first_gpu:]) - h.output_bytes * output_on_gpu
-    weights = h.tensor_bytes
+    repack = repack_bytes(h, cpu_variant or current_cpu_variant(), first_gpu, output_on_gpu)
+    cpu_weights = h.tensor_bytes - sum(layers[first_gpu:]) - h.output_bytes * output_on_gpu + repack
+    weights = h.tensor_bytes + repack
     kv = sum(kv_layers)
     gpu_kv = sum(kv_layers[first_gpu:])
     compute = compute_bytes(h, params.n_ctx, n_ubatch=n_ubatch, flash_attn=params.flash_attn, swa_full=params.swa_full)
@@ -175,6 +220,7 @@ def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool) -> MemoryE
         gpu_weights_bytes=gpu_weights if ngl > 0 else 0,
         gpu_kv_bytes=gpu_kv if ngl > 0 else 0,
         cpu_weights_bytes=cpu_weights,
+        cpu_repack_bytes=repack,
     )
 
 
@@ -206,9 +252,12 @@ def budget(hw: Hardware, gpu_mem: int | None = None, ram: int | None = None) -> 
 
 
 def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | None = None,
-         ram: int | None = None, gpu_offload: bool | None = None, n_threads: int | None = None) -> Plan:
+         ram: int | None = None, gpu_offload: bool | None = None, n_threads: int | None = None,
+         cpu_variant: str | None = None) -> Plan:
     """Choose context, GPU layers and KV cache type for ``h`` on ``hw``; never a plan that exceeds
-    VRAM + available RAM (the plan says it does not fit instead)."""
+    VRAM + available RAM (the plan says it does not fit instead). ``cpu_variant``: the CPU build
+    that will run it (default: the one chosen here), for its repacked weights."""
+    cpu_build = cpu_variant or current_cpu_variant()
     n_layer = h.block_count or 0
     trained = h.context_length or DEFAULT_CTX
     can_offload = bool(hw.gpus) if gpu_offload is None else gpu_offload
@@ -230,7 +279,7 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
     def first_fit(variant: Callable[[LoadParams], LoadParams]) -> tuple[LoadParams, MemoryEstimate] | None:
         for p in candidates:
             v = variant(p)
-            m = estimate(h, v, gpu_offload=can_offload)
+            m = estimate(h, v, gpu_offload=can_offload, cpu_variant=cpu_build)
             if room.holds(m):
                 return v, m
         return None
@@ -258,12 +307,13 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
     elif has_swa:
         reasons.append("sliding-window layers keep the full context, so follow-up messages reuse the KV cache")
     if chosen is None:
-        m = estimate(h, candidates[-1], gpu_offload=False)
+        m = estimate(h, candidates[-1], gpu_offload=False, cpu_variant=cpu_build)
         reasons.append(
             f"does not fit: needs about {human_bytes(m.cpu_bytes + m.gpu_bytes)} at context {want_ctx:,}, "
             f"more than the {human_bytes(room.gpu + room.cpu)} of VRAM + RAM available"
         )
-        return Plan(candidates[-1], m, False, tuple(reasons), n_layer, max_ctx(h, hw, 0, gpu_mem, ram), "does not fit")
+        return Plan(candidates[-1], m, False, tuple(reasons), n_layer, max_ctx(h, hw, 0, gpu_mem, ram, cpu_variant=cpu_build),
+                    "does not fit")
     p, m = chosen
     if not can_offload:
         verdict = "CPU only"
@@ -278,7 +328,11 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
         verdict = f"{p.n_gpu_layers} of {n_layer + 1} layers"
         reasons.append(f"{p.n_gpu_layers} of {n_layer + 1} layers on the GPU (from the last): the most that fit in {human_bytes(room.gpu)}")
     p = replace(p, reasons=tuple(reasons))
-    return Plan(p, m, True, tuple(reasons), n_layer, max_ctx(h, hw, p.n_gpu_layers, gpu_mem, ram, p), verdict)
+    if m.cpu_repack_bytes:
+        reasons.append(f"the {cpu_build} CPU build repacks {human_bytes(m.cpu_repack_bytes)} of weights for its kernels "
+                       "(counted in RAM)")
+    return Plan(p, m, True, tuple(reasons), n_layer, max_ctx(h, hw, p.n_gpu_layers, gpu_mem, ram, p, cpu_variant=cpu_build),
+                verdict)
 
 
 def with_dry_run(result: Plan, h: GGUFHeader) -> Plan:
@@ -307,15 +361,16 @@ def with_dry_run(result: Plan, h: GGUFHeader) -> Plan:
 
 
 def max_ctx(h: GGUFHeader, hw: Hardware, n_gpu_layers: int, gpu_mem: int | None, ram: int | None,
-            params: LoadParams | None = None) -> int:
+            params: LoadParams | None = None, cpu_variant: str | None = None) -> int:
     """The largest context (a multiple of 256, at most the trained one) that fits with this offload."""
+    variant = cpu_variant or current_cpu_variant()
     trained = h.context_length or DEFAULT_CTX
     room = budget(hw, gpu_mem, ram)
     base = params or LoadParams(n_gpu_layers=n_gpu_layers)
     offload = n_gpu_layers != 0 and room.gpu > 0
 
     def ok(n: int) -> bool:
-        return room.holds(estimate(h, replace(base, n_ctx=n), gpu_offload=offload))
+        return room.holds(estimate(h, replace(base, n_ctx=n), gpu_offload=offload, cpu_variant=variant))
 
     lo, hi = 0, max(trained // KV_PAD, 1)
     while lo < hi:

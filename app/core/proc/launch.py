@@ -39,9 +39,16 @@ def python_command(module: str, *args: str) -> list[str]:
 def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for such a child: ``base`` (default: ours), unbuffered, with this
     checkout's ``app`` first on PYTHONPATH (source install), so the child runs the same code as the
-    parent."""
+    parent, and the CPU build of llama.cpp to activate (app.core.engine.cpu_variants)."""
     env = dict(os.environ if base is None else base)
     env["PYTHONUNBUFFERED"] = "1"
+    if "QUANTDESK_CPU_VARIANT" not in env:  # llama.cpp children run the CPU build the engine runs
+        try:
+            from app.core.engine import cpu_policy
+
+            env["QUANTDESK_CPU_VARIANT"] = cpu_policy.current().variant.name
+        except Exception:  # a forced build that is not installed: the child says so when it starts
+            pass
     if not frozen():
         env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env

@@ -30,9 +30,13 @@ def version_rows(build_info: dict[str, str] | None = None, gpu_offload: bool | N
         if gpu_offload is not None:
             rows.append(("GPU offload", "yes" if gpu_offload else "no (CPU build)"))
         rows.append(("llama.cpp backends", build_info.get("system_info", "?")))
+        if build_info.get("cpu_variant"):
+            rows.append(("CPU build running", build_info["cpu_variant"]))
     else:
         rows.append(("llama.cpp", "the engine has not started yet"))
-    return rows
+    from app.core.engine import cpu_policy
+
+    return rows + cpu_policy.summary_rows()
 
 
 def rows_text(rows: list[tuple[str, str]]) -> str:

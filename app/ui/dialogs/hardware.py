@@ -10,7 +10,9 @@ from app.core import hardware
 
 
 def hardware_html(hw: hardware.Hardware, gpu_offload: bool) -> str:
-    rows = hardware.summary(hw, gpu_offload)
+    from app.core.engine import cpu_policy
+
+    rows = hardware.summary(hw, gpu_offload) + cpu_policy.summary_rows()
     body = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f"<table cellpadding='4'>{body}</table>"
 

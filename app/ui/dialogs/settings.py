@@ -30,8 +30,8 @@ from app.core.chat.session import new_chat_defaults
 from app.core.hub import auth as hf_auth
 from app.core.planner.params import MAX_CTX, physical_cores
 from app.ui.chat.side_panels import ConversationSettings
-from app.ui.theme import apply_theme
 from app.ui.tasks import TaskRunner
+from app.ui.theme import apply_theme
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,15 @@ class SettingsDialog(QDialog):
         self.threads.setSpecialValueText(f"Auto ({physical_cores()} cores)")
         self.threads.setValue(s.engine_threads or 0)
         form.addRow("Engine threads", self.threads)
+        from app.core.engine import cpu_variants
+
+        self.cpu_variant = QComboBox()
+        self.cpu_variant.addItem("Auto (the fastest this CPU runs)", "auto")
+        for v in cpu_variants.installed():
+            self.cpu_variant.addItem(f"{v.name}: {v.title}" + ("" if cpu_variants.supported(v) else " (not for this CPU)"), v.name)
+        self.cpu_variant.setCurrentIndex(max(self.cpu_variant.findData(s.cpu_variant), 0))
+        self.cpu_variant.setToolTip("The build of llama.cpp's CPU backend the engine runs; takes effect when the engine restarts")
+        form.addRow("CPU build", self.cpu_variant)
         layout.addWidget(engine)
 
         chats = QGroupBox("New chats start with")
@@ -176,6 +185,7 @@ class SettingsDialog(QDialog):
             "models_dir": self.models_dir.text().strip() or None,
             "default_ctx": self.default_ctx.value() or None,
             "engine_threads": self.threads.value() or None,
+            "cpu_variant": self.cpu_variant.currentData(),
             "default_system_prompt": system,
             "default_preset": preset,
             "default_sampling": sampling.to_dict(),

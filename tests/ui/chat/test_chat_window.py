@@ -320,3 +320,29 @@ def test_hardware_page(qtbot, window: MainWindow) -> None:  # type: ignore[no-un
     window.hardware_action.trigger()
     text = window.hardware_dialog.view.toPlainText()
     assert "CPU" in text and "RAM" in text and "GPU" in text and "Engine" in text
+
+
+def test_a_cpu_build_that_dies_of_sigill_is_replaced_and_the_window_says_so(qtbot, starter_model: Path,  # type: ignore[no-untyped-def]
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.core.engine import cpu_variants as cv
+
+    usable = cv.usable()
+    if len(usable) < 2:
+        pytest.skip("needs a CPU build above the baseline")
+    monkeypatch.setenv("QUANTDESK_SIMULATE_CRASH", f"SIGILL:{usable[0].name}:decode")
+    win = create_window()
+    qtbot.addWidget(win)
+    win.show()
+    try:
+        with qtbot.waitSignal(win.bridge.model_loaded, timeout=WAIT_MS):
+            win.open_initial_model()
+        use_sampling(win, SHORT)
+        with qtbot.waitSignal(win.bridge.engine_notice, timeout=WAIT_MS) as notice:
+            send(qtbot, win, "Say hello.")
+        wait_reply(qtbot, win)
+        assert "illegal instruction" in notice.args[0] and usable[0].name in notice.args[0]
+        assert win.chat.notice.isVisible() and "illegal instruction" in win.chat.notice.label.text()
+        reply = last(win, "assistant")
+        assert reply.content.strip() and reply.status == chats.COMPLETE
+    finally:
+        close_window(win)

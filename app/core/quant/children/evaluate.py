@@ -81,6 +81,9 @@ class Model:
 
 def main(argv: list[str]) -> int:
     args = json.loads(argv[0])
+    from app.core.engine import cpu_variants
+
+    cpu_variants.activate()  # the CPU build the parent chose, before llama_cpp loads
     import llama_cpp
 
     quiet = llama_cpp.llama_log_callback(lambda *_: None)  # kept referenced while llama.cpp may call it

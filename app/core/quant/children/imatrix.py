@@ -138,6 +138,9 @@ class Collector:
 def main(argv: list[str]) -> int:
     model_path, text_path, out_path, chunk_arg, threads_arg, ngl_arg, max_chunks_arg, dataset = argv
     chunk, threads, ngl, max_chunks = int(chunk_arg), int(threads_arg), int(ngl_arg), int(max_chunks_arg)
+    from app.core.engine import cpu_variants
+
+    cpu_variants.activate()  # the CPU build the parent chose, before llama_cpp loads
     import llama_cpp
     import llama_cpp._ggml as ggml_mod
 

@@ -56,6 +56,9 @@ def _kv_overrides(llama_cpp: Any, items: list[tuple[str, str | int]]) -> Any:
 
 def main(argv: list[str]) -> int:
     args = json.loads(argv[0])
+    from app.core.engine import cpu_variants
+
+    cpu_variants.activate()  # the CPU build the parent chose, before llama_cpp loads
     import llama_cpp
 
     parser = LogParser()
