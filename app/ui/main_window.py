@@ -155,8 +155,8 @@ class MainWindow(QMainWindow):
             self.open_load_dialog(path)
 
     def open_load_dialog(self, path: str) -> LoadDialog:
-        self.bridge.client.start()  # the engine says whether this llama.cpp build can offload
-        dialog = LoadDialog(path, gpu_offload=self.bridge.client.gpu_offload, parent=self)
+        # the dialog starts the engine off the GUI thread: it says whether this llama.cpp build can offload
+        dialog = LoadDialog(path, engine=self.bridge.client, runner=self.runner, parent=self)
         dialog.accepted.connect(lambda: dialog.params and self.bridge.load_model(path, params=dialog.params))
         dialog.open()
         self.load_dialog = dialog
@@ -237,7 +237,7 @@ class MainWindow(QMainWindow):
     def show_hardware(self) -> None:
         from app.ui.dialogs.hardware import HardwareDialog
 
-        self.hardware_dialog = HardwareDialog(self.bridge.client.gpu_offload, self)
+        self.hardware_dialog = HardwareDialog(self.bridge.client.gpu_offload, self, runner=self.runner)
         self.hardware_dialog.open()
 
     def _on_loading(self, path: str) -> None:

@@ -24,6 +24,14 @@ def preferences(header: GGUFHeader) -> tuple[int | None, int | None]:
     return ctx, prefs.engine_threads or None
 
 
+def auto_plan(header: GGUFHeader, hw: hardware.Hardware, *, ctx: int | None = None,
+              gpu_offload: bool = False) -> planner.Plan:
+    """The planner's choice ("Auto") with the Settings page's default context and threads: what
+    ``plan_load`` loads and what the load dialog shows as Auto."""
+    pref_ctx, threads = preferences(header)
+    return planner.plan(header, hw, ctx=ctx if ctx is not None else pref_ctx, gpu_offload=gpu_offload, n_threads=threads)
+
+
 def plan_load(
     header: GGUFHeader,
     *,
@@ -38,9 +46,7 @@ def plan_load(
         raise BadValueError(f"context size {ctx}: must be between 1 and {MAX_CTX:,} tokens")
     if gpu_layers is not None and gpu_layers < -1:
         raise BadValueError(f"GPU layers {gpu_layers}: use -1 (all), 0 (CPU only) or a positive count")
-    pref_ctx, threads = preferences(header)
-    plan = planner.plan(header, hardware.detect(), ctx=ctx if ctx is not None else pref_ctx,
-                        gpu_offload=gpu_offload_supported, n_threads=threads)
+    plan = auto_plan(header, hardware.detect(), ctx=ctx, gpu_offload=gpu_offload_supported)
     if not plan.fits:
         raise BadValueError(f"{header.path.name}: {plan.reasons[-1]}")
     params = plan.params
