@@ -141,19 +141,20 @@ class LoadDialog(QDialog):
             signal.connect(self._on_manual_change)
         self._updating = False
         self.runner = runner or TaskRunner(self)
-
         # starting the engine, NVML and the header of a large vocabulary take seconds: never on the GUI thread
-        def prepare() -> tuple[GGUFHeader, hardware.Hardware, bool]:
-            if engine is not None:
-                engine.start()
-            return read_header(path), hw or hardware.detect(), engine.gpu_offload if engine is not None else gpu_offload
+        self.runner.run("load-dialog", lambda: self._prepare(engine, gpu_offload), self._ready, self.header_ready.emit)
 
-        def ready(found: tuple[GGUFHeader, hardware.Hardware, bool]) -> None:
-            header, self.hw, offload = found
-            self.gpu_offload = offload and bool(self.hw.gpus)
-            self.header_ready.emit(header)
+    def _prepare(self, engine: EngineClient | None, gpu_offload: bool) -> tuple[GGUFHeader, hardware.Hardware, bool]:
+        """On a worker thread: the header, this machine, and whether the engine build can offload."""
+        if engine is not None:
+            engine.start()
+            gpu_offload = engine.gpu_offload
+        return read_header(self.path), self.hw or hardware.detect(), gpu_offload
 
-        self.runner.run("load-dialog", prepare, ready, self.header_ready.emit)
+    def _ready(self, found: tuple[GGUFHeader, hardware.Hardware, bool]) -> None:
+        header, self.hw, offload = found
+        self.gpu_offload = offload and bool(self.hw.gpus)
+        self.header_ready.emit(header)
 
     def _set_enabled(self, enabled: bool) -> None:
         manual = enabled and not self.auto.isChecked()
