@@ -59,7 +59,9 @@ def main(argv: list[str]) -> int:
     from app.core.engine import cpu_variants
 
     cpu_variants.activate()  # the CPU build the parent chose, before llama_cpp loads
-    import llama_cpp
+    from app.core.quant.children.llama import bindings
+
+    llama_cpp = bindings()  # the C API only: the child's start-up is part of every quantize
 
     parser = LogParser()
     log_cb = llama_cpp.llama_log_callback(parser)
