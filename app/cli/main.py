@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from app import __version__
 from app.core.errors import QuantDeskError
@@ -139,10 +139,26 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _prompt_loop(engine: "EngineClient", messages: list[dict[str, str]], sampling: "SamplingParams") -> int:
+    """The interactive chat: a ChatSession, saved with the GUI's conversations as it goes."""
+    from app.core import paths
+    from app.core.chat.session import ChatSession
+    from app.core.chat.store import ChatStore
+
     info = engine.model
     if info is not None:
         print(f"{Path(info.path).name} on {info.device}, context {info.n_ctx}. {info.template_note}", file=sys.stderr)
-    print("Type a message; an empty line or Ctrl-D quits.", file=sys.stderr)
+    print("Type a message; an empty line or Ctrl-D quits. The conversation is saved (it is in the app's Chat page).",
+          file=sys.stderr)
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    store = ChatStore(paths.database_path())
+    session = ChatSession(store, engine, system_prompt=system, sampling=sampling)
+    try:
+        return _session_loop(session, engine)
+    finally:
+        store.close()
+
+
+def _session_loop(session: Any, engine: "EngineClient") -> int:
     while True:
         try:
             text = input("> ")
@@ -151,19 +167,17 @@ def _prompt_loop(engine: "EngineClient", messages: list[dict[str, str]], samplin
             return 0
         if not text.strip():
             return 0
-        messages.append({"role": "user", "content": text})
         try:
-            reply = engine.chat(messages, sampling, on_token=lambda t: print(t, end="", flush=True))
-        except KeyboardInterrupt:
-            engine.cancel()
+            message = session.send(text, on_token=lambda t: print(t, end="", flush=True))
+        except KeyboardInterrupt:  # the session stopped the reply and kept what came
             print("\n[stopped]", file=sys.stderr)
-            messages.pop()
             continue
         print()
         for notice in engine.take_notices():
             print(f"[{notice}]", file=sys.stderr)
-        messages.append({"role": "assistant", "content": reply.text})
-        print(f"[{reply.completion_tokens} tokens, {reply.tokens_per_s:.1f} tok/s, first token {reply.ttft_s:.2f} s]", file=sys.stderr)
+        stats = message.stats
+        print(f"[{stats.get('completion_tokens', 0)} tokens, {stats.get('tokens_per_s', 0):.1f} tok/s, "
+              f"first token {stats.get('ttft_s', 0):.2f} s]", file=sys.stderr)
 
 
 def cmd_hw(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from app.core.chat import store as chats
-from app.core.chat.session import new_chat_defaults
+from app.core.chat.session import new_chat_defaults, title_for
 from app.core.chat.store import ChatStore, Conversation
 from app.core.engine import ModelInfo, Reply, SamplingParams
 from app.core.errors import BadValueError
@@ -24,7 +24,6 @@ from app.ui.chat.widgets import Composer, MessageList, MessageWidget
 from app.ui.tasks import EngineBridge
 
 PAINT_INTERVAL_MS = 40
-TITLE_CHARS = 48
 
 
 class ChatPage(QWidget):
@@ -196,8 +195,7 @@ class ChatPage(QWidget):
             self.editing_id = None
             self.composer.edit_banner.hide()
         if self.conversation.title == "New chat":
-            title = " ".join(text.split())[:TITLE_CHARS]
-            self.conversation = self.store.rename(self.conversation.id, title or "New chat")
+            self.conversation = self.store.rename(self.conversation.id, title_for(text))  # the rule ChatSession follows
         self.store.add_message(self.conversation.id, "user", text)
         self.composer.input.clear()
         self._generate()
