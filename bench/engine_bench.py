@@ -131,3 +131,57 @@ def stop_latency(client: EngineClient, reps: int = 3, after: int = 10) -> tuple[
                 reasons.append(event["reply"].finish_reason)
     runs = "/".join(f"{x * 1000:.1f}" for x in latencies)
     return statistics.median(latencies), f"runs {runs} ms (max {max(latencies) * 1000:.1f}); finish {','.join(set(reasons))}"
+
+
+def reopen_ttft_ratio(model: Path, log_dir: Path) -> tuple[float, str]:
+    """TTFT of a follow-up in a ~3,000-token conversation after the engine restarted (its KV cache
+    restored from disk) over the same follow-up in the live engine."""
+    from app.core.planner.params import LoadParams
+
+    params = LoadParams(n_ctx=4096, n_gpu_layers=0, n_threads=THREADS)
+    sampling = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=8, seed=0)
+    history = [{"role": "system", "content": "You answer questions about the notes below.\n" +
+                "\n".join(f"Note {i}: the shipment {i} left the harbour on day {i % 28 + 1} with {i * 7} crates."
+                          for i in range(100))},
+               {"role": "user", "content": "Which shipment carried 70 crates?"}]
+    live = EngineClient(log_path=log_dir / "reopen-live.log")
+    try:
+        live.load(model, params)
+        first = live.chat(history, sampling)
+        time.sleep(2.0)  # idle: the host saves the conversation's cache
+        follow = history + [{"role": "assistant", "content": first.text}, {"role": "user", "content": "And 140?"}]
+        warm = live.chat(follow, sampling)
+    finally:
+        live.close()
+    cold = EngineClient(log_path=log_dir / "reopen-cold.log")
+    try:
+        cold.load(model, params)
+        reopened = cold.chat(follow, sampling)
+    finally:
+        cold.close()
+    return reopened.ttft_s / warm.ttft_s, (
+        f"{warm.prompt_tokens} prompt tokens: live follow-up {warm.ttft_s * 1000:.0f} ms ({warm.evaluated_prompt_tokens} "
+        f"evaluated); after a restart {reopened.ttft_s * 1000:.0f} ms ({reopened.evaluated_prompt_tokens} evaluated, "
+        f"{reopened.cached_tokens} restored); first read {first.ttft_s * 1000:.0f} ms")
+
+
+def lookup_speedup(client: EngineClient) -> tuple[float, str]:
+    """Prompt-lookup decoding on a code edit (the reply repeats the prompt), and on a plain chat reply."""
+    code = "".join(f"def step_{i}(state, value):\n    state.total += value * {i}\n    return state\n\n" for i in range(8))
+    edit = [{"role": "user", "content": "Rename the parameter value to amount everywhere and return all the code:\n\n" + code}]
+    greedy = SamplingParams(temperature=0.0, repeat_penalty=1.0, max_tokens=200, seed=0)
+    rows = {}
+    for name, prompt in (("edit", edit), ("chat", STORY)):
+        speeds: dict[int, list[float]] = {0: [], 8: []}
+        acc = (0, 0)
+        for _ in range(3):
+            for lookup in (0, 8):
+                client.chat([{"role": "user", "content": "hi"}], replace(greedy, max_tokens=2))  # same cold start
+                r = client.chat(prompt, greedy, lookup=lookup)
+                speeds[lookup].append(r.tokens_per_s)
+                if lookup:
+                    acc = (r.accepted_tokens, r.drafted_tokens)
+        rows[name] = (statistics.median(speeds[8]) / statistics.median(speeds[0]), acc)
+    (edit_x, (ea, ed)), (chat_x, (ca, cd)) = rows["edit"], rows["chat"]
+    return edit_x, (f"code edit {edit_x:.2f}x ({ea}/{ed} drafts accepted); chat reply {chat_x:.2f}x "
+                    f"({ca}/{cd}); off by default")

@@ -157,7 +157,7 @@ def main() -> int:
     started = time.perf_counter()
     print(f"QuantDesk bench: {model.name}, 2 threads, CPU only, {os.cpu_count()} CPUs", file=sys.stderr)
 
-    from bench import cpu_bench, download_bench, engine_bench, gui_bench
+    from bench import cpu_bench, download_bench, engine_bench, gui_bench, server_bench
 
     # cold start first, while nothing else holds the CPU or memory
     start_row = Row("cold start to window shown", 1.5, False, "s")
@@ -181,6 +181,7 @@ def main() -> int:
         (Row("decode tok/s, app ÷ in-process", 0.98, True, "x"), lambda: engine_bench.decode_ratio(client, model), 1),
         (Row("TTFT turn 10 ÷ turn 1", 1.2, False, "x"), lambda: engine_bench.ttft_ratio(client), 1),
         (Row("stop latency", 100, False, "ms"), lambda: engine_bench.stop_latency(client), 1000),
+        (Row("prompt-lookup speed-up, code edit (report)", 0.0, True, "x"), lambda: engine_bench.lookup_speedup(client), 1),
     ]
     try:
         client.load(model, LoadParams(n_ctx=engine_bench.N_CTX, n_gpu_layers=0, n_threads=engine_bench.THREADS))
@@ -197,7 +198,11 @@ def main() -> int:
         measure(Row("download throughput ÷ hf_hub_download", 0.95, True, "x"), lambda: download_bench.throughput_ratio(model)),
         measure(Row("re-fetched after a dropped connection", 1.0, False, "MB"), lambda: download_bench.refetched_after_drop(model)),
     ]
-    cpu_rows = [
+    reopen_row = measure(Row("TTFT after reopening a 3k-token chat ÷ live follow-up", 2.0, False, "x"),
+                         lambda: engine_bench.reopen_ttft_ratio(model, Path(os.environ["QUANTDESK_HOME"])))
+    server_row = measure(Row("decode tok/s, QuantDesk ÷ llama-server", 0.99, True, "x"),
+                         lambda: server_bench.decode_ratio(model, Path(os.environ["QUANTDESK_HOME"])))
+    cpu_rows = [server_row, reopen_row,
         measure(Row("decode tok/s, chosen CPU build ÷ native minus AMX", 0.97, True, "x"), lambda: cpu_bench.chosen_vs_native(model)),
         measure(Row("decode tok/s, baseline CPU build ÷ native (report)", 0.0, True, "x"), lambda: cpu_bench.baseline_vs_native(model)),
         measure(Row("engine cold build, wheel + CPU builds (report)", 3600, False, "s"), cpu_bench.cold_build_seconds),

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tokens", type=int, default=None)
     chat.add_argument("--ctx", type=int, default=None, help="context size in tokens (default: the plan's)")
     chat.add_argument("--gpu-layers", type=_gpu_layers, default=None, metavar="N|auto")
+    chat.add_argument("--lookup", type=int, default=0, metavar="N",
+                      help="prompt-lookup speculative decoding with N-token drafts (default 0: off)")
     chat.add_argument("--json", action="store_true", help="print one JSON object with the text and stats")
 
     hw = sub.add_parser("hw", help="what this machine has: CPU, RAM, GPUs")
@@ -106,6 +108,8 @@ def _sampling(args: argparse.Namespace) -> "SamplingParams":
             raise QuantDeskError(f"--{key.replace('_', '-')} {value}: must not be negative")
     if args.max_tokens is not None and args.max_tokens == 0:
         raise QuantDeskError("--max-tokens 0: must be at least 1")
+    if getattr(args, "lookup", 0) < 0 or getattr(args, "lookup", 0) > 64:
+        raise QuantDeskError(f"--lookup {args.lookup}: must be 0 (off) to 64 draft tokens")
     return SamplingParams.from_dict(base.to_dict() | {k: v for k, v in values.items() if v is not None})
 
 
@@ -120,7 +124,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if args.prompt is not None:
             messages.append({"role": "user", "content": args.prompt})
             if args.json:
-                reply = engine.chat(messages, sampling)
+                reply = engine.chat(messages, sampling, lookup=args.lookup)
                 print(json.dumps({
                     "text": reply.text,
                     "prompt_tokens": reply.prompt_tokens,
@@ -128,9 +132,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     "ttft_s": reply.ttft_s,
                     "tokens_per_s": reply.tokens_per_s,
                     "cpu_variant": engine.build_info.get("cpu_variant"),
+                    **({"drafted_tokens": reply.drafted_tokens, "accepted_tokens": reply.accepted_tokens} if args.lookup else {}),
                 }))
             else:
-                engine.chat(messages, sampling, on_token=lambda t: print(t, end="", flush=True))
+                engine.chat(messages, sampling, on_token=lambda t: print(t, end="", flush=True), lookup=args.lookup)
                 print()
             for notice in engine.take_notices():  # e.g. a step down to a safer CPU build
                 print(f"quantdesk: {notice}", file=sys.stderr)

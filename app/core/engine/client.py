@@ -146,6 +146,7 @@ class EngineClient:
         env.setdefault("PYTHONUNBUFFERED", "1")
         env["QUANTDESK_ENGINE_NICE"] = str(self._nice)
         env[cv.ENV] = self.cpu_variant.name
+        env.setdefault("QUANTDESK_KV_CACHE_DIR", str(paths.home() / "kv-cache"))  # saved KV caches (engine.kvstore)
         self._decoded = False
         self._last_exit = None
         self._proc = subprocess.Popen(
@@ -328,8 +329,12 @@ class EngineClient:
                 raise EngineError(event["message"])
             return int(event["tokens"])
 
-    def stream(self, messages: list[dict[str, str]], sampling: SamplingParams | None = None) -> Iterator[dict[str, Any]]:
-        """Yield ``start`` and ``token`` events, then the final ``done`` event with the ``Reply``."""
+    def stream(self, messages: list[dict[str, str]], sampling: SamplingParams | None = None, *,
+               grammar: str | None = None, logit_bias: dict[int, float] | None = None,
+               lookup: int = 0) -> Iterator[dict[str, Any]]:
+        """Yield ``start`` and ``token`` events, then the final ``done`` event with the ``Reply``.
+        ``grammar``: GBNF the reply must follow; ``logit_bias``: token id -> bias; ``lookup``: draft
+        length of prompt-lookup speculative decoding (0: off)."""
         with self._request_lock:
             self._ensure_loaded()
             rid = next(self._ids)
@@ -337,7 +342,9 @@ class EngineClient:
             partial: list[str] = []
             finished = False
             try:
-                request = {"op": "chat", "messages": messages, "sampling": (sampling or SamplingParams()).to_dict()}
+                request = {"op": "chat", "messages": messages, "sampling": (sampling or SamplingParams()).to_dict(),
+                           "grammar": grammar, "logit_bias": {str(k): v for k, v in (logit_bias or {}).items()},
+                           "lookup": lookup}
                 self._send({**request, "id": rid})
                 while True:
                     try:
@@ -374,9 +381,11 @@ class EngineClient:
         messages: list[dict[str, str]],
         sampling: SamplingParams | None = None,
         on_token: Callable[[str], None] | None = None,
+        **options: Any,
     ) -> Reply:
+        """The whole reply; ``options`` as for ``stream``."""
         reply: Reply | None = None
-        for event in self.stream(messages, sampling):
+        for event in self.stream(messages, sampling, **options):
             if event["ev"] == "token" and on_token is not None:
                 on_token(event["text"])
             elif event["ev"] == "done":

@@ -8,7 +8,6 @@ this process; the client sees the pipe close and reports it.
 
 from __future__ import annotations
 
-import codecs
 import collections
 import ctypes
 import json
@@ -25,6 +24,7 @@ from app.core.engine.protocol import SamplingParams, send
 from app.core.planner.params import GGML_TYPES
 
 LOG_TAIL: collections.deque[str] = collections.deque(maxlen=200)
+IDLE_SAVE_S = 1.0  # after a reply, this long without a request counts as idle
 
 
 class Host:
@@ -38,6 +38,9 @@ class Host:
         self.path: str | None = None
         self._keep: list[Any] = []  # ctypes callbacks must outlive their registration
         self._decoded = False  # has this process decoded a token yet (the CPU-build fallback's window)
+        self._dec: Any = None  # the decode loop of the loaded model (app.core.engine.decode)
+        self.kv: Any = None  # saved KV caches of the loaded model (app.core.engine.kvstore), or None
+        self._dirty = False  # a reply changed the KV cache since it was last saved
 
     # -- plumbing -------------------------------------------------------------------------------
     def emit(self, event: str, **fields: Any) -> None:
@@ -74,9 +77,14 @@ class Host:
             system_info=llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
         )
         while True:
-            msg = self.inbox.get()
+            try:
+                msg = self.inbox.get(timeout=IDLE_SAVE_S if self._dirty else None)
+            except queue.Empty:  # idle after a reply: save the conversation's KV cache for later
+                self._save_kv()
+                continue
             op = msg.get("op")
             if op == "shutdown":
+                self._save_kv()
                 return
             handler = getattr(self, f"op_{op}", None)
             if handler is None:
@@ -112,6 +120,9 @@ class Host:
         except Exception as exc:
             raise RuntimeError(explain_load_failure(path, exc)) from None
         self.llm, self.path = llm, path
+        from app.core.engine.kvstore import KVStore
+
+        self.kv = KVStore.from_env(path, params)
         self.fmt = None
         from app.core.engine.chat_format import choose_chat_format
 
@@ -149,10 +160,22 @@ class Host:
         self._keep = [should_abort]
         llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, should_abort, None)
 
+    def _save_kv(self) -> None:
+        if self._dirty and self._dec is not None and self.llm is not None:
+            from app.core.engine.kvstore import idle_save
+
+            try:
+                idle_save(self.kv, self.llm._ctx.ctx, list(self._dec.kv_tokens))
+            except OSError as exc:  # a full disk: the next reopen re-reads the conversation
+                sys.stderr.write(f"kv-cache: not saved: {exc}\n")
+        self._dirty = False
+
     def op_unload(self, msg: dict[str, Any], quiet: bool = False) -> None:
+        self._save_kv()
         if self.llm is not None:
             self.llm.close()
             self.llm = None
+            self._dec = None
             self.fmt = None
         if not quiet:
             self.emit("unloaded", id=msg.get("id"))
@@ -207,113 +230,92 @@ class Host:
             self.current_id = None
 
     def _chat(self, llm: Any, llama_cpp: Any, rid: Any, msg: dict[str, Any]) -> None:
+        from app.core.engine.decode import Request
+
         sp = SamplingParams.from_dict(msg.get("sampling", {}))
         n_ctx = usable_ctx(llm)
-        t0 = time.perf_counter()
         reserve = min(sp.max_tokens or n_ctx // 4, n_ctx // 2)
         tokens, stops, dropped = self._fit(msg["messages"], max(reserve, 1))
-        cached = 0
-        for a, b in zip(llm._input_ids[: llm.n_tokens], tokens):
-            if a != b:
-                break
-            cached += 1
-        cached = min(cached, len(tokens) - 1)  # the last prompt token is always evaluated again
-        self.emit("start", id=rid, prompt_tokens=len(tokens), cached_tokens=max(cached, 0), dropped_messages=dropped, n_ctx=n_ctx)
-        llm.set_seed(sp.seed if sp.seed >= 0 else random.randrange(2**31))
+        decoder = self._decoder(llm)
+        restored = 0
+        if self.kv is not None:  # an old conversation, or one from before a restart: its saved cache
+            tokens_back = self.kv.restore(llm._ctx.ctx, tokens, decoder.common_prefix(tokens))
+            if tokens_back is not None:
+                decoder.kv_tokens = tokens_back
+                restored = len(tokens_back)
+        self.emit("start", id=rid, prompt_tokens=len(tokens), cached_tokens=decoder.common_prefix(tokens),
+                  dropped_messages=dropped, n_ctx=n_ctx, restored_tokens=restored)
         if not self._decoded:
             cpu_variants.simulate_decode_crash(self.path or "")
             self._decoded = True
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
-        completion: list[int] = []
-        text = ""  # everything decoded so far
-        sent = 0  # how much of ``text`` the parent has
-        finish = "stop"
-        t_first = t_last = 0.0
-        vocab = llm._model.vocab
-        gen = llm.generate(
-            tokens,
-            top_k=sp.top_k,
-            top_p=sp.top_p,
-            min_p=sp.min_p,
-            temp=sp.temperature,
-            repeat_penalty=sp.repeat_penalty,
+        request = Request(
+            tokens=tokens, temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p, min_p=sp.min_p,
+            repeat_penalty=sp.repeat_penalty, presence_penalty=sp.presence_penalty,
+            frequency_penalty=sp.frequency_penalty, seed=sp.seed if sp.seed >= 0 else random.randrange(2**31),
+            logit_bias={int(k): float(v) for k, v in (msg.get("logit_bias") or {}).items()},
+            grammar=msg.get("grammar"), max_tokens=sp.max_tokens, stops=stops, lookup=int(msg.get("lookup") or 0),
         )
+        out = _Batcher(lambda text: self.emit("token", id=rid, text=text))
         try:
-            for token in gen:
-                now = time.perf_counter()
-                if not completion:
-                    t_first = now
-                t_last = now
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    break
-                if self.cancelled():
-                    finish = "cancelled"
-                    break
-                prev = tokens + completion
-                completion.append(token)
-                text += decoder.decode(llm.detokenize([token], prev_tokens=prev))
-                cut = _find_stop(text, stops)
-                if cut is not None:
-                    text = text[:cut]
-                    finish = "stop"
-                    break
-                safe = len(text) - _partial_stop_len(text, stops)
-                if safe > sent:
-                    self.emit("token", id=rid, text=text[sent:safe])
-                    sent = safe
-                if sp.max_tokens is not None and len(completion) >= sp.max_tokens:
-                    finish = "length"
-                    break
-                if llm.n_tokens + 1 >= n_ctx:
-                    finish = "context"
-                    break
-        except RuntimeError:
-            if not self.cancelled():
-                raise
-            finish = "cancelled"
+            result = decoder.generate(request, out.add)
         finally:
-            gen.close()
-        if sent < len(text):
-            self.emit("token", id=rid, text=text[sent:])
-        n = len(completion)
-        ttft = (t_first - t0) if t_first else time.perf_counter() - t0
-        tps = (n - 1) / (t_last - t_first) if n > 1 and t_last > t_first else 0.0
+            self._dirty = True
+        out.flush()
         self.emit(
             "done",
             id=rid,
             reply={
-                "text": text,
-                "finish_reason": finish,
-                "prompt_tokens": len(tokens),
-                "cached_tokens": max(cached, 0),
-                "completion_tokens": n,
-                "ttft_s": ttft,
-                "tokens_per_s": tps,
+                "text": result.text,
+                "finish_reason": result.finish,
+                "prompt_tokens": result.prompt_tokens,
+                "cached_tokens": result.cached_tokens,
+                "completion_tokens": len(result.completion),
+                "ttft_s": result.ttft_s,
+                "tokens_per_s": result.tokens_per_s,
                 "dropped_messages": dropped,
+                "drafted_tokens": result.drafted,
+                "accepted_tokens": result.accepted,
             },
         )
+
+    def _decoder(self, llm: Any) -> Any:
+        from app.core.engine.decode import Decoder
+
+        if self._dec is None or self._dec.llm is not llm:
+            self._dec = Decoder(llm, usable_ctx(llm), self.cancelled)
+        return self._dec
+
+
+class _Batcher:
+    """Token text to the parent: the first piece at once, later ones gathered for FLUSH_S, so a fast
+    model sends tens of messages a second, not hundreds."""
+
+    FLUSH_S = 0.02
+
+    def __init__(self, send_text: Any) -> None:
+        self.send_text = send_text
+        self.parts: list[str] = []
+        self.last = 0.0
+        self.first = True
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        now = time.perf_counter()
+        if self.first or now - self.last >= self.FLUSH_S:
+            self.flush()
+            self.first = False
+            self.last = now
+
+    def flush(self) -> None:
+        if self.parts:
+            self.send_text("".join(self.parts))
+            self.parts.clear()
 
 
 def usable_ctx(llm: Any) -> int:
     """Tokens the context holds: llama.cpp may pad n_ctx up, but llama-cpp-python's token
     buffers keep the requested size, so the smaller of the two is the real limit."""
     return min(llm.n_ctx(), int(llm.input_ids.shape[0]))
-
-
-def _find_stop(text: str, stops: list[str]) -> int | None:
-    hits = [text.find(s) for s in stops if s and s in text]
-    return min(hits) if hits else None
-
-
-def _partial_stop_len(text: str, stops: list[str]) -> int:
-    """Length of the longest end of ``text`` that could begin a stop string: held back."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                best = max(best, k)
-                break
-    return best
 
 
 def gpu_device_name() -> str:

@@ -25,6 +25,8 @@ class SamplingParams:
     repeat_penalty: float = 1.1
     max_tokens: int | None = 1024  # None: until the model stops or the context is full
     seed: int = -1  # -1: a new random seed per reply
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +75,8 @@ class Reply:
     ttft_s: float
     tokens_per_s: float
     dropped_messages: int = 0
+    drafted_tokens: int = 0  # speculative decoding: tokens proposed by the draft
+    accepted_tokens: int = 0  # ... and accepted by the model (each saved one decode step)
 
     @property
     def evaluated_prompt_tokens(self) -> int:

@@ -38,6 +38,8 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"{stats.get('completion_tokens', 0)} tokens",
         f"prompt {stats.get('prompt_tokens', 0)} ({stats.get('cached_tokens', 0)} cached)",
     ]
+    if stats.get("drafted_tokens"):
+        parts.append(f"drafts {stats.get('accepted_tokens', 0)}/{stats['drafted_tokens']} accepted")
     if stats.get("finish_reason") == "length":
         parts.append("max tokens reached")
     elif stats.get("finish_reason") == "context":

@@ -1,0 +1,291 @@
+"""The engine's decode loop, on llama.cpp's own API (host side; imports llama_cpp).
+
+``Llama.generate`` copies the vocabulary's logits into numpy and samples in Python for every token.
+Here each step is three C calls: ``llama_decode``, ``llama_sampler_sample`` on a sampler chain built
+once per request (the same chain, in the same order, as llama-cpp-python's, so a seeded reply is the
+same), and ``llama_token_to_piece``. The loop keeps the KV cache of sequence 0 between requests
+(``kv_tokens``): a follow-up only evaluates what is new.
+
+Hooks for the features built on it:
+- ``Request.grammar``: a GBNF grammar constrains the reply (JSON schema, forced tool calls);
+- ``Request.on_token``: called with each token's text; it may return tokens to force into the reply
+  (closing a reasoning block at its budget), which are evaluated and accepted like sampled ones;
+- ``Request.prefix``: called before the prompt's text tokens with the number of tokens already in the
+  cache; it evaluates what must come first (image embeddings) and returns the new count;
+- ``Request.lookup``: prompt-lookup speculative decoding (n-gram drafts from the context, verified in
+  one batch); with any sampler the reply is what plain decoding would give, only faster where it
+  repeats the prompt.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+LAST_N = 64  # llama-cpp-python's penalty window (Llama.last_n_tokens_size)
+
+
+class Aborted(Exception):
+    """The abort callback stopped llama_decode (Stop was pressed)."""
+
+
+@dataclass
+class Request:
+    tokens: list[int]  # the whole prompt
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    seed: int = 0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    grammar: str | None = None
+    max_tokens: int | None = None
+    stops: list[str] = field(default_factory=list)
+    lookup: int = 0  # draft length for prompt-lookup decoding; 0 = off
+    on_token: Callable[[str], list[int] | None] | None = None
+    prefix: Callable[[int], int] | None = None
+
+
+@dataclass
+class Result:
+    text: str
+    completion: list[int]
+    finish: str  # stop, length, context, cancelled
+    prompt_tokens: int
+    cached_tokens: int
+    ttft_s: float
+    tokens_per_s: float
+    drafted: int = 0
+    accepted: int = 0
+
+
+def _find_stop(text: str, stops: list[str], start: int) -> int | None:
+    hits = [i for s in stops if s and (i := text.find(s, start)) >= 0]
+    return min(hits) if hits else None
+
+
+def _partial_stop_len(text: str, stops: list[str]) -> int:
+    """Length of the longest end of ``text`` that could begin a stop string: held back."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                best = max(best, k)
+                break
+    return best
+
+
+def draft_from_context(history: list[int], n_draft: int, ngram_max: int = 4, ngram_min: int = 2) -> list[int]:
+    """Prompt lookup: the tokens that followed the latest earlier occurrence of the history's last
+    n-gram (longest n first)."""
+    n_hist = len(history)
+    for n in range(min(ngram_max, n_hist - 1), ngram_min - 1, -1):
+        tail = history[-n:]
+        for start in range(n_hist - n - 1, -1, -1):
+            if history[start:start + n] == tail:
+                follow = history[start + n:start + n + n_draft]
+                if follow:
+                    return follow
+    return []
+
+
+class Decoder:
+    """One model context's decode loop; not thread-safe (the engine host owns it)."""
+
+    def __init__(self, llm: Any, n_ctx: int, cancelled: Callable[[], bool]) -> None:
+        import llama_cpp
+
+        self.lib = llama_cpp
+        self.llm = llm
+        self.ctx = llm._ctx.ctx
+        self.vocab = llm._model.vocab
+        self.n_vocab = llm.n_vocab()
+        self.n_ctx = n_ctx
+        self.n_batch = int(llm.n_batch)
+        self.cancelled = cancelled
+        self.kv_tokens: list[int] = []  # what sequence 0 of the KV cache holds, in order
+        self._one = (llama_cpp.llama_token * 1)()
+        self._piece = ctypes.create_string_buffer(256)
+        self._batch = llm._batch  # llama-cpp-python's LlamaBatch of n_batch tokens
+
+    # -- the KV cache --------------------------------------------------------------------------
+    def common_prefix(self, tokens: list[int]) -> int:
+        """How many of ``tokens`` the cache holds already (never all: the last prompt token is
+        evaluated again for its logits)."""
+        keep = 0
+        for a, b in zip(self.kv_tokens, tokens):
+            if a != b:
+                break
+            keep += 1
+        return max(min(keep, len(tokens) - 1), 0)
+
+    def reuse(self, tokens: list[int]) -> int:
+        """Keep the cached prefix that ``tokens`` share; drop the rest. Returns how many are kept."""
+        keep = self.common_prefix(tokens)
+        if keep < len(self.kv_tokens):
+            if not self.llm._ctx.kv_cache_seq_rm(0, keep, -1):  # e.g. a recurrent model: start over
+                self.clear()
+                keep = 0
+            else:
+                del self.kv_tokens[keep:]
+        return max(keep, 0)
+
+    def clear(self) -> None:
+        self.llm._ctx.kv_cache_clear()
+        self.kv_tokens = []
+
+    def _decode(self, tokens: list[int], logits_all: bool = False) -> None:
+        """Evaluate ``tokens`` after the cache, in n_batch chunks; logits for the last one (all of
+        them with ``logits_all``, which must then fit one batch)."""
+        for i in range(0, len(tokens), self.n_batch):
+            chunk = tokens[i:i + self.n_batch]
+            if len(chunk) == 1 and not logits_all:
+                self._one[0] = chunk[0]
+                batch = self.lib.llama_batch_get_one(self._one, 1)
+            else:
+                self._batch.set_batch(chunk, n_past=len(self.kv_tokens), logits_all=logits_all)
+                batch = self._batch.batch
+            rc = self.lib.llama_decode(self.ctx, batch)
+            if rc != 0:
+                if self.cancelled():
+                    raise Aborted()
+                raise RuntimeError(f"llama_decode returned {rc}")
+            self.kv_tokens.extend(chunk)
+
+    # -- sampling ------------------------------------------------------------------------------
+    def _sampler(self, r: Request) -> Any:
+        lib = self.lib
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        add = lambda s: lib.llama_sampler_chain_add(chain, s)  # noqa: E731
+        if r.logit_bias:
+            biases = (lib.llama_logit_bias * len(r.logit_bias))(*[lib.llama_logit_bias(t, b) for t, b in r.logit_bias.items()])
+            add(lib.llama_sampler_init_logit_bias(self.n_vocab, len(r.logit_bias), biases))
+        add(lib.llama_sampler_init_penalties(self.n_vocab, LAST_N, r.repeat_penalty, r.frequency_penalty, r.presence_penalty))
+        if r.grammar:
+            grammar = lib.llama_sampler_init_grammar(self.vocab, r.grammar.encode("utf-8"), b"root")
+            if not grammar:
+                lib.llama_sampler_free(chain)
+                raise ValueError("the grammar does not parse (llama.cpp refused it)")
+            add(grammar)
+        if r.temperature <= 0:
+            add(lib.llama_sampler_init_greedy())
+        else:
+            add(lib.llama_sampler_init_top_k(r.top_k))
+            add(lib.llama_sampler_init_typical(r.typical_p, 1))
+            add(lib.llama_sampler_init_top_p(r.top_p, 1))
+            add(lib.llama_sampler_init_min_p(r.min_p, 1))
+            add(lib.llama_sampler_init_temp(r.temperature))
+            add(lib.llama_sampler_init_dist(r.seed & 0xFFFFFFFF))
+        return chain
+
+    def piece(self, token: int) -> bytes:
+        n = self.lib.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
+        if n < 0:
+            self._piece = ctypes.create_string_buffer(-n)
+            n = self.lib.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
+        return self._piece.raw[:n]
+
+    # -- one reply -----------------------------------------------------------------------------
+    def generate(self, r: Request, emit: Callable[[str], None]) -> Result:
+        """Evaluate the prompt (reusing the cache), then sample until a stop; ``emit`` gets the
+        reply's text in order, held back where it could begin a stop string."""
+        lib = self.lib
+        t0 = time.perf_counter()
+        cached = self.reuse(r.tokens)
+        if r.prefix is not None:
+            cached = min(cached, r.prefix(cached))
+        chain = self._sampler(r)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        completion: list[int] = []
+        text, sent = "", 0
+        finish = "stop"
+        t_first = t_last = 0.0
+        drafted = accepted = 0
+        longest_stop = max((len(s) for s in r.stops), default=0)
+        try:
+            self._decode(r.tokens[len(self.kv_tokens):])
+            pending: list[int] = []  # sampled or forced tokens not yet in the cache
+            done = False
+            while not done:
+                # sample the next token (or several, when a draft is verified)
+                outputs: list[int]
+                draft = draft_from_context(r.tokens + completion, r.lookup) if r.lookup and completion else []
+                room = self.n_ctx - len(self.kv_tokens) - 2
+                draft = draft[:max(min(room, self.n_batch - len(pending)), 0)]
+                if pending and draft:
+                    self._decode(pending + draft, logits_all=True)
+                    drafted += len(draft)
+                    outputs = []
+                    base = len(pending) - 1  # batch index of the logits after the last pending token
+                    for i in range(len(draft) + 1):
+                        tok = lib.llama_sampler_sample(chain, self.ctx, base + i)
+                        outputs.append(tok)
+                        if i == len(draft) or tok != draft[i] or lib.llama_vocab_is_eog(self.vocab, tok):
+                            break
+                    accepted += len(outputs) - 1
+                    # drop the rejected draft tokens from the cache
+                    keep = len(self.kv_tokens) - len(draft) + len(outputs) - 1
+                    if keep < len(self.kv_tokens):
+                        self.llm._ctx.kv_cache_seq_rm(0, keep, -1)
+                        del self.kv_tokens[keep:]
+                    pending = [outputs[-1]]
+                else:
+                    if pending:
+                        self._decode(pending)
+                    outputs = [lib.llama_sampler_sample(chain, self.ctx, -1)]
+                    pending = [outputs[0]]
+                for token in outputs:
+                    now = time.perf_counter()
+                    t_first = t_first or now
+                    t_last = now
+                    if lib.llama_vocab_is_eog(self.vocab, token):
+                        pending = []
+                        done = True
+                        break
+                    if self.cancelled():
+                        finish, done = "cancelled", True
+                        break
+                    completion.append(token)
+                    before = len(text)
+                    text += decoder.decode(self.piece(token))
+                    cut = _find_stop(text, r.stops, max(0, before - longest_stop))
+                    if cut is not None:
+                        text, done = text[:cut], True
+                        break
+                    forced = r.on_token(text[before:]) if r.on_token is not None else None
+                    if forced:
+                        for f in forced:
+                            lib.llama_sampler_accept(chain, f)
+                            completion.append(f)
+                            text += decoder.decode(self.piece(f))
+                        self._decode(pending + forced[:-1])
+                        pending = [forced[-1]]
+                    safe = len(text) - _partial_stop_len(text, r.stops)
+                    if safe > sent:
+                        emit(text[sent:safe])
+                        sent = safe
+                    if r.max_tokens is not None and len(completion) >= r.max_tokens:
+                        finish, done = "length", True
+                        break
+                    if len(self.kv_tokens) + len(pending) + 1 >= self.n_ctx:
+                        finish, done = "context", True
+                        break
+                    if forced:
+                        break  # the draft was computed before the forced tokens
+        except Aborted:
+            finish = "cancelled"
+        finally:
+            lib.llama_sampler_free(chain)
+        if sent < len(text):
+            emit(text[sent:])
+        n = len(completion)
+        ttft = (t_first - t0) if t_first else time.perf_counter() - t0
+        tps = (n - 1) / (t_last - t_first) if n > 1 and t_last > t_first else 0.0
+        return Result(text, completion, finish, len(r.tokens), cached, ttft, tps, drafted, accepted)

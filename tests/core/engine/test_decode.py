@@ -1,0 +1,87 @@
+"""The engine's decode loop on llama.cpp's C API: seeded sampling identical to llama-cpp-python's,
+grammar-constrained replies, forced tokens, logit bias, token batching, and prompt-lookup
+speculative decoding that drafts from the prompt and keeps the reply."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app.core.engine import EngineClient, SamplingParams
+from app.core.engine.host import _Batcher
+
+CODE = "".join(f"def f{i}(a, b):\n    return a + b * {i}\n\n" for i in range(6))
+EDIT = [{"role": "user", "content": "Rename the parameter b to y everywhere and return the whole code:\n\n" + CODE}]
+
+
+def test_a_seeded_sampled_reply_matches_llama_cpp_python(engine: EngineClient, starter_model: Path) -> None:
+    import llama_cpp
+
+    prompt = [{"role": "user", "content": "Tell me about the sea."}]
+    s = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1, max_tokens=30, seed=1234)
+    reply = engine.chat(prompt, s)
+    llm = llama_cpp.Llama(model_path=str(starter_model), n_ctx=2048, n_threads=2, verbose=False, seed=1234)
+    ref = llm.create_chat_completion(messages=prompt, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05,
+                                     repeat_penalty=1.1, max_tokens=30, seed=1234)
+    llm.close()
+    assert reply.text == ref["choices"][0]["message"]["content"]
+
+
+def test_a_grammar_constrains_the_reply(engine: EngineClient) -> None:
+    grammar = 'root ::= "{" ws "\\"colour\\":" ws "\\"" [a-z]+ "\\"" ws "}"\nws ::= [ ]?'
+    reply = engine.chat([{"role": "user", "content": "Give a colour as JSON."}],
+                        SamplingParams(temperature=0.0, max_tokens=30), grammar=grammar)
+    data = json.loads(reply.text)
+    assert list(data) == ["colour"] and data["colour"].isalpha()
+
+
+def test_logit_bias_bans_a_token(engine: EngineClient) -> None:
+    prompt = [{"role": "user", "content": "Say the word hello."}]
+    plain = engine.chat(prompt, SamplingParams(temperature=0.0, max_tokens=8))
+    word = plain.text.split()[0]
+    banned = engine.chat(prompt, SamplingParams(temperature=0.0, max_tokens=8),
+                         logit_bias={t: -100.0 for t in _tokens(word)})
+    assert banned.text.split()[:1] != [word]
+
+
+def _tokens(word: str) -> list[int]:
+    import llama_cpp
+
+    from app.core.starter import starter_model_path
+
+    llm = llama_cpp.Llama(model_path=str(starter_model_path()), vocab_only=True, verbose=False)
+    try:
+        return llm.tokenize(word.encode(), add_bos=False) + llm.tokenize((" " + word).encode(), add_bos=False)
+    finally:
+        llm.close()
+
+
+def test_tokens_reach_the_parent_in_time_batches(engine: EngineClient) -> None:
+    events = list(engine.stream([{"role": "user", "content": "Count from one to forty in words."}],
+                                SamplingParams(temperature=0.0, max_tokens=120)))
+    tokens = [e for e in events if e["ev"] == "token"]
+    done = events[-1]["reply"]
+    assert "".join(e["text"] for e in tokens) == done.text
+    assert 1 <= len(tokens) <= done.completion_tokens
+    # the host's batcher: the first piece at once, then one message per FLUSH_S however fast they come
+    sent: list[str] = []
+    batcher = _Batcher(sent.append)
+    for i in range(500):
+        batcher.add(str(i % 10))
+    batcher.flush()
+    assert sent[0] == "0" and "".join(sent) == "".join(str(i % 10) for i in range(500)) and len(sent) < 50
+
+
+def test_prompt_lookup_drafts_from_the_prompt_and_keeps_the_reply(engine: EngineClient) -> None:
+    greedy = SamplingParams(temperature=0.0, max_tokens=160, repeat_penalty=1.0)
+    engine.chat([{"role": "user", "content": "hi"}], SamplingParams(max_tokens=2))  # a cold prompt for both
+    plain = engine.chat(EDIT, greedy)
+    engine.chat([{"role": "user", "content": "hi"}], SamplingParams(max_tokens=2))
+    fast = engine.chat(EDIT, greedy, lookup=8)
+    assert fast.drafted_tokens > 0 and fast.accepted_tokens > 0.2 * fast.completion_tokens
+    # drafts are checked with the batch kernels, whose rounding may turn a near tie: the reply agrees
+    # with plain decoding for most of its length
+    n = min(len(plain.text), len(fast.text))
+    same = next((i for i in range(n) if plain.text[i] != fast.text[i]), n)
+    assert same >= 0.8 * len(plain.text), (plain.text, fast.text)
+    assert plain.drafted_tokens == 0
