@@ -10,7 +10,7 @@ PACKAGE_STAMP := $(VENV)/.quantdesk-package-tools
 BUNDLE := dist/QuantDesk/QuantDesk
 BUNDLE_SOURCES := $(shell find app packaging resources -type f -not -name '*.pyc' 2>/dev/null) pyproject.toml
 
-.PHONY: install run test bench package appimage install-desktop clean
+.PHONY: install run lint test bench package appimage install-desktop clean
 
 $(STAMP): pyproject.toml packaging/install_engine.py packaging/fetch_converter.py app/core/engine/cpu_variants.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,7 +47,12 @@ appimage: package
 install-desktop: package
 	packaging/install-linux.sh
 
-test: install package
+# lint and type checks first (settings in pyproject.toml), then the suite with its layer contracts
+lint: install
+	$(BIN)/ruff check app tests bench packaging
+	$(BIN)/mypy
+
+test: install lint package
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -ra
 
 bench: install

@@ -8,7 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from app.core.engine import EngineClient, SamplingParams
+from app.core.engine import SamplingParams
+from app.core.engine.client import EngineClient
 
 N_CTX, THREADS, DECODE_TOKENS, DECODE_RUNS = 2048, 2, 200, 5
 RUN_CAP_S = 20.0  # one generation is cut off after this long (a busy machine can be 50x slower)

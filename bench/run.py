@@ -31,7 +31,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["QUANTDESK_HOME"] = tempfile.mkdtemp(prefix="quantdesk-bench-")
 atexit.register(shutil.rmtree, os.environ["QUANTDESK_HOME"], ignore_errors=True)
 
-from app.core.engine import EngineClient  # noqa: E402
+from app.core.engine.client import EngineClient  # noqa: E402
 from app.core.planner.params import LoadParams  # noqa: E402
 from app.core.starter import starter_model_path  # noqa: E402
 

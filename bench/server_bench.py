@@ -15,8 +15,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from app.core.engine import EngineClient, SamplingParams
+from app.core.engine import SamplingParams
 from app.core.engine import cpu_variants as cv
+from app.core.engine.client import EngineClient
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS, TOKENS, THREADS = 7, 200, 2
@@ -78,7 +79,7 @@ def decode_ratio(model: Path, log_dir: Path) -> tuple[float, str]:
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("llama-server did not start (see llama-server.log)")
+                    raise RuntimeError("llama-server did not start (see llama-server.log)") from None
                 time.sleep(0.3)
         greedy = SamplingParams(temperature=0.0, top_k=1, repeat_penalty=1.0, max_tokens=TOKENS, seed=0)
         ours, theirs, ratios = [], [], []

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
@@ -17,9 +17,12 @@ from app.core.engine import cpu_variants  # noqa: E402
 # llama_cpp imported by a test runs the CPU build the engine runs, so greedy parity compares like with like
 cpu_variants.activate(cpu_variants.choose().variant.name)
 
-from app.core.engine import EngineClient  # noqa: E402
+from app.core.engine.client import EngineClient  # noqa: E402
 from app.core.planner.params import LoadParams  # noqa: E402
 from app.core.starter import starter_model_path  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.support.hub_server import HubServer
 
 TEST_CTX = 2048
 THREADS = 2

@@ -10,11 +10,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from app import __version__
-from app.core.proc.launch import RUN_MODULE_FLAG, run_module
 from app.core.errors import QuantDeskError
+from app.core.proc.launch import RUN_MODULE_FLAG, run_module
+
+if TYPE_CHECKING:
+    from app.core.engine.client import EngineClient
+    from app.core.engine.protocol import SamplingParams
+    from app.core.gguf.header import GGUFHeader
+    from app.core.hardware import Hardware
 
 EXIT_BAD_INPUT = 2
 
@@ -111,7 +117,7 @@ def _sampling(args: argparse.Namespace) -> "SamplingParams":
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from app.core.engine import EngineClient
+    from app.core.engine.client import EngineClient
 
     sampling = _sampling(args)
     model = resolve_model(args.model)
@@ -144,10 +150,26 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _prompt_loop(engine: "EngineClient", messages: list[dict[str, str]], sampling: "SamplingParams") -> int:
+    """The interactive chat: a ChatSession, saved with the GUI's conversations as it goes."""
+    from app.core import paths
+    from app.core.chat.session import ChatSession
+    from app.core.chat.store import ChatStore
+
     info = engine.model
     if info is not None:
         print(f"{Path(info.path).name} on {info.device}, context {info.n_ctx}. {info.template_note}", file=sys.stderr)
-    print("Type a message; an empty line or Ctrl-D quits.", file=sys.stderr)
+    print("Type a message; an empty line or Ctrl-D quits. The conversation is saved (it is in the app's Chat page).",
+          file=sys.stderr)
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    store = ChatStore(paths.database_path())
+    session = ChatSession(store, engine, system_prompt=system, sampling=sampling)
+    try:
+        return _session_loop(session, engine)
+    finally:
+        store.close()
+
+
+def _session_loop(session: Any, engine: "EngineClient") -> int:
     while True:
         try:
             text = input("> ")
@@ -156,19 +178,17 @@ def _prompt_loop(engine: "EngineClient", messages: list[dict[str, str]], samplin
             return 0
         if not text.strip():
             return 0
-        messages.append({"role": "user", "content": text})
         try:
-            reply = engine.chat(messages, sampling, on_token=lambda t: print(t, end="", flush=True))
-        except KeyboardInterrupt:
-            engine.cancel()
+            message = session.send(text, on_token=lambda t: print(t, end="", flush=True))
+        except KeyboardInterrupt:  # the session stopped the reply and kept what came
             print("\n[stopped]", file=sys.stderr)
-            messages.pop()
             continue
         print()
         for notice in engine.take_notices():
             print(f"[{notice}]", file=sys.stderr)
-        messages.append({"role": "assistant", "content": reply.text})
-        print(f"[{reply.completion_tokens} tokens, {reply.tokens_per_s:.1f} tok/s, first token {reply.ttft_s:.2f} s]", file=sys.stderr)
+        stats = message.stats
+        print(f"[{stats.get('completion_tokens', 0)} tokens, {stats.get('tokens_per_s', 0):.1f} tok/s, "
+              f"first token {stats.get('ttft_s', 0):.2f} s]", file=sys.stderr)
 
 
 def cmd_hw(args: argparse.Namespace) -> int:
@@ -249,9 +269,9 @@ def _plan_repo(args: argparse.Namespace, repo_id: str, hw: "Hardware") -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from app.core.gguf.remote import split_repo_file
     from app.core.hardware import detect
     from app.core.planner.memory import human_bytes, plan, with_dry_run
-    from app.core.gguf.remote import split_repo_file
 
     for name in ("gpu_mem", "ram"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
@@ -272,7 +292,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     m = result.memory
     print(f"{h.path.name}: {result.verdict}; largest context that fits: {result.max_ctx:,}")
-    print("load parameters: " + ", ".join(f"{k}={v}" for k, v in result.llama_kwargs().items()))
+    print("load parameters: " + ", ".join(f"{k}={v}" for k, v in result.llama_kwargs().items())
+          + f" (KV cache {result.params.type_k}/{result.params.type_v})")
     print(f"memory: weights {human_bytes(m.weights_bytes)}, KV cache {human_bytes(m.kv_bytes)}, compute {human_bytes(m.compute_bytes)}")
     print(f"        GPU {human_bytes(m.gpu_bytes)}, CPU {human_bytes(m.cpu_bytes)}")
     for reason in result.reasons:

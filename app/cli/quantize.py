@@ -87,8 +87,8 @@ class ProgressLine:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from app.core.quant.convert import convert
     from app.core.hardware import human_bytes
+    from app.core.quant.convert import convert
     from app.core.quant.pipeline import record_output
 
     line = ProgressLine()
@@ -108,11 +108,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from app.core.gguf.quant_types import quant_type
     from app.core.hardware import human_bytes
     from app.core.quant.imatrix import compute_imatrix
-    from app.core.gguf.quant_types import quant_type
-    from app.core.quant.quantize import default_calibration, quantize
     from app.core.quant.pipeline import record_output
+    from app.core.quant.quantize import default_calibration, quantize
 
     t = quant_type(args.type)
     out = Path(args.output).expanduser()
@@ -179,8 +179,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_quant_types(args: argparse.Namespace) -> int:
     from app.core.gguf.header import read_header
-    from app.core.hardware import human_bytes
     from app.core.gguf.quant_types import QUANT_TYPES
+    from app.core.hardware import human_bytes
 
     h = read_header(args.model) if args.model else None
     rows = []

@@ -1,9 +1,12 @@
-"""One exception hierarchy whose messages are written for the user.
+"""Every exception of QuantDesk, one hierarchy whose messages are written for the user (in the
+way of huggingface_hub's errors.py), grouped by subsystem.
 
 The CLI prints ``str(error)`` and exits with status 2; the GUI shows it in a dialog or inline.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class QuantDeskError(Exception):
@@ -26,13 +29,69 @@ class EngineCrashed(EngineError):
     """The engine process died (native crash, abort, out of memory, killed)."""
 
 
-class ConversionError(QuantDeskError):
+class JobFailed(QuantDeskError):
+    """A job's child process failed. ``failure`` (an ``app.core.proc.failure.Failure``, or None
+    when the job failed before or after its child) says how: crashed with which signal, out of
+    memory, bad input, failed."""
+
+    def __init__(self, message: str, *, failure: Any = None) -> None:
+        super().__init__(message)
+        self.failure = failure
+
+
+class ConversionError(JobFailed):
     """Converting a Hugging Face model folder to GGUF failed (the converter's reason included)."""
 
 
-class QuantizeError(QuantDeskError):
+class QuantizeError(JobFailed):
     """Quantizing a GGUF file, or computing its importance matrix, failed."""
 
 
 class DiskSpaceError(QuantDeskError):
     """The destination has too little free space for the files a job would write."""
+
+
+class Cancelled(QuantDeskError):
+    """The user cancelled the job; nothing it was writing is left behind."""
+
+    def __init__(self, what: str = "job") -> None:
+        super().__init__(f"{what} cancelled")
+
+
+class SchemaTooNewError(QuantDeskError):
+    """A database was written by a newer QuantDesk (its schema version is unknown here)."""
+
+
+# -- GGUF files --------------------------------------------------------------------------------
+class HeaderIncomplete(Exception):
+    """The header runs past the bytes fetched so far (remote reads grow and try again)."""
+
+
+# -- the Hub -----------------------------------------------------------------------------------
+class HubError(QuantDeskError):
+    """The Hub said no (gated, missing, unreachable); the message says what to do."""
+
+
+class GatedError(HubError):
+    """The repository is gated: the user must accept its terms on the Hub (and be logged in)."""
+
+
+class LoginError(QuantDeskError):
+    """The Hub refused the token, or could not be reached."""
+
+
+class ChecksumError(QuantDeskError):
+    """A downloaded file does not match the Hub's checksum (it is deleted, never registered)."""
+
+
+# -- conversion, quantization, quality ---------------------------------------------------------
+class ConverterMissing(QuantDeskError):
+    """llama.cpp's converter is not installed, or is from another llama.cpp version than the engine."""
+
+
+class EvalError(JobFailed):
+    """A quality measurement failed (model unloadable, text too short, different tokenizers)."""
+
+
+class RemoteCodeRefused(RuntimeError):
+    """A model folder asks to run its own Python code (trust_remote_code), which QuantDesk never does."""

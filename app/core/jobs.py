@@ -12,14 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from app.core.errors import QuantDeskError
-
-
-class Cancelled(QuantDeskError):
-    """The user cancelled the job; nothing it was writing is left behind."""
-
-    def __init__(self, what: str = "job") -> None:
-        super().__init__(f"{what} cancelled")
+from app.core.errors import Cancelled
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ def home() -> Path:
     return root
 
 
-def _sub(name: str) -> Path:
+def sub(name: str) -> Path:
+    """QUANTDESK_HOME/``name``, created on first use."""
     path = home() / name
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -33,24 +34,8 @@ def settings_path() -> Path:
     return home() / "settings.json"
 
 
-def models_dir() -> Path:
-    """Where downloaded, converted and quantized models go: the Settings page's models folder,
-    else QUANTDESK_HOME/models; created on first use."""
-    from app.core import settings  # settings needs paths: imported here
-
-    chosen = settings.load().models_dir
-    if chosen:
-        path = Path(chosen).expanduser()
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            return path
-        except OSError:
-            pass  # an unplugged drive or a folder without write access: fall back, never fail
-    return _sub("models")
-
-
 def logs_dir() -> Path:
-    return _sub("logs")
+    return sub("logs")
 
 
 def resources_dir() -> Path:

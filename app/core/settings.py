@@ -100,15 +100,15 @@ def update(**changes: Any) -> Settings:
     return current
 
 
-def new_chat_defaults(settings: Settings | None = None) -> tuple[str, str, "SamplingParams"]:
-    """What a new conversation starts with: system prompt, preset name ("Custom" when the saved
-    sampling matches no preset) and sampling, from the Settings page."""
-    from app.core.engine.protocol import PRESETS, SamplingParams
-
-    s = settings or load()
-    if s.default_sampling:
-        sampling = SamplingParams.from_dict(s.default_sampling)
-    else:
-        sampling = PRESETS.get(s.default_preset, SamplingParams())
-    preset = next((name for name, p in PRESETS.items() if p == sampling), "Custom")
-    return s.default_system_prompt, preset, sampling
+def models_dir() -> Path:
+    """Where downloaded, converted and quantized models go: the Settings page's models folder,
+    else QUANTDESK_HOME/models; created on first use."""
+    chosen = load().models_dir
+    if chosen:
+        path = Path(chosen).expanduser()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        except OSError:
+            pass  # an unplugged drive or a folder without write access: fall back, never fail
+    return paths.sub("models")

@@ -39,7 +39,7 @@ def create_window(*, hub_endpoint: str | None = None):  # type: ignore[no-untype
     from app.core.chat.store import ChatStore
     from app.ui.desktop import restore_window_state
     from app.ui.main_window import MainWindow
-    from app.ui.worker import EngineBridge
+    from app.ui.tasks import EngineBridge
 
     store = ChatStore(paths.database_path())
     bridge = EngineBridge()
@@ -111,8 +111,8 @@ def run_gui(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app.core import settings as app_settings
-    from app.ui.dialogs import crash as crash_dialog
     from app.ui.desktop import set_desktop_identity
+    from app.ui.dialogs import crash as crash_dialog
     from app.ui.single_instance import SingleInstance, bring_to_front
     from app.ui.theme import apply_theme
 

@@ -4,10 +4,9 @@ window makes; everything else happens here, so the window's own code stays about
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import base64
 import logging
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QByteArray, QEvent, QObject
 from PySide6.QtGui import QAction, QIcon, QKeySequence

@@ -14,17 +14,17 @@ from app import APP_NAME
 from app.core import settings as app_settings
 from app.core.chat.store import ChatStore
 from app.core.engine import ModelInfo
-from app.core.starter import STARTER_LABEL, starter_model_path
 from app.core.hub.downloads import DownloadManager
 from app.core.library.catalog import Library
 from app.core.planner.memory import human_bytes
+from app.core.starter import STARTER_LABEL, starter_model_path
 from app.ui.chat.page import ChatPage
 from app.ui.desktop import add_desktop_actions
+from app.ui.dialogs.load import LoadDialog
 from app.ui.hub.page import HubPage
 from app.ui.jobs_panel import JobsPanel
 from app.ui.library.page import DownloadsPage, LibraryPage
-from app.ui.dialogs.load import LoadDialog
-from app.ui.worker import DownloadsBridge, EngineBridge, TaskRunner
+from app.ui.tasks import DownloadsBridge, EngineBridge, TaskRunner
 
 if TYPE_CHECKING:
     from app.ui.quantize.wizard import QuantizeWizard
@@ -155,8 +155,8 @@ class MainWindow(QMainWindow):
             self.open_load_dialog(path)
 
     def open_load_dialog(self, path: str) -> LoadDialog:
-        self.bridge.client.start()  # the engine says whether this llama.cpp build can offload
-        dialog = LoadDialog(path, gpu_offload=self.bridge.client.gpu_offload, parent=self)
+        # the dialog starts the engine off the GUI thread: it says whether this llama.cpp build can offload
+        dialog = LoadDialog(path, engine=self.bridge.client, runner=self.runner, parent=self)
         dialog.accepted.connect(lambda: dialog.params and self.bridge.load_model(path, params=dialog.params))
         dialog.open()
         self.load_dialog = dialog
@@ -237,7 +237,7 @@ class MainWindow(QMainWindow):
     def show_hardware(self) -> None:
         from app.ui.dialogs.hardware import HardwareDialog
 
-        self.hardware_dialog = HardwareDialog(self.bridge.client.gpu_offload, self)
+        self.hardware_dialog = HardwareDialog(self.bridge.client.gpu_offload, self, runner=self.runner)
         self.hardware_dialog.open()
 
     def _on_loading(self, path: str) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from app.core import paths
+from app.core.chat.store import ChatStore
 from app.core.engine import cpu_variants
-
 from tests.conftest import THREADS
-from tests.core.engine.test_engine import direct_greedy
 
 
 def quantdesk(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -51,6 +51,11 @@ def test_interactive_prompt_loop(starter_model: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("> ") >= 2  # two prompts answered
     assert "tok/s" in proc.stderr
+    store = ChatStore(paths.database_path())  # saved with the GUI's conversations (a ChatSession)
+    [conv] = store.list_conversations()
+    assert conv.title == "Hello there"
+    assert [(m.role, m.status) for m in store.messages(conv.id)] == [("user", "complete"), ("assistant", "complete")] * 2
+    store.close()
 
 
 def _bad_input_cases(tmp_path: Path, starter_model: Path) -> dict[str, tuple[list[str], str]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.support.hf_models import tiny_hf_folder
 from tests.cli.test_main import quantdesk
+from tests.support.hf_models import tiny_hf_folder
 
 
 def test_convert_quantize_eval_chain(tmp_path: Path, tiny_f16: Path) -> None:

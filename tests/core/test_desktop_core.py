@@ -13,15 +13,17 @@ from pathlib import Path
 import pytest
 
 from app.core import paths
-from app.core.hub import auth as hf_auth
-from app.core.proc import launch as childproc
 from app.core import settings as app_settings
+from app.core.chat.session import new_chat_defaults
 from app.core.engine.client import host_command
 from app.core.engine.protocol import PRESETS
-from app.core.errors import QuantDeskError
+from app.core.errors import LoginError, QuantDeskError
 from app.core.gguf.header import read_header
-from app.core.planner.params import plan_load
+from app.core.hub import auth as hf_auth
+from app.core.planner.auto import plan_load
+from app.core.proc import launch as childproc
 from app.core.redact import RedactFilter, redact
+from app.core.settings import models_dir
 from tests.conftest import HUB_TOKEN
 
 TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
@@ -61,6 +63,18 @@ def test_a_bundle_without_the_conversion_stack_says_so(monkeypatch: pytest.Monke
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     with pytest.raises(QuantDeskError, match="Converting a Hugging Face model to GGUF needs the full install.*no_such_module_qd"):
         childproc.require_modules("Converting a Hugging Face model to GGUF", "no_such_module_qd")
+
+
+def test_the_bundle_finds_its_unfrozen_conversion_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The bundle's torch/transformers lie unfrozen in _internal/convert-stack (packaging/convert_stack.py)."""
+    (tmp_path / childproc.CONVERT_STACK / "fake_torch_qd").mkdir(parents=True)
+    (tmp_path / childproc.CONVERT_STACK / "fake_torch_qd" / "__init__.py").write_text("")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path), raising=False)
+    assert childproc.convert_stack_dir() == tmp_path / childproc.CONVERT_STACK
+    childproc.require_modules("Converting", "fake_torch_qd")  # found there, though not importable here
+    with pytest.raises(QuantDeskError, match="needs the full install.*json"):
+        childproc.require_modules("Converting", "json")  # only the stack counts in the bundle
 
 
 def test_the_bundle_finds_its_starter_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -109,21 +123,21 @@ def test_update_never_writes_back_stale_keys() -> None:
 
 
 def test_models_folder_follows_the_settings(tmp_path: Path) -> None:
-    assert paths.models_dir() == paths.home() / "models"
+    assert models_dir() == paths.home() / "models"
     app_settings.update(models_dir=str(tmp_path / "my models"))
-    assert paths.models_dir() == tmp_path / "my models" and paths.models_dir().is_dir()
+    assert models_dir() == tmp_path / "my models" and models_dir().is_dir()
     blocker = tmp_path / "a file"
     blocker.write_text("")
     app_settings.update(models_dir=str(blocker / "models"))  # cannot be created: the default stands
-    assert paths.models_dir() == paths.home() / "models"
+    assert models_dir() == paths.home() / "models"
 
 
 def test_new_chats_start_with_the_default_preset_or_sampling() -> None:
-    assert app_settings.new_chat_defaults() == ("", "Balanced", PRESETS["Balanced"])
+    assert new_chat_defaults() == ("", "Balanced", PRESETS["Balanced"])
     app_settings.update(default_system_prompt="Be brief.", default_sampling=PRESETS["Precise"].to_dict())
-    assert app_settings.new_chat_defaults() == ("Be brief.", "Precise", PRESETS["Precise"])
+    assert new_chat_defaults() == ("Be brief.", "Precise", PRESETS["Precise"])
     app_settings.update(default_sampling={**PRESETS["Precise"].to_dict(), "temperature": 0.33})
-    _, preset, sampling = app_settings.new_chat_defaults()
+    _, preset, sampling = new_chat_defaults()
     assert (preset, sampling.temperature) == ("Custom", 0.33)
 
 
@@ -188,7 +202,7 @@ def test_login_stores_the_token_where_huggingface_hub_reads_it(hf_login_env: Pat
 
     caplog.set_level(logging.DEBUG)
     assert not hf_auth.has_token() and hf_auth.current_user(hub.url) is None
-    with pytest.raises(hf_auth.LoginError, match="refused"):
+    with pytest.raises(LoginError, match="refused"):
         hf_auth.login("hf_wrongwrongwrongwrongwrong")
     assert not hf_auth.has_token()
     assert hf_auth.login(HUB_TOKEN) == "qd-tester"
@@ -203,5 +217,5 @@ def test_logout_says_when_hf_token_is_set(hf_login_env: Path, hub, monkeypatch: 
     hf_auth.login(HUB_TOKEN)
     monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
     assert hf_auth.token_from_environment()
-    with pytest.raises(hf_auth.LoginError, match="HF_TOKEN is set"):
+    with pytest.raises(LoginError, match="HF_TOKEN is set"):
         hf_auth.logout()

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -154,3 +154,41 @@ def test_the_bundle_runs_its_own_child_processes(bundle: Path, tmp_path: Path) -
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["memory"]["measured"] is True
+
+
+def _bundle_json(bundle: Path, home: Path, *args: str) -> Any:
+    """Run a subcommand of the bundle (no Python of ours on the path) and parse its --json output."""
+    out = subprocess.run([str(bundle), *args, "--json"], env=_bundle_env(home), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"{args}: {out.stderr}"
+    assert "Traceback" not in out.stderr
+    return json.loads(out.stdout)
+
+
+def test_the_bundle_quantizes_with_and_without_an_imatrix_and_measures_quality(bundle: Path, tiny_f16: Path,
+                                                                                tmp_path: Path) -> None:
+    """Quantize, imatrix and eval each run in a child process: in the bundle, the bundle itself."""
+    home = tmp_path / "home"
+    k = _bundle_json(bundle, home, "quantize", str(tiny_f16), str(tmp_path / "tiny-Q4_K_M.gguf"), "--type", "Q4_K_M")
+    assert k["type"] == "Q4_K_M" and Path(k["path"]).is_file()
+    im = _bundle_json(bundle, home, "imatrix", str(tiny_f16), "--text", str(ROOT / "resources" / "calibration.txt"),
+                      "-o", str(tmp_path / "tiny.imatrix.gguf"), "--chunk", "128", "--chunks", "2")
+    assert im["chunks"] == 2
+    iq = _bundle_json(bundle, home, "quantize", str(tiny_f16), str(tmp_path / "tiny-IQ2_XS.gguf"), "--type", "IQ2_XS",
+                      "--imatrix", str(tmp_path / "tiny.imatrix.gguf"))
+    assert iq["type"] == "IQ2_XS" and iq["imatrix"] and Path(iq["path"]).stat().st_size < Path(k["path"]).stat().st_size
+    rows = _bundle_json(bundle, home, "eval", k["path"], iq["path"], "--baseline", str(tiny_f16), "--ctx", "64", "--chunks", "2")
+    assert [r["baseline"] for r in rows] == [True, False, False]  # the bundled held-out text
+    assert all(r["kl_divergence"] >= 0 for r in rows[1:])
+
+
+def test_the_bundle_converts_a_hugging_face_folder(bundle: Path, tmp_path: Path) -> None:
+    """The conversion stack (torch, transformers) travels unfrozen beside the app (packaging/convert_stack.py)."""
+    from tests.support.hf_models import tiny_hf_folder
+
+    folder = tiny_hf_folder("llama", tmp_path / "hf")
+    out = _bundle_json(bundle, tmp_path / "home", "convert", str(folder), "--outtype", "q8_0", "-o", str(tmp_path / "tiny-Q8_0.gguf"))
+    assert out["outtype"] == "q8_0" and (tmp_path / "tiny-Q8_0.gguf").is_file()
+    chat = subprocess.run([str(bundle), "chat", str(tmp_path / "tiny-Q8_0.gguf"), "--prompt", "hi", "--max-tokens", "4",
+                           "--temperature", "0", "--json"], env=_bundle_env(tmp_path / "home"), capture_output=True,
+                          text=True, timeout=300)
+    assert chat.returncode == 0, chat.stderr

@@ -22,12 +22,13 @@ from PySide6.QtWidgets import QApplication, QDialogButtonBox, QPushButton
 from app import __version__
 from app.core import paths
 from app.core import settings as app_settings
-from app.core.proc.launch import child_env
 from app.core.engine.protocol import PRESETS
-from app.ui.dialogs import crash as crash_dialog
+from app.core.proc.launch import child_env
+from app.core.settings import models_dir
 from app.ui.app import create_window, setup_logging
-from app.ui.main_window import MainWindow
+from app.ui.dialogs import crash as crash_dialog
 from app.ui.dialogs.settings import SettingsDialog
+from app.ui.main_window import MainWindow
 from app.ui.theme import apply_theme, system_is_dark
 from tests.conftest import HUB_TOKEN
 
@@ -147,7 +148,7 @@ def test_settings_page_saves_and_applies(qtbot, window: MainWindow, tmp_path: Pa
         assert s.default_sampling == PRESETS["Precise"].to_dict()
         assert s.cpu_variant == cv.baseline().name  # the engine's next start runs it
         assert cpu_policy.current() == cv.Choice(cv.baseline(), "forced by the setting")
-        assert paths.models_dir() == tmp_path / "models here"
+        assert models_dir() == tmp_path / "models here"
         assert QApplication.palette().color(QPalette.ColorRole.Window).lightness() < 100  # dark now
         window.new_action.trigger()
         conv = window.chat.conversation

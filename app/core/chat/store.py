@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.engine.protocol import SamplingParams
+from app.core.errors import BadValueError, SchemaTooNewError
 
 SAVE_INTERVAL_S = 0.5
 
@@ -98,7 +99,7 @@ class ChatStore:
     def _migrate(self) -> None:
         version = self.schema_version
         if version > len(MIGRATIONS):
-            raise RuntimeError(
+            raise SchemaTooNewError(
                 f"{self.path}: the database was written by a newer QuantDesk (schema {version}); "
                 "update QuantDesk to open it"
             )
@@ -174,7 +175,7 @@ class ChatStore:
         sets, values = [], []
         for key, value in changes.items():
             if key not in allowed:
-                raise ValueError(f"unknown conversation field {key!r}")
+                raise BadValueError(f"unknown conversation field {key!r}")
             if key == "sampling":
                 value = json.dumps(value.to_dict())
             sets.append(f"{key} = ?")
@@ -186,7 +187,7 @@ class ChatStore:
     def rename(self, conversation_id: int, title: str) -> Conversation:
         title = title.strip()
         if not title:
-            raise ValueError("a conversation title cannot be empty")
+            raise BadValueError("a conversation title cannot be empty")
         return self.update_conversation(conversation_id, title=title)
 
     def delete(self, conversation_id: int) -> None:

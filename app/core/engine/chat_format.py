@@ -91,7 +91,7 @@ def choose_chat_format(llm: Any) -> ChatFormat:
         )
 
         def render_jinja(messages: list[dict[str, str]]) -> Formatted:
-            result = formatter(messages=messages)
+            result = formatter(messages=messages)  # type: ignore[arg-type]
             stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
             return Formatted(prompt=result.prompt, add_bos=not result.added_special, stop=[s for s in stop if s])
 

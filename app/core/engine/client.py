@@ -22,12 +22,12 @@ from typing import Any, Callable, Iterator
 from app.core import paths
 from app.core.engine import cpu_policy
 from app.core.engine import cpu_variants as cv
-from app.core.proc.launch import child_env, python_command
-from app.core.errors import EngineCrashed, EngineError, ModelFileError
 from app.core.engine.protocol import ModelInfo, Reply, SamplingParams, send
+from app.core.errors import Cancelled, EngineCrashed, EngineError, ModelFileError
 from app.core.gguf.header import read_header
-from app.core.jobs import Cancelled
-from app.core.planner.params import LoadParams, plan_load
+from app.core.planner.auto import plan_load
+from app.core.planner.params import LoadParams
+from app.core.proc.launch import child_env, python_command
 
 log = logging.getLogger(__name__)
 

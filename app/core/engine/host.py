@@ -17,7 +17,7 @@ import random
 import sys
 import threading
 import time
-from typing import Any, IO
+from typing import IO, Any
 
 from app.core.engine import cpu_variants
 from app.core.engine.protocol import SamplingParams, send

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, IO
+from typing import IO, Any
 
 
 def send(stream: IO[str], message: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core.errors import ModelFileError
+from app.core.errors import HeaderIncomplete, ModelFileError
 
 GGUF_MAGIC = b"GGUF"
 
@@ -196,10 +196,6 @@ def _reader_class() -> Any:
     return Reader
 
 
-class HeaderIncomplete(Exception):
-    """The header runs past the bytes fetched so far (remote reads grow and try again)."""
-
-
 @functools.lru_cache(maxsize=32)
 def _read_header_cached(p: Path, _size: int, _mtime_ns: int) -> GGUFHeader:
     return parse_header(p)
@@ -323,7 +319,6 @@ def _build(p: Path, size: int, reader: Any, arch: str, arch_int: Any) -> GGUFHea
             output_bytes += int(tensor.n_bytes)
             has_output = has_output or tensor.name == "output.weight"
     heads = arch_int("attention.head_count") or 0
-    embd = arch_int("embedding_length") or 0
     head_kv_raw = _field_value(reader, f"{arch}.attention.head_count_kv")
     window = arch_int("attention.sliding_window")
     split = _field_value(reader, "split.count")

@@ -10,8 +10,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from app.core.errors import ModelFileError, QuantDeskError
-from app.core.gguf.header import SPLIT_NAME, GGUFHeader, HeaderIncomplete, merge_shards, parse_header, shard_name
+from app.core.errors import HeaderIncomplete, ModelFileError, QuantDeskError
+from app.core.gguf.header import SPLIT_NAME, GGUFHeader, merge_shards, parse_header, shard_name
 
 FIRST_READ = 2 * 1024 * 1024  # a 150k-token vocabulary needs ~4 MiB; most headers need less
 MAX_HEADER = 256 * 1024 * 1024

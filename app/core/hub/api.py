@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from app.core.errors import QuantDeskError
+from app.core.errors import GatedError, HubError, QuantDeskError
 from app.core.gguf.header import SPLIT_NAME, quant_label
 
 log = logging.getLogger(__name__)
@@ -40,18 +40,17 @@ FOREIGN_QUANTS = {
 }
 
 
-class HubError(QuantDeskError):
-    """The Hub said no (gated, missing, unreachable); the message says what to do."""
-
-
-class GatedError(HubError):
-    pass
-
-
 def hub_error(exc: BaseException, what: str) -> HubError:
     """One sentence for the Hub's typed errors: never a raw stack trace."""
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     if isinstance(exc, HubError):
         return exc

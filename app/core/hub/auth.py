@@ -6,15 +6,11 @@ from __future__ import annotations
 import logging
 import os
 
-from app.core.errors import QuantDeskError
+from app.core.errors import LoginError
 
 log = logging.getLogger(__name__)
 
 ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-
-
-class LoginError(QuantDeskError):
-    """The Hub refused the token, or could not be reached."""
 
 
 def token_from_environment() -> bool:

@@ -16,6 +16,7 @@ then registered in the library. A split model is one download of all its shards.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -27,13 +28,13 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from app.core import paths
-from app.core.proc.runner import ensure_free_space
-from app.core.errors import DiskSpaceError, QuantDeskError
+from app.core.errors import Cancelled, ChecksumError, DiskSpaceError, HubError, QuantDeskError
 from app.core.gguf.header import SPLIT_NAME, shard_name
-from app.core.hub.api import HubError, hub_error, local_path
-from app.core.jobs import CancelToken, Cancelled, RateMeter
+from app.core.hub.api import hub_error, local_path
+from app.core.jobs import CancelToken, RateMeter
 from app.core.library.catalog import DOWNLOADED, Library
+from app.core.proc.runner import ensure_free_space
+from app.core.settings import models_dir
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,6 @@ MAX_STALLED_ATTEMPTS = 6  # retries in a row without a new byte
 BACKOFF_S = (0.5, 1, 2, 4, 8, 15)
 NOTIFY_INTERVAL_S = 0.1
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-class ChecksumError(QuantDeskError):
-    pass
 
 
 @dataclass
@@ -111,7 +108,7 @@ class DownloadManager:
     @property
     def models_dir(self) -> Path:
         """Where new downloads go: the folder given, else the Settings' models folder, read each time."""
-        return self._models_dir or paths.models_dir()
+        return self._models_dir or models_dir()
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -184,7 +181,7 @@ class DownloadManager:
             cur = self.library.execute(
                 "INSERT INTO downloads (repo_id, filename, revision, dest, state, created, updated) VALUES (?,?,?,?,?,?,?)",
                 (repo_id, filename, revision, str(dest), QUEUED, now, now))
-            d = Download(int(cur.lastrowid), repo_id, filename, revision, None, dest, shards=_shards(filename))
+            d = Download(int(cur.lastrowid or 0), repo_id, filename, revision, None, dest, shards=_shards(filename))
             self._items[d.id] = d
             self._launch(d)
             return replace(d)
@@ -291,7 +288,7 @@ class DownloadManager:
         metas = []
         for shard in d.shards:
             url = hf_hub_url(d.repo_id, shard, revision=d.commit or d.revision, endpoint=self.endpoint)
-            metas.append(self._retry(lambda u=url: get_hf_file_metadata(u, token=self.token, endpoint=self.endpoint),
+            metas.append(self._retry(functools.partial(get_hf_file_metadata, url, token=self.token, endpoint=self.endpoint),
                                      token, f"{d.repo_id}/{shard}"))
         d.commit = d.commit or metas[0].commit_hash  # later shards and a resume read the same commit
         d.size = sum(int(m.size or 0) for m in metas)
@@ -466,7 +463,6 @@ class DownloadManager:
     def _xet(self, d: Download, meta: Any, part: Path, expected: int, token: CancelToken, base: int) -> None:
         from huggingface_hub.file_download import xet_get
         from huggingface_hub.utils import build_hf_headers
-
         from huggingface_hub.utils import tqdm as hf_tqdm
 
         manager, bars = self, []

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from app.core import paths
-from app.core.errors import ModelFileError, QuantDeskError
+from app.core.errors import ModelFileError, QuantDeskError, SchemaTooNewError
 from app.core.gguf.header import SPLIT_NAME, quant_label, read_header, shard_name
+from app.core.settings import models_dir
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class Library:
     def _migrate(self) -> None:
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
         if version > len(MIGRATIONS):
-            raise QuantDeskError(f"{self.path}: written by a newer QuantDesk (schema {version}); update QuantDesk to open it")
+            raise SchemaTooNewError(f"{self.path}: written by a newer QuantDesk (schema {version}); update QuantDesk to open it")
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             with self._lock, self.db:
                 self.db.execute("BEGIN")
@@ -180,7 +181,7 @@ class Library:
         files = shard_paths(p)
         size = sum(f.stat().st_size for f in files)
         if owned is None:
-            owned = origin in (DOWNLOADED, CONVERTED, QUANTIZED) or _inside(p, paths.models_dir())
+            owned = origin in (DOWNLOADED, CONVERTED, QUANTIZED) or _inside(p, models_dir())
         if sha256 is None and hash_file and len(files) == 1:
             sha256 = sha256_file(p)
         now = time.time()
@@ -262,7 +263,7 @@ class Library:
 
         seen: set[str] = set()
         found: list[tuple[Path, dict[str, Any]]] = []
-        for path in _gguf_files(paths.models_dir()):
+        for path in _gguf_files(models_dir()):
             found.append((path, {"origin": ADDED, "owned": True}))
         starter = starter_model_path()
         if starter is not None:

@@ -9,36 +9,32 @@ the real ones for these parameters. Weights and KV cache are exact sums the plan
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-from app.core.proc.launch import child_env, python_command
+from app.core.jobs import CancelToken
 from app.core.planner.params import GGML_TYPES, LoadParams
+from app.core.proc.launch import python_command
+from app.core.proc.runner import emit, run_child
 
 
 def measure_compute(path: str | Path, params: LoadParams, *, timeout: float = 120) -> dict[str, int] | None:
     """Compute and output buffer bytes per device (``"compute:CPU"``, ``"compute:CUDA0"``, ...)
     for loading ``path`` with ``params``; None when the dry run fails (the estimate stands)."""
+    cmd = python_command("app.core.planner.dry_run", str(path), json.dumps(params.to_dict()), json.dumps(GGML_TYPES))
     try:
-        proc = subprocess.run(
-            python_command("app.core.planner.dry_run", str(path), json.dumps(params.to_dict()), json.dumps(GGML_TYPES)),
-            capture_output=True, text=True, timeout=timeout, env=child_env(),
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        result = run_child(cmd, cancel=CancelToken(), what=f"dry run of {Path(path).name}", timeout=timeout)
+    except (OSError, TimeoutError):
         return None
-    if proc.returncode != 0:
+    sizes = next((e["sizes"] for e in result.events if e.get("ev") == "buffers"), None)
+    if result.returncode != 0 or not isinstance(sizes, dict):
         return None
-    try:
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return None
-    return {k: int(v) for k, v in result.items()} or None
+    return {k: int(v) for k, v in sizes.items()} or None
 
 
 def _child(argv: list[str]) -> int:
     """In the child process: the dry-run load of ``argv`` = [path, params JSON, ggml types JSON];
-    prints one JSON object of buffer sizes."""
+    sends one ``buffers`` event with the buffer sizes."""
     import ctypes
     import re
 
@@ -76,7 +72,7 @@ def _child(argv: list[str]) -> int:
     for dev, kind, mib in re.findall(r"(\S+)\s+(compute|output) buffer size =\s+([\d.]+) MiB", "".join(lines)):
         key = f"{kind}:{dev}"
         out[key] = out.get(key, 0) + int(float(mib) * 2**20)
-    print(json.dumps(out))
+    emit("buffers", sizes=out)
     return 0
 
 

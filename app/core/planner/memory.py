@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from app.core.gguf.header import GGUFHeader
 from app.core.hardware import Hardware, human_bytes
-from app.core.planner.params import DEFAULT_CTX, LoadParams, physical_cores
+from app.core.planner.params import DEFAULT_CTX, GGML_TYPES, LoadParams, physical_cores
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -67,16 +67,19 @@ class Plan:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def llama_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments ``llama_cpp.Llama(model_path=..., **kwargs)`` accepts as they are: the KV
+        cache types as ggml type numbers (their names are in ``kv_cache_types``)."""
         p = self.params
         return {
             "n_ctx": p.n_ctx, "n_gpu_layers": p.n_gpu_layers, "n_batch": p.n_batch, "n_ubatch": p.n_ubatch,
-            "n_threads": p.n_threads, "flash_attn": p.flash_attn, "type_k": p.type_k, "type_v": p.type_v,
-            "swa_full": p.swa_full,
+            "n_threads": p.n_threads, "flash_attn": p.flash_attn, "type_k": GGML_TYPES[p.type_k],
+            "type_v": GGML_TYPES[p.type_v], "swa_full": p.swa_full,
         }
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "params": self.llama_kwargs(),
+            "kv_cache_types": {"type_k": self.params.type_k, "type_v": self.params.type_v},
             "memory": self.memory.to_dict(),
             "fits": self.fits,
             "verdict": self.verdict,

@@ -8,9 +8,9 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from app.core.errors import QuantDeskError
+from app.core.gguf.remote import read_remote_header
 from app.core.hardware import Hardware
 from app.core.planner.memory import budget, plan
-from app.core.gguf.remote import read_remote_header
 
 FIRST_SHARD = re.compile(r"-00001-of-\d{5}\.gguf$")
 OTHER_SHARD = re.compile(r"-(\d{5})-of-\d{5}\.gguf$")

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 RUN_MODULE_FLAG = "--run-module"
+CONVERT_STACK = "convert-stack"  # in the bundle, beside the frozen app (packaging/convert_stack.py)
 ROOT = Path(__file__).resolve().parents[3]  # the folder that holds the ``app`` package
 
 
@@ -36,10 +37,11 @@ def python_command(module: str, *args: str) -> list[str]:
 
 
 def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for such a child: ``base`` (default: ours) with this checkout's ``app``
-    first on PYTHONPATH, so the child runs the same code as the parent, and the CPU build of
-    llama.cpp to activate (app.core.engine.cpu_variants)."""
+    """The environment for such a child: ``base`` (default: ours), unbuffered, with this
+    checkout's ``app`` first on PYTHONPATH (source install), so the child runs the same code as the
+    parent, and the CPU build of llama.cpp to activate (app.core.engine.cpu_variants)."""
     env = dict(os.environ if base is None else base)
+    env["PYTHONUNBUFFERED"] = "1"
     if "QUANTDESK_CPU_VARIANT" not in env:  # llama.cpp children run the CPU build the engine runs
         try:
             from app.core.engine import cpu_policy
@@ -67,21 +69,35 @@ def run_module(argv: list[str]) -> int:
     return 0
 
 
+def convert_stack_dir() -> Path | None:
+    """In the bundle: the folder with the unfrozen conversion stack (PyTorch, transformers ...;
+    packaging/convert_stack.py), which only the conversion child puts on its ``sys.path``. None
+    in a source install (the packages are installed) or in a bundle built without it."""
+    if not frozen():
+        return None
+    stack = Path(getattr(sys, "_MEIPASS", ROOT)) / CONVERT_STACK
+    return stack if stack.is_dir() else None
+
+
 def require_modules(feature: str, *modules: str) -> None:
-    """Raise a QuantDeskError naming ``feature`` when one of ``modules`` cannot be imported. The
-    desktop bundle leaves out the heavy conversion stack (PyTorch, transformers; see
-    packaging/quantdesk.spec), so e.g. the converter calls
+    """Raise a QuantDeskError naming ``feature`` when one of ``modules`` cannot be imported (in
+    the bundle: from its conversion stack), e.g. the converter calls
     ``require_modules("Converting a Hugging Face model to GGUF", "torch", "transformers")``."""
+    import importlib.machinery
     import importlib.util
 
     from app.core.errors import QuantDeskError
 
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    stack = convert_stack_dir()
+    if stack is not None:
+        missing = [m for m in modules if importlib.machinery.PathFinder.find_spec(m, [str(stack)]) is None]
+    else:
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if not missing:
         return
     if frozen():
         raise QuantDeskError(
-            f"{feature} needs the full install of QuantDesk (from source: 'make run'); "
-            f"the desktop bundle leaves out {', '.join(missing)} to stay small"
+            f"{feature} needs the full install of QuantDesk (the full desktop bundle, or from source: 'make run'); "
+            f"this bundle was built without {', '.join(missing)} (QUANTDESK_BUNDLE_CONVERT=0)"
         )
     raise QuantDeskError(f"{feature} needs {', '.join(missing)}: pip install {' '.join(missing)}")

@@ -17,12 +17,16 @@ import signal
 import subprocess
 import sys
 import threading
-from contextlib import suppress
+import time
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from app.core.jobs import CancelToken, Cancelled
+from app.core.errors import Cancelled
+from app.core.jobs import CancelToken
+from app.core.proc.failure import Failure, classify
+from app.core.proc.launch import child_env
 
 EVENT_PREFIX = "@qd "
 TAIL_LINES = 60
@@ -34,24 +38,24 @@ def emit(event: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
-def python_cmd(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", module, *args]
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[3])  # the folder holding the app package
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
-
-
 @dataclass
 class ChildResult:
     returncode: int
     tail: list[str]
     events: list[dict[str, Any]]
+
+    @property
+    def failure(self) -> Failure | None:
+        """None when the child succeeded, else how it failed (crashed with which signal, out of
+        memory, bad input, failed)."""
+        return classify(self.returncode, self.tail, self.events)
+
+    def reason(self) -> str:
+        """A sentence for the user: the telling log line, and how the process ended when it died."""
+        failure = self.failure
+        if failure is not None and failure.signal:
+            return failure.describe()
+        return self.last_error()
 
     def last_error(self) -> str:
         """The most telling line of the log: an exception line or an error message."""
@@ -66,9 +70,10 @@ class ChildResult:
 
 def run_child(cmd: list[str], *, cancel: CancelToken, what: str, on_event: Callable[[dict[str, Any]], None] | None = None,
               on_line: Callable[[str], None] | None = None, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> ChildResult:
+              cwd: Path | None = None, timeout: float | None = None) -> ChildResult:
     """Run ``cmd`` to its end, feeding events and log lines to the callbacks (on this thread).
-    Raises ``Cancelled`` after terminating the child when ``cancel`` is set."""
+    Raises ``Cancelled`` after terminating the child when ``cancel`` is set, ``TimeoutError``
+    when it runs past ``timeout`` seconds."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             text=True, encoding="utf-8", errors="replace", bufsize=1, env=env or child_env(),
                             cwd=cwd, start_new_session=True)
@@ -84,10 +89,13 @@ def run_child(cmd: list[str], *, cancel: CancelToken, what: str, on_event: Calla
     reader.start()
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     events: list[dict[str, Any]] = []
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while True:
             if cancel.cancelled:
                 raise Cancelled(what)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: no result after {timeout:.0f} s")
             try:
                 line = lines.get(timeout=0.1)
             except queue.Empty:
@@ -125,6 +133,22 @@ def _terminate(proc: subprocess.Popen[str]) -> None:
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+@contextmanager
+def output_file(out: Path, needed: int, what: str) -> Iterator[Path]:
+    """The parent side of every job that writes a file: refuse without ``needed`` bytes free,
+    yield the partial name to write under, rename it into place when the block succeeds, and
+    leave nothing behind when it fails or is cancelled."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ensure_free_space(out.parent, needed, what)
+    tmp = partial_path(out)
+    remove_quietly(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        remove_quietly(tmp)
 
 
 def partial_path(out: Path) -> Path:

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from app.core.proc.runner import (ChildResult, child_env, ensure_free_space, partial_path, python_cmd, remove_quietly,
-                            run_child)
-from app.core.errors import ConversionError, ModelFileError, QuantDeskError
+from app.core.errors import ConversionError, ConverterMissing, ModelFileError, QuantDeskError
 from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
+from app.core.proc.launch import python_command, require_modules
+from app.core.proc.runner import ChildResult, output_file, run_child
 
 ENV_CONVERTER_DIR = "QUANTDESK_CONVERTER_DIR"
 STAMP = "quantdesk-converter.json"
@@ -33,10 +33,6 @@ SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 
                       "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E8M0": 1}
 PICKLE_WARNING = ("pickle .bin weights can run arbitrary code when they are loaded, so a malicious "
                   "model file could take over this computer")
-
-
-class ConverterMissing(QuantDeskError):
-    """llama.cpp's converter is not installed, or is from another llama.cpp version than the engine."""
 
 
 def engine_version() -> str:
@@ -89,8 +85,9 @@ def supported_architectures(conv_dir: Path) -> set[str] | None:
         return None
     for node in tree.body:
         target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign) else None)
-        if isinstance(target, ast.Name) and target.id == "TEXT_MODEL_MAP" and isinstance(node.value, ast.Dict):
-            return {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and target.id == "TEXT_MODEL_MAP" and isinstance(value, ast.Dict):
+            return {k.value for k in value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
     return None
 
 
@@ -215,13 +212,10 @@ def convert(src: str | Path, out: str | Path, *, outtype: str = "f16", allow_pic
     if out.suffix != ".gguf":
         raise QuantDeskError(f"{out}: the output name must end in .gguf")
     conv_dir = converter_dir()
+    require_modules("Converting a Hugging Face model to GGUF", "torch", "transformers")
     source = inspect_folder(src, allow_pickle=allow_pickle, conv_dir=conv_dir)
     if out.resolve().is_relative_to(source.path.resolve()):
         raise QuantDeskError(f"{out}: write the output outside the source folder {source.path}; the source is never modified")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ensure_free_space(out.parent, source.output_bytes(outtype), f"converting {source.path.name} to {outtype.upper()}")
-    tmp = partial_path(out)
-    remove_quietly(tmp)
     state = {"prepared": 0, "rss": 0}
     total = max(source.n_tensors, 1)
     progress(Progress("convert", 0, total, "tensor", f"loading {source.path.name} ({source.architecture})"))
@@ -238,14 +232,12 @@ def convert(src: str | Path, out: str | Path, *, outtype: str = "f16", allow_pic
         elif event["ev"] == "peak_rss":
             state["rss"] = int(event["bytes"])  # type: ignore[call-overload]
 
-    cmd = python_cmd("app.core.quant.children.convert", str(conv_dir), str(source.path), "--outtype", outtype, "--outfile", str(tmp))
     t0 = time.perf_counter()
-    try:
+    with output_file(out, source.output_bytes(outtype), f"converting {source.path.name} to {outtype.upper()}") as tmp:
+        cmd = python_command("app.core.quant.children.convert", str(conv_dir), str(source.path), "--outtype", outtype,
+                             "--outfile", str(tmp))
         result: ChildResult = run_child(cmd, cancel=cancel, what=f"converting {source.path.name}", on_line=on_line,
-                                        on_event=on_event, env=child_env())
+                                        on_event=on_event)
         if result.returncode != 0 or not tmp.is_file():
-            raise ConversionError(f"{source.path}: llama.cpp's converter failed: {result.last_error()}")
-        os.replace(tmp, out)
-    finally:
-        remove_quietly(tmp)
+            raise ConversionError(f"{source.path}: llama.cpp's converter failed: {result.reason()}", failure=result.failure)
     return ConvertResult(out, outtype, source, time.perf_counter() - t0, state["rss"], out.stat().st_size)

@@ -12,10 +12,11 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from app.core.proc.runner import child_env, python_cmd, run_child
-from app.core.errors import ModelFileError, QuantDeskError
+from app.core.errors import EvalError, ModelFileError, QuantDeskError
 from app.core.gguf.header import read_header
 from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
+from app.core.proc.launch import python_command
+from app.core.proc.runner import run_child
 
 DEFAULT_CTX = 256  # the bundled held-out text gives a few chunks at this size
 
@@ -45,10 +46,6 @@ class ModelQuality:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-class EvalError(QuantDeskError):
-    """A quality measurement failed (model unloadable, text too short, different tokenizers)."""
 
 
 def evaluate(models: list[str | Path], *, baseline: str | Path | None = None, text: str | Path | None = None,
@@ -86,8 +83,8 @@ def evaluate(models: list[str | Path], *, baseline: str | Path | None = None, te
         args = {"models": [str(p) for p in paths], "baseline": str(base) if base else None, "text": str(text_path),
                 "n_ctx": n_ctx, "threads": n_threads or physical_cores(), "n_gpu_layers": n_gpu_layers,
                 "max_chunks": max_chunks, "scratch": str(Path(scratch) / "baseline-logprobs.npy")}
-        result = run_child(python_cmd("app.core.quant.children.evaluate", json.dumps(args)), cancel=cancel,
-                           what="quality measurement", on_event=on_event, env=child_env())
+        result = run_child(python_command("app.core.quant.children.evaluate", json.dumps(args)), cancel=cancel,
+                           what="quality measurement", on_event=on_event)
     if result.returncode != 0:
-        raise EvalError(f"measuring quality failed: {result.last_error().removeprefix('error: ')}")
+        raise EvalError(f"measuring quality failed: {result.reason().removeprefix('error: ')}", failure=result.failure)
     return results

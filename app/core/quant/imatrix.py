@@ -12,7 +12,6 @@ through the context's eval callback) in a child process, with progress per chunk
 
 from __future__ import annotations
 
-import os
 import struct
 import time
 from dataclasses import dataclass, field
@@ -20,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from app.core.proc.runner import child_env, ensure_free_space, partial_path, python_cmd, remove_quietly, run_child
 from app.core.errors import ModelFileError, QuantizeError
 from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
+from app.core.proc.launch import python_command
+from app.core.proc.runner import output_file, run_child
 
 DEFAULT_CHUNK = 512  # llama-imatrix's default context
 
@@ -78,7 +78,8 @@ def _load_gguf(p: Path) -> Imatrix:
 
     datasets = value("imatrix.datasets")
     m = Imatrix({}, {}, datasets=list(datasets) if isinstance(datasets, list) else [],
-                chunk_count=int(value("imatrix.chunk_count") or 0), chunk_size=int(value("imatrix.chunk_size") or 0))
+                chunk_count=int(value("imatrix.chunk_count") or 0),  # type: ignore[call-overload]
+                chunk_size=int(value("imatrix.chunk_size") or 0))  # type: ignore[call-overload]
     m.has_metadata = all(k in reader.fields for k in ("imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size"))
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
@@ -178,9 +179,6 @@ def compute_imatrix(model: str | Path, text: str | Path, out: str | Path, *, chu
         raise ModelFileError(f"{text}: no such calibration text file")
     if chunk < 16:
         raise QuantizeError(f"chunk {chunk}: llama.cpp ignores batches under 16 tokens; use at least 16")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ensure_free_space(out.parent, 8 * h.n_params // max(h.embedding_length or 1, 1) + (64 << 20), "the importance matrix")
-    tmp = partial_path(out)
     state: dict[str, int] = {}
 
     def on_event(ev: dict[str, object]) -> None:
@@ -191,14 +189,11 @@ def compute_imatrix(model: str | Path, text: str | Path, out: str | Path, *, chu
             state.update(entries=int(ev["entries"]), chunks=int(ev["chunks"]), tokens=int(ev["tokens"]))  # type: ignore[call-overload]
 
     progress(Progress("imatrix", 0, 0, "chunk", f"loading {model.name}"))
-    cmd = python_cmd("app.core.quant.children.imatrix", str(model), str(text), str(tmp), str(chunk),
-                     str(n_threads or physical_cores()), str(n_gpu_layers), str(max_chunks), text.name)
     t0 = time.perf_counter()
-    try:
-        result = run_child(cmd, cancel=cancel, what=f"importance matrix of {model.name}", on_event=on_event, env=child_env())
+    with output_file(out, 8 * h.n_params // max(h.embedding_length or 1, 1) + (64 << 20), "the importance matrix") as tmp:
+        cmd = python_command("app.core.quant.children.imatrix", str(model), str(text), str(tmp), str(chunk),
+                             str(n_threads or physical_cores()), str(n_gpu_layers), str(max_chunks), text.name)
+        result = run_child(cmd, cancel=cancel, what=f"importance matrix of {model.name}", on_event=on_event)
         if result.returncode != 0 or not tmp.is_file() or "entries" not in state:
-            raise QuantizeError(f"{model}: computing the importance matrix failed: {result.last_error()}")
-        os.replace(tmp, out)
-    finally:
-        remove_quietly(tmp)
+            raise QuantizeError(f"{model}: computing the importance matrix failed: {result.reason()}", failure=result.failure)
     return ImatrixResult(out, state["entries"], state["chunks"], state["tokens"], time.perf_counter() - t0)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from app.core.proc.runner import ensure_free_space
 from app.core.errors import ModelFileError, QuantDeskError
 from app.core.gguf.header import GGUFHeader, read_header
-from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
 from app.core.gguf.quant_types import LADDER, QUANT_TYPES, QuantType, quant_type
+from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
+from app.core.proc.runner import ensure_free_space
 
 log = logging.getLogger(__name__)
 
@@ -252,3 +253,22 @@ def record_output(path: Path, *, origin: str, source: Source | None = None, quan
 
 __all__ = ["QUANT_TYPES", "LevelProposal", "OutputRow", "PipelineOptions", "PipelineResult", "Source",
            "propose_levels", "record_output", "run_pipeline"]
+
+
+def inspect_source(text: str, *, endpoint: str | None = None) -> tuple[str, Any]:
+    """What a quantize source is, from what the user typed: ``("gguf", GGUFHeader)`` for a file,
+    ``("folder", HFSource)`` for a Hugging Face folder, ``("hub", RepoDetails)`` for ``owner/name``
+    on the Hub. Raises ModelFileError (no such source) or the reader's own error."""
+    from app.core.gguf.header import read_header
+    from app.core.quant.convert import inspect_folder
+
+    path = Path(text).expanduser()
+    if path.is_file():
+        return "gguf", read_header(path)
+    if path.is_dir():
+        return "folder", inspect_folder(path, allow_pickle=True)
+    if text.count("/") == 1 and not text.startswith(("/", ".", "~")):
+        from app.core.hub.api import repo_details
+
+        return "hub", repo_details(text, endpoint=endpoint)
+    raise ModelFileError(f"{text}: no such file or folder (a Hub repo is written owner/name)")

@@ -9,17 +9,17 @@ second time); other quantized files only with ``allow_requantize``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.core.proc.runner import child_env, ensure_free_space, partial_path, python_cmd, remove_quietly, run_child
 from app.core.errors import QuantDeskError, QuantizeError
 from app.core.gguf.header import read_header
-from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
 from app.core.gguf.quant_types import UNQUANTIZED, QuantType, by_ftype, quant_type
+from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
+from app.core.proc.launch import python_command
+from app.core.proc.runner import output_file, run_child
 
 REQUANT_WARNING = "{name} is already quantized ({quant}); quantizing it again loses quality compared to quantizing from F16/BF16"
 QUANT_SUFFIX = re.compile(r"[-.](F32|F16|BF16|Q8_0|Q\d_K(_[SML])?|Q\d_[01]|IQ\d_\w+|TQ\d_0)$", re.IGNORECASE)
@@ -72,8 +72,8 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, *, imatrix: str | Pat
              allow_requantize: bool = False, nthread: int | None = None,
              progress: ProgressFn = no_progress, cancel: CancelToken | None = None) -> QuantizeResult:
     """Quantize ``src`` to ``dst`` as ``qtype`` (a llama.cpp type name such as Q4_K_M)."""
-    from app.core.quant.imatrix import load_imatrix
     from app.core.planner.params import physical_cores
+    from app.core.quant.imatrix import load_imatrix
 
     cancel = cancel or CancelToken()
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
@@ -90,30 +90,23 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, *, imatrix: str | Pat
     elif t.imatrix == "required":
         raise QuantizeError(f"{t.name} needs an importance matrix (llama.cpp refuses without one): "
                             "give --imatrix FILE or --calibration TEXT")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    ensure_free_space(dst.parent, t.estimate_bytes(h), f"quantizing {src.name} to {t.name}")
-    tmp = partial_path(dst)
-    remove_quietly(tmp)
-    progress(Progress("quantize", 0, 0, "tensor", f"{t.name}: loading {src.name}"))
-
     def on_event(ev: dict[str, object]) -> None:
         if ev["ev"] == "tensor":
             progress(Progress("quantize", float(ev["done"]), float(ev["total"]), "tensor",  # type: ignore[arg-type]
                               f"{t.name}: {ev['name']}"))
 
-    args = {"src": str(src), "dst": str(tmp), "ftype": t.ftype, "nthread": nthread or physical_cores(),
-            "allow_requantize": bool(warnings), "imatrix": str(imatrix_path) if imatrix_path else None,
-            "imatrix_label": imatrix_path.name if imatrix_path else None}
     t0 = time.perf_counter()
-    try:
-        result = run_child(python_cmd("app.core.quant.children.quantize", json.dumps(args)), cancel=cancel,
-                           what=f"quantizing {src.name} to {t.name}", on_event=on_event, env=child_env())
+    what = f"quantizing {src.name} to {t.name}"
+    with output_file(dst, t.estimate_bytes(h), what) as tmp:
+        progress(Progress("quantize", 0, 0, "tensor", f"{t.name}: loading {src.name}"))
+        args = {"src": str(src), "dst": str(tmp), "ftype": t.ftype, "nthread": nthread or physical_cores(),
+                "allow_requantize": bool(warnings), "imatrix": str(imatrix_path) if imatrix_path else None,
+                "imatrix_label": imatrix_path.name if imatrix_path else None}
+        result = run_child(python_command("app.core.quant.children.quantize", json.dumps(args)), cancel=cancel,
+                           what=what, on_event=on_event)
         if result.returncode != 0 or not tmp.is_file():
-            reason = result.last_error()
+            reason = result.reason()
             if "requires an imatrix" in " ".join(result.tail):
                 reason = f"{t.name} needs an importance matrix for some tensors: give --imatrix FILE or --calibration TEXT"
-            raise QuantizeError(f"{src}: quantizing to {t.name} failed: {reason}")
-        os.replace(tmp, dst)
-    finally:
-        remove_quietly(tmp)
+            raise QuantizeError(f"{src}: quantizing to {t.name} failed: {reason}", failure=result.failure)
     return QuantizeResult(dst, t, dst.stat().st_size, time.perf_counter() - t0, imatrix_path, warnings)

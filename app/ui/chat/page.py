@@ -15,15 +15,15 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from app.core.chat import store as chats
-from app.core import settings as app_settings
+from app.core.chat.session import new_chat_defaults, title_for
 from app.core.chat.store import ChatStore, Conversation
 from app.core.engine import ModelInfo, Reply, SamplingParams
-from app.ui.chat.widgets import Composer, MessageList, MessageWidget
+from app.core.errors import BadValueError
 from app.ui.chat.side_panels import ConversationList, ConversationSettings, NoticeBar
-from app.ui.worker import EngineBridge
+from app.ui.chat.widgets import Composer, MessageList, MessageWidget
+from app.ui.tasks import EngineBridge
 
 PAINT_INTERVAL_MS = 40
-TITLE_CHARS = 48
 
 
 class ChatPage(QWidget):
@@ -100,7 +100,7 @@ class ChatPage(QWidget):
         self.conversations.fill(self.store.list_conversations(self.conversations.search.text()), current)
 
     def new_conversation(self) -> Conversation:
-        system, preset, sampling = app_settings.new_chat_defaults()  # the Settings page's defaults
+        system, preset, sampling = new_chat_defaults()  # the Settings page's defaults
         conv = self.store.create_conversation(model_path=self.model.path if self.model else None,
                                               system_prompt=system, preset=preset, sampling=sampling)
         self.conversations.search.clear()
@@ -125,7 +125,7 @@ class ChatPage(QWidget):
     def rename_conversation(self, conversation_id: int, title: str) -> None:
         try:
             self.store.rename(conversation_id, title)
-        except ValueError as exc:
+        except BadValueError as exc:
             self.notice.show_message(str(exc), error=True)
         self.refresh_list()
 
@@ -195,8 +195,7 @@ class ChatPage(QWidget):
             self.editing_id = None
             self.composer.edit_banner.hide()
         if self.conversation.title == "New chat":
-            title = " ".join(text.split())[:TITLE_CHARS]
-            self.conversation = self.store.rename(self.conversation.id, title or "New chat")
+            self.conversation = self.store.rename(self.conversation.id, title_for(text))  # the rule ChatSession follows
         self.store.add_message(self.conversation.id, "user", text)
         self.composer.input.clear()
         self._generate()

@@ -7,6 +7,7 @@ import html
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout, QWidget
 
 from app.core import hardware
+from app.ui.tasks import TaskRunner
 
 
 def hardware_html(hw: hardware.Hardware, gpu_offload: bool) -> str:
@@ -18,13 +19,16 @@ def hardware_html(hw: hardware.Hardware, gpu_offload: bool) -> str:
 
 
 class HardwareDialog(QDialog):
-    def __init__(self, gpu_offload: bool, parent: QWidget | None = None) -> None:
+    def __init__(self, gpu_offload: bool, parent: QWidget | None = None, *, runner: TaskRunner | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Hardware")
         self.resize(560, 300)
         layout = QVBoxLayout(self)
         self.view = QTextBrowser()
-        self.view.setHtml(hardware_html(hardware.detect(), gpu_offload))
+        self.view.setPlainText("Looking at this machine…")
+        self.runner = runner or TaskRunner(self)  # NVML and the CPU probe can take a while: off the GUI thread
+        self.runner.run("hardware", hardware.detect, lambda hw: self.view.setHtml(hardware_html(hw, gpu_offload)),
+                        self.view.setPlainText)
         layout.addWidget(self.view)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)

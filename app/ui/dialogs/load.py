@@ -3,11 +3,11 @@ KV cache, with a memory bar per device that follows every change and the planner
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -23,10 +23,14 @@ from PySide6.QtWidgets import (
 )
 
 from app.core import hardware
-from app.core.errors import QuantDeskError
 from app.core.gguf.header import GGUFHeader, read_header
-from app.core.planner.params import LoadParams, preferences
-from app.core.planner.memory import GPU_MARGIN, MemoryEstimate, Plan, budget, estimate, human_bytes, plan
+from app.core.planner.auto import auto_plan
+from app.core.planner.memory import GPU_MARGIN, MemoryEstimate, Plan, budget, estimate, human_bytes
+from app.core.planner.params import LoadParams
+from app.ui.tasks import TaskRunner
+
+if TYPE_CHECKING:
+    from app.core.engine.client import EngineClient
 
 SEGMENTS = (("weights", QColor("#4c78a8")), ("KV cache", QColor("#f58518")), ("compute", QColor("#54a24b")))
 
@@ -78,12 +82,15 @@ def show_memory(gpu_bar: MemoryBar, cpu_bar: MemoryBar, m: MemoryEstimate, gpu_b
 class LoadDialog(QDialog):
     header_ready = Signal(object)  # GGUFHeader or an error message
 
-    def __init__(self, path: str, *, gpu_offload: bool, hw: hardware.Hardware | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, path: str, *, gpu_offload: bool = False, hw: hardware.Hardware | None = None,
+                 engine: EngineClient | None = None, runner: TaskRunner | None = None, parent: QWidget | None = None) -> None:
+        """With ``engine``, the engine is started first (off the GUI thread) and says whether this
+        llama.cpp build can offload; else ``gpu_offload`` says so. ``hw`` defaults to this machine's."""
         super().__init__(parent)
         self.setWindowTitle(f"Load {Path(path).name}")
         self.path = path
-        self.hw = hw or hardware.detect()
-        self.gpu_offload = gpu_offload and bool(self.hw.gpus)
+        self.hw: hardware.Hardware | None = hw  # this machine, once detected
+        self.gpu_offload = False  # known once the engine and the hardware answered
         self.header: GGUFHeader | None = None
         self.auto_plan: Plan | None = None
         self.params: LoadParams | None = None
@@ -133,24 +140,21 @@ class LoadDialog(QDialog):
         for signal in (self.layers.valueChanged, self.kv_type.currentTextChanged, self.flash.toggled):
             signal.connect(self._on_manual_change)
         self._updating = False
-        self._result: object = None
-        self._poll = QTimer(self)
-        self._poll.setInterval(20)
-        self._poll.timeout.connect(self._deliver)
-        self._poll.start()
-        # the header of a large vocabulary takes seconds to parse: never on the GUI thread
-        threading.Thread(target=self._read_header, daemon=True).start()
+        self.runner = runner or TaskRunner(self)
+        # starting the engine, NVML and the header of a large vocabulary take seconds: never on the GUI thread
+        self.runner.run("load-dialog", lambda: self._prepare(engine, gpu_offload), self._ready, self.header_ready.emit)
 
-    def _read_header(self) -> None:
-        try:
-            self._result = read_header(self.path)
-        except QuantDeskError as exc:
-            self._result = str(exc)
+    def _prepare(self, engine: EngineClient | None, gpu_offload: bool) -> tuple[GGUFHeader, hardware.Hardware, bool]:
+        """On a worker thread: the header, this machine, and whether the engine build can offload."""
+        if engine is not None:
+            engine.start()
+            gpu_offload = engine.gpu_offload
+        return read_header(self.path), self.hw or hardware.detect(), gpu_offload
 
-    def _deliver(self) -> None:
-        if self._result is not None:
-            self._poll.stop()
-            self.header_ready.emit(self._result)
+    def _ready(self, found: tuple[GGUFHeader, hardware.Hardware, bool]) -> None:
+        header, self.hw, offload = found
+        self.gpu_offload = offload and bool(self.hw.gpus)
+        self.header_ready.emit(header)
 
     def _set_enabled(self, enabled: bool) -> None:
         manual = enabled and not self.auto.isChecked()
@@ -176,8 +180,7 @@ class LoadDialog(QDialog):
         self.ctx_slider.setRange(1, max(trained // 256, 1))
         self.layers.setRange(0, (h.block_count or 0) + 1)
         self._updating = False
-        pref_ctx, threads = preferences(h)  # the Settings page's default context and threads
-        self.auto_plan = plan(h, self.hw, ctx=pref_ctx, gpu_offload=self.gpu_offload, n_threads=threads)
+        self.auto_plan = auto_plan(h, self.hw, gpu_offload=self.gpu_offload)  # the same Auto as plan_load
         self._show_params(self.auto_plan.params)
         self.gpu_bar.setVisible(self.gpu_offload)
         self.cpu_bar.setVisible(True)

@@ -9,17 +9,29 @@ from types import SimpleNamespace
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
-    QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-    QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 from app.core import paths
-from app.core.hub import auth as hf_auth
 from app.core import settings as app_settings
+from app.core.chat.session import new_chat_defaults
+from app.core.hub import auth as hf_auth
 from app.core.planner.params import MAX_CTX, physical_cores
 from app.ui.chat.side_panels import ConversationSettings
+from app.ui.tasks import TaskRunner
 from app.ui.theme import apply_theme
-from app.ui.worker import TaskRunner
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +113,7 @@ class SettingsDialog(QDialog):
         chats = QGroupBox("New chats start with")
         box = QVBoxLayout(chats)
         self.chat_defaults = ConversationSettings()
-        system, preset, sampling = app_settings.new_chat_defaults(s)
+        system, preset, sampling = new_chat_defaults(s)
         self.chat_defaults.show_conversation(SimpleNamespace(system_prompt=system, preset=preset, sampling=sampling))  # type: ignore[arg-type]
         box.addWidget(self.chat_defaults)
         layout.addWidget(chats)

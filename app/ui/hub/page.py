@@ -9,14 +9,26 @@ from typing import Any, Iterator
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QPushButton, QSplitter, QTextBrowser, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSplitter,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.core.hub import api as hubmod
 from app.core.planner.memory import MemoryEstimate, human_bytes
 from app.ui.dialogs.load import MemoryBar, show_memory
 from app.ui.tables import make_table, read_only_item
-from app.ui.worker import TaskRunner
+from app.ui.tasks import TaskRunner
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +48,6 @@ class ModelPanel(QWidget):
         self.endpoint = endpoint
         self.details: hubmod.RepoDetails | None = None
         self.verdicts: dict[str, Any] = {}
-        self._generation = 0
         self.title = QLabel("Pick a model on the left")
         font = self.title.font()
         font.setPointSizeF(font.pointSizeF() * 1.3)
@@ -75,8 +86,8 @@ class ModelPanel(QWidget):
         layout.addWidget(self.card, 3)
 
     def open_repo(self, repo_id: str) -> None:
-        self._generation += 1
-        generation = self._generation
+        for key in ("hub-card", "hub-fit"):  # the previous repository's answers are dropped
+            self.runner.invalidate(key)
         self.details, self.verdicts = None, {}
         self.title.setText(repo_id)
         self.meta.setText("Loading…")
@@ -89,14 +100,13 @@ class ModelPanel(QWidget):
         self.cpu_bar.hide()
 
         def shown(details: hubmod.RepoDetails) -> None:
-            if generation == self._generation:
-                self._show(details)
-                self._load_card(repo_id, details.sha, generation)
-                if details.gguf_files:
-                    self._load_fit(details, generation)
+            self._show(details)
+            self._load_card(repo_id, details.sha)
+            if details.gguf_files:
+                self._load_fit(details)
 
         self.runner.run("hub-model", lambda: hubmod.repo_details(repo_id, endpoint=self.endpoint), shown,
-                        lambda msg: generation == self._generation and self.meta.setText(msg))
+                        self.meta.setText, key="hub-model")
 
     def _show(self, d: hubmod.RepoDetails) -> None:
         self.details = d
@@ -124,23 +134,20 @@ class ModelPanel(QWidget):
         self.files.resizeColumnsToContents()
         self.files.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
 
-    def _load_card(self, repo_id: str, sha: str | None, generation: int) -> None:
+    def _load_card(self, repo_id: str, sha: str | None) -> None:
         def shown(text: str) -> None:
-            if generation == self._generation:
-                self.card.setMarkdown(text or "*This repository has no model card.*")
+            self.card.setMarkdown(text or "*This repository has no model card.*")
 
         self.runner.run("hub-card", lambda: hubmod.model_card(repo_id, revision=sha, endpoint=self.endpoint), shown,
-                        lambda msg: generation == self._generation and self.card.setPlainText(msg))
+                        self.card.setPlainText, key="hub-card")
 
-    def _load_fit(self, d: hubmod.RepoDetails, generation: int) -> None:
+    def _load_fit(self, d: hubmod.RepoDetails) -> None:
         from app.core.hardware import detect
         from app.core.planner.recommend import plan_repo
 
         self.fit_note.setText("Reading each file's header to check what fits this machine…")
 
         def shown(verdicts: list[Any]) -> None:
-            if generation != self._generation:
-                return
             self.verdicts = {v.path: v for v in verdicts}
             bold = QFont(self.files.font())
             bold.setBold(True)
@@ -160,7 +167,7 @@ class ModelPanel(QWidget):
                                   "of context or the trained one; ★ the best quality that fits fully.")
 
         self.runner.run("hub-fit", lambda: plan_repo(d.repo_id, detect(), revision=d.sha, endpoint=self.endpoint), shown,
-                        lambda msg: generation == self._generation and self.fit_note.setText(msg))
+                        self.fit_note.setText, key="hub-fit")
 
     def _on_file_selected(self) -> None:
         """The selected file's memory plan on this machine, as in the load dialog."""
@@ -191,7 +198,6 @@ class HubPage(QWidget):
         self._pages: Iterator[hubmod.ModelRow] | None = None
         self._fetching = False
         self._exhausted = True
-        self._generation = 0
         self.rows: list[hubmod.ModelRow] = []
 
         self.query = QLineEdit(placeholderText="Search models on Hugging Face (e.g. qwen, llama 3, gemma)")
@@ -251,7 +257,7 @@ class HubPage(QWidget):
         layout.addWidget(split, 1)
 
     def search(self) -> None:
-        self._generation += 1
+        self.runner.invalidate("hub-search")  # a page of the previous search is dropped
         self.rows = []
         self.results.setRowCount(0)
         self._pages = iter(hubmod.search(
@@ -268,11 +274,9 @@ class HubPage(QWidget):
         self._fetching = True
         self.more_button.setEnabled(False)
         self.status.setText("Searching…")
-        pages, generation = self._pages, self._generation
+        pages = self._pages
 
         def shown(rows: list[hubmod.ModelRow]) -> None:
-            if generation != self._generation:
-                return
             self._fetching = False
             self._exhausted = len(rows) < PAGE_SIZE
             self._append(rows)
@@ -280,11 +284,10 @@ class HubPage(QWidget):
             self.status.setText(f"{len(self.rows)} models" + ("" if self._exhausted else ", more below"))
 
         def failed(message: str) -> None:
-            if generation == self._generation:
-                self._fetching = False
-                self.status.setText(message)
+            self._fetching = False
+            self.status.setText(message)
 
-        self.runner.run("hub-search", lambda: list(itertools.islice(pages, PAGE_SIZE)), shown, failed)
+        self.runner.run("hub-search", lambda: list(itertools.islice(pages, PAGE_SIZE)), shown, failed, key="hub-search")
 
     def _append(self, rows: list[hubmod.ModelRow]) -> None:
         start = self.results.rowCount()

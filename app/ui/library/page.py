@@ -7,15 +7,14 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHBoxLayout, QHeaderView, QLabel, QMessageBox,
-                               QProgressBar, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QAbstractItemView, QCheckBox, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from app.core import settings as app_settings
 from app.core.hub.downloads import ACTIVE, DONE, PAUSED, Download
 from app.core.library.catalog import Library, LibraryEntry
 from app.core.planner.memory import human_bytes
 from app.ui.tables import make_table, read_only_item
-from app.ui.worker import DownloadsBridge, TaskRunner
+from app.ui.tasks import DownloadsBridge, TaskRunner
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,9 @@ def _ago(ts: float | None) -> str:
     if not ts:
         return "never"
     s = time.time() - ts
-    return "just now" if s < 60 else f"{s / 60:.0f} min ago" if s < 3600 else f"{s / 3600:.0f} h ago" if s < 86400 else time.strftime("%Y-%m-%d", time.localtime(ts))
+    if s >= 86400:
+        return time.strftime("%Y-%m-%d", time.localtime(ts))
+    return "just now" if s < 60 else f"{s / 60:.0f} min ago" if s < 3600 else f"{s / 3600:.0f} h ago"
 
 
 class LibraryPage(QWidget):

@@ -12,16 +12,39 @@ from typing import Any
 
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPaintEvent
-from PySide6.QtWidgets import (QCheckBox, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QProgressBar, QPushButton, QSpinBox, QStackedWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
-from app.core import paths
-from app.core.jobs import CancelToken, Cancelled, Progress
+from app.core.errors import Cancelled
+from app.core.jobs import CancelToken, Progress
 from app.core.planner.memory import human_bytes
-from app.core.quant.pipeline import (LevelProposal, OutputRow, PipelineOptions, PipelineResult, Source,
-                                        propose_levels, propose_levels_by_size, run_pipeline)
+from app.core.quant.pipeline import (
+    LevelProposal,
+    OutputRow,
+    PipelineOptions,
+    PipelineResult,
+    Source,
+    inspect_source,
+    propose_levels,
+    propose_levels_by_size,
+    run_pipeline,
+)
+from app.core.settings import models_dir
 from app.ui.tables import make_table, read_only_item
-from app.ui.worker import TaskRunner
+from app.ui.tasks import TaskRunner
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +109,6 @@ class QuantizeWizard(QDialog):
         self.proposals: list[LevelProposal] = []
         self.hub_repo: tuple[str, str | None] | None = None  # (repo, revision) when the source is a Hub repo
         self.running = False
-        self._generation = 0
         self._source_text = ""
 
         self.stack = QStackedWidget()
@@ -125,7 +147,7 @@ class QuantizeWizard(QDialog):
         self.allow_pickle.hide()
         self.allow_requantize = QCheckBox("Requantize an already-quantized file (loses quality: start from F16/BF16 when you can)")
         self.allow_requantize.hide()
-        self.out_dir = QLineEdit(str(paths.models_dir() / "quantized"))
+        self.out_dir = QLineEdit(str(models_dir() / "quantized"))
         opts = QHBoxLayout()
         opts.addWidget(QLabel("Context you want"))
         opts.addWidget(self.ctx)
@@ -164,7 +186,7 @@ class QuantizeWizard(QDialog):
             self.set_source(text)
 
     def _pick_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "A GGUF file to quantize", str(paths.models_dir()), "GGUF (*.gguf)")
+        path, _ = QFileDialog.getOpenFileName(self, "A GGUF file to quantize", str(models_dir()), "GGUF (*.gguf)")
         if path:
             self.set_source(path)
 
@@ -177,32 +199,14 @@ class QuantizeWizard(QDialog):
         """Read the source's facts off the GUI thread, then propose levels."""
         self.source_edit.setText(text)
         self._source_text = text
-        self._generation += 1
-        generation = self._generation
+        self.runner.invalidate("wizard-propose")  # levels for the previous source are dropped
         self.hub_repo = None
         self.levels.setRowCount(0)
         self.proposals = []
         self.source_note.setText("Reading the source…")
         self._sync()
-        path = Path(text).expanduser()
-
-        def read() -> tuple[str, Any]:
-            from app.core.quant.convert import inspect_folder
-            from app.core.gguf.header import read_header
-
-            if path.is_file():
-                return "gguf", read_header(path)
-            if path.is_dir():
-                return "folder", inspect_folder(path, allow_pickle=True)
-            if text.count("/") == 1 and not text.startswith(("/", ".", "~")):
-                from app.core.hub.api import repo_details
-
-                return "hub", repo_details(text, endpoint=self.endpoint)
-            raise FileNotFoundError(f"{text}: no such file or folder (a Hub repo is written owner/name)")
 
         def shown(found: tuple[str, Any]) -> None:
-            if generation != self._generation:
-                return
             kind, info = found
             self.kind, self.info = kind, info
             self.allow_pickle.setVisible(kind == "folder" and info.pickle)
@@ -229,11 +233,8 @@ class QuantizeWizard(QDialog):
             self.source_note.setText(note)
             self._propose()
 
-        def failed(message: str) -> None:
-            if generation == self._generation:
-                self.source_note.setText(message)
-
-        self.runner.run("wizard-source", read, shown, failed)
+        self.runner.run("wizard-source", lambda: inspect_source(text, endpoint=self.endpoint), shown,
+                        self.source_note.setText, key="wizard-source")
 
     def _propose(self) -> None:
         kind = getattr(self, "kind", None)
@@ -247,7 +248,7 @@ class QuantizeWizard(QDialog):
             n_params = info.n_params if kind == "folder" else int(info.safetensors_bytes / 2)  # bf16/f16 weights
             return propose_levels_by_size(n_params)
 
-        self.runner.run("wizard-propose", compute, self._show_levels, self.source_note.setText)
+        self.runner.run("wizard-propose", compute, self._show_levels, self.source_note.setText, key="wizard-propose")
 
     def _show_levels(self, proposals: list[LevelProposal]) -> None:
         self.proposals = proposals

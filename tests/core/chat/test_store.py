@@ -10,6 +10,7 @@ import pytest
 from app.core.chat import store as chats
 from app.core.chat.store import ChatStore
 from app.core.engine import SamplingParams
+from app.core.errors import BadValueError, SchemaTooNewError
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def test_old_database_is_migrated_in_place(tmp_path: Path) -> None:
 def test_newer_database_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     path = tmp_path / "future.sqlite3"
     sqlite3.connect(path).execute("PRAGMA user_version = 999")
-    with pytest.raises(RuntimeError, match="newer QuantDesk"):
+    with pytest.raises(SchemaTooNewError, match="newer QuantDesk"):
         ChatStore(path)
 
 
@@ -60,7 +61,7 @@ def test_conversation_round_trip(store: ChatStore) -> None:
 def test_rename_rejects_empty_title(store: ChatStore) -> None:
     conv = store.create_conversation()
     assert store.rename(conv.id, "  Paris  ").title == "Paris"
-    with pytest.raises(ValueError):
+    with pytest.raises(BadValueError):
         store.rename(conv.id, "   ")
 
 

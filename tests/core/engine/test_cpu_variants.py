@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from app.core.engine import EngineClient, SamplingParams, cpu_policy
+from app.core.engine import SamplingParams, cpu_policy, selfcheck
 from app.core.engine import cpu_variants as cv
-from app.core.engine import selfcheck
+from app.core.engine.client import EngineClient
 from app.core.errors import EngineCrashed, EngineError
 from tests.conftest import load_params
 

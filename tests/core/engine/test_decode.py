@@ -9,7 +9,8 @@ import json
 import pytest
 from pathlib import Path
 
-from app.core.engine import EngineClient, SamplingParams
+from app.core.engine import SamplingParams
+from app.core.engine.client import EngineClient
 from app.core.engine.host import _Batcher
 
 CODE = "".join(f"def f{i}(a, b):\n    return a + b * {i}\n\n" for i in range(6))

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from app.core.engine import EngineClient, SamplingParams
+from app.core.engine import SamplingParams
+from app.core.engine.client import EngineClient
 from app.core.errors import EngineCrashed, EngineError
-from tests.conftest import LONG_PROMPT, THREADS, TEST_CTX, load_params
+from tests.conftest import LONG_PROMPT, TEST_CTX, THREADS, load_params
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=48, repeat_penalty=1.0)
 

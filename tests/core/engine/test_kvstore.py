@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from app.core import paths
-from app.core.engine import EngineClient, SamplingParams
+from app.core.engine import SamplingParams
+from app.core.engine.client import EngineClient
 from tests.conftest import load_params
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24, repeat_penalty=1.0)

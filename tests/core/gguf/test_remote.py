@@ -15,9 +15,9 @@ import pytest
 
 from app.core.errors import QuantDeskError
 from app.core.gguf.header import read_header
+from app.core.gguf.remote import read_remote_header
 from app.core.hardware import GPU, Hardware
 from app.core.planner.memory import GiB, plan
-from app.core.gguf.remote import read_remote_header
 from app.core.planner.recommend import plan_repo
 from tests.support.hub_server import HubRepo, HubServer
 from tests.support.tiny_models import build_tiny_gguf

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.core.hub import api as hubmod
 from app.core.errors import QuantDeskError
+from app.core.hub import api as hubmod
 from tests.support.hub_server import HubServer
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from app.core import paths
 from app.core.hub.downloads import CHUNK, DONE, DownloadManager
+from app.core.settings import models_dir
 from tests.conftest import HUB_TOKEN
 from tests.support.hub_server import HubServer
 
@@ -31,7 +31,7 @@ def ranges(server: HubServer, name: str) -> list[str]:
 
 
 def leftovers() -> list[Path]:
-    return [p for p in paths.models_dir().rglob("*") if p.is_file()]
+    return [p for p in models_dir().rglob("*") if p.is_file()]
 
 
 def test_download_checks_sha256_and_registers_in_the_library(hub: HubServer, starter_model: Path) -> None:
@@ -39,7 +39,7 @@ def test_download_checks_sha256_and_registers_in_the_library(hub: HubServer, sta
     d = manager.wait(manager.start(STARTER_REPO, STARTER_FILE).id)
     assert d.state == DONE, d.error
     assert d.dest.read_bytes() == starter_model.read_bytes()
-    assert d.dest.is_relative_to(paths.models_dir()) and not d.dest.with_name(d.dest.name + ".part").exists()
+    assert d.dest.is_relative_to(models_dir()) and not d.dest.with_name(d.dest.name + ".part").exists()
     manager.library.refresh(hf_cache=False)  # reads the header facts off the download's path
     entry = manager.library.find(d.dest)
     assert entry is not None and entry.origin == "downloaded" and entry.owned

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app.core import paths
 from app.core.errors import ModelFileError, QuantDeskError
 from app.core.library.catalog import Library
+from app.core.settings import models_dir
 from tests.support.hub_server import HubServer
 
 
@@ -70,7 +70,7 @@ def test_huggingface_cache_files_are_found(hub: HubServer, tmp_path: Path, tiny_
 
 
 def test_owned_files_delete_every_shard(tmp_path: Path, tiny_ggufs: dict[str, Path]) -> None:
-    folder = paths.models_dir() / "me" / "tiny"
+    folder = models_dir() / "me" / "tiny"
     folder.mkdir(parents=True)
     for key in ("split1", "split2"):
         shutil.copy(tiny_ggufs[key], folder / tiny_ggufs[key].name)
@@ -88,9 +88,9 @@ def test_owned_files_delete_every_shard(tmp_path: Path, tiny_ggufs: dict[str, Pa
 
 
 def test_a_partial_file_is_never_a_model(tmp_path: Path, tiny_ggufs: dict[str, Path]) -> None:
-    cut = paths.models_dir() / "cut.gguf"
+    cut = models_dir() / "cut.gguf"
     cut.write_bytes(tiny_ggufs["q8_0"].read_bytes()[: 200_000])
-    (paths.models_dir() / "next.gguf.part").write_bytes(tiny_ggufs["q8_0"].read_bytes())
+    (models_dir() / "next.gguf.part").write_bytes(tiny_ggufs["q8_0"].read_bytes())
     lib = Library()
     with pytest.raises(ModelFileError, match="cut.gguf"):
         lib.register(cut)

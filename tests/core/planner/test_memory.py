@@ -16,8 +16,8 @@ import pytest
 from app.core.engine import cpu_variants
 from app.core.gguf.header import GGUFHeader, read_header
 from app.core.hardware import GPU, Hardware
-from app.core.planner.params import LoadParams
 from app.core.planner.memory import GiB, MiB, estimate, plan, with_dry_run
+from app.core.planner.params import GGML_TYPES, LoadParams
 from tests.support.tiny_models import ARCHS, build_tiny_gguf
 
 LOAD = r"""
@@ -130,6 +130,27 @@ def test_plan_cli_json(starter_model: Path) -> None:
     assert set(data["memory"]) >= {"weights_bytes", "kv_bytes", "compute_bytes", "gpu_bytes", "cpu_bytes"}
     assert data["params"]["n_ctx"] == 2048 and data["params"]["n_gpu_layers"] == 0 and data["fits"] is True
     assert data["memory"]["measured"] is True and any("dry run" in r for r in data["reasons"])
+
+
+def test_plan_json_params_are_keyword_arguments_llama_accepts_as_they_are(starter_model: Path) -> None:
+    """`quantdesk plan --json`'s params go straight into llama_cpp.Llama(model_path=..., **params):
+    the KV cache types as ggml type numbers, their names beside them."""
+    out = subprocess.run([sys.executable, "-m", "app", "plan", "starter", "--ctx", "1024", "--gpu-mem", "0", "--no-measure", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["kv_cache_types"] == {"type_k": "f16", "type_v": "f16"} and data["params"]["type_k"] == GGML_TYPES["f16"]
+    load = ("import json, sys, llama_cpp; m = llama_cpp.Llama(model_path=sys.argv[1], verbose=False, **json.loads(sys.argv[2])); "
+            "print(m.n_ctx())")
+    loaded = subprocess.run([sys.executable, "-c", load, str(starter_model), json.dumps(data["params"])], capture_output=True,
+                            text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert int(loaded.stdout.split()[-1]) == 1024
+    h = read_header(starter_model)
+    p = plan(h, CPU_ONLY, ctx=1024)
+    q8 = replace(p, params=replace(p.params, flash_attn=True, type_k="q8_0", type_v="q8_0")).to_dict()
+    assert (q8["params"]["type_k"], q8["params"]["type_v"]) == (GGML_TYPES["q8_0"],) * 2 == (8, 8)
+    assert q8["kv_cache_types"] == {"type_k": "q8_0", "type_v": "q8_0"}
 
 
 @pytest.mark.parametrize("flash_attn", [False, True])

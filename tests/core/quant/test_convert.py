@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from app.core.errors import Cancelled, ConversionError, DiskSpaceError, ModelFileError, QuantDeskError
+from app.core.jobs import CancelToken, Progress
 from app.core.quant.convert import PICKLE_WARNING, convert, converter_dir
-from app.core.errors import ConversionError, DiskSpaceError, ModelFileError, QuantDeskError
-from app.core.jobs import CancelToken, Cancelled, Progress
 from tests.support.hf_models import tiny_hf_folder
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app.core.quant.evaluate import EvalError, evaluate
+from app.core.errors import EvalError
+from app.core.quant.evaluate import evaluate
 from app.core.quant.quantize import quantize
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.core.errors import ModelFileError, QuantizeError
-from app.core.quant.imatrix import compute_imatrix, load_imatrix
-from app.core.jobs import CancelToken, Cancelled, Progress
+from app.core.errors import Cancelled, ModelFileError, QuantizeError
 from app.core.gguf.quant_types import QUANT_TYPES, quant_type
+from app.core.jobs import CancelToken, Progress
+from app.core.quant.imatrix import compute_imatrix, load_imatrix
 from app.core.quant.quantize import default_calibration, output_name, quantize
 from tests.core.quant.test_convert import assert_same_tensors
 

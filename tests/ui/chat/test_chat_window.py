@@ -317,7 +317,8 @@ def test_load_dialog_names_a_bad_file(qtbot, window: MainWindow, tmp_path: Path)
 
 
 def test_hardware_page(qtbot, window: MainWindow) -> None:  # type: ignore[no-untyped-def]
-    window.hardware_action.trigger()
+    window.hardware_action.trigger()  # the hardware is detected off the GUI thread
+    qtbot.waitUntil(lambda: "RAM" in window.hardware_dialog.view.toPlainText(), timeout=WAIT_MS)
     text = window.hardware_dialog.view.toPlainText()
     assert "CPU" in text and "RAM" in text and "GPU" in text and "Engine" in text
 

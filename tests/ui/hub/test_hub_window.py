@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 
-from app.core import paths
+from app.core.settings import models_dir
 from app.ui.main_window import MainWindow
 from tests.support.hub_server import HubServer
 
@@ -82,7 +82,7 @@ def test_download_pause_resume_library_and_chat(qtbot, hub_window: MainWindow, h
     with qtbot.waitSignal(page.download_ready, timeout=WAIT_MS) as ready:
         pass
     path = Path(ready.args[0])
-    assert path.read_bytes() == starter_model.read_bytes() and path.is_relative_to(paths.models_dir())
+    assert path.read_bytes() == starter_model.read_bytes() and path.is_relative_to(models_dir())
     hub_window.pages.setCurrentWidget(hub_window.library_page)
     library = hub_window.library_page
     qtbot.waitUntil(lambda: library.select_path(path), timeout=WAIT_MS)
@@ -103,7 +103,7 @@ def test_cancel_leaves_nothing(qtbot, hub_window: MainWindow, hub: HubServer) ->
     qtbot.mouseClick(page.buttons(download_id)[1], Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: "cancelled" in page.table.item(page.rows[download_id], 4).text(), timeout=WAIT_MS)
     assert manager.get(download_id).state == "cancelled"
-    assert [p for p in paths.models_dir().rglob("*") if p.is_file()] == []
+    assert [p for p in models_dir().rglob("*") if p.is_file()] == []
 
 
 def test_gated_download_failure_is_shown_inline(qtbot, hub_window: MainWindow) -> None:  # type: ignore[no-untyped-def]
@@ -118,7 +118,7 @@ def test_library_delete_asks_first_and_other_apps_files_cannot_be_deleted(qtbot,
 
     from PySide6.QtWidgets import QMessageBox
 
-    mine = paths.models_dir() / "me" / "tiny-Q8_0.gguf"
+    mine = models_dir() / "me" / "tiny-Q8_0.gguf"
     mine.parent.mkdir(parents=True)
     shutil.copy(tiny_ggufs["q8_0"], mine)
     hub_window.pages.setCurrentWidget(hub_window.library_page)

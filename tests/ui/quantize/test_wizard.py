@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 
-from app.core import paths
 from app.core.library.catalog import Library
+from app.core.settings import models_dir
 from app.ui.main_window import MainWindow
 from tests.support.hub_server import HubRepo, HubServer
 
@@ -35,7 +35,7 @@ def test_gguf_source_is_proposed_quantized_measured_and_listed(qtbot, hub_window
     assert proposed == ["Q8_0"] and wizard.chosen_types() == ["Q8_0"]  # a tiny model fits fully at the best level
     assert "★ proposed" in wizard.levels.item(0, 4).text()
     wizard.set_chosen(["Q8_0", "Q4_K_M"])
-    wizard.out_dir.setText(str(paths.models_dir() / "out"))
+    wizard.out_dir.setText(str(models_dir() / "out"))
     with qtbot.waitSignal(wizard.finished_run, timeout=WAIT_MS) as done:
         wizard.quantize_button.click()
     result = done.args[0]
@@ -64,7 +64,7 @@ def test_hub_repo_is_downloaded_converted_and_quantized(qtbot, hub_window: MainW
         wizard.quantize_button.click()
     result = done.args[0]
     assert result is not None, wizard.source_note.text()
-    folder = paths.models_dir() / "qd" / "tiny-llama-hf"
+    folder = models_dir() / "qd" / "tiny-llama-hf"
     assert (folder / "model.safetensors").read_bytes() == files["model.safetensors"].read_bytes()
     assert {d.filename for d in hub_window.downloads.manager.downloads()} >= {"model.safetensors", "config.json", "tokenizer.model"}
     lib = {Path(e.path).name: e for e in Library().entries(dedupe=False)}
@@ -84,7 +84,7 @@ def test_repos_that_cannot_be_converted_are_explained(qtbot, hub_window: MainWin
 def test_cancel_leaves_no_partial_output(qtbot, hub_window: MainWindow, starter_f16: Path) -> None:  # type: ignore[no-untyped-def]
     wizard = hub_window.quantize_source(str(starter_f16))
     wait_levels(qtbot, wizard)
-    out = paths.models_dir() / "cancelled"
+    out = models_dir() / "cancelled"
     wizard.out_dir.setText(str(out))
     wizard.set_chosen(["Q4_K_M"])
     wizard.evaluate.setChecked(False)

@@ -2,8 +2,10 @@
 
     python -m app.core.quant.children.convert CONVERTER_DIR [converter arguments...]
 
-- The converter's vendored ``gguf-py`` comes first on ``sys.path`` (the version it was written
-  for), ahead of the PyPI ``gguf``; nothing here imports ``gguf`` before it.
+- The converter's vendored ``gguf-py`` is what ``import gguf`` finds (the version it was written
+  for), ahead of the PyPI ``gguf`` (also ahead of the bundle's frozen copy: a finder first on
+  ``sys.meta_path``); nothing here imports ``gguf`` before it. In the desktop bundle the
+  unfrozen conversion stack (torch, transformers ...) is put on ``sys.path``.
 - No code from the model folder ever runs: every transformers ``from_pretrained`` is forced to
   ``trust_remote_code=False`` (the converter asks for True for some tokenizers) and dynamic
   module loading is refused; the Hub is offline.
@@ -14,19 +16,19 @@
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import os
 import resource
 import runpy
 import sys
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from app.core.errors import RemoteCodeRefused
+from app.core.proc.launch import convert_stack_dir
 from app.core.proc.runner import emit
-
-
-class RemoteCodeRefused(RuntimeError):
-    pass
 
 
 def _forbid_remote_code() -> None:
@@ -56,7 +58,7 @@ class _Bar:
     """Stands in for tqdm in GGUFWriter.write_tensors_to_file: one ``write`` event per tensor."""
 
     def __init__(self, desc: str = "", total: float | None = None, **_: Any) -> None:
-        self.desc, self.total, self.n = desc, total or 0, 0
+        self.desc, self.total, self.n = desc, total or 0, 0.0
 
     def update(self, n: float = 1) -> None:
         self.n += n
@@ -89,7 +91,20 @@ def _report_writes() -> None:
             else:
                 sys.modules.pop("tqdm", None)
 
-    gguf.GGUFWriter.write_tensors_to_file = write_tensors_to_file
+    gguf.GGUFWriter.write_tensors_to_file = write_tensors_to_file  # type: ignore[method-assign]
+
+
+class _VendoredGGUF(importlib.abc.MetaPathFinder):
+    """``gguf`` and its submodules from the converter's own gguf-py folder, whatever else is on
+    the path or frozen into the app."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = str(folder)
+
+    def find_spec(self, name: str, path: Sequence[str] | None = None, target: Any = None) -> Any:
+        if name != "gguf" and not name.startswith("gguf."):
+            return None
+        return importlib.machinery.PathFinder.find_spec(name, [self.folder] if name == "gguf" else path)
 
 
 def main(argv: list[str]) -> int:
@@ -99,6 +114,10 @@ def main(argv: list[str]) -> int:
     os.environ["NO_LOCAL_GGUF"] = "1"  # we put the vendored gguf-py on the path ourselves, first
     assert "gguf" not in sys.modules, "the PyPI gguf was imported before the converter's own"
     sys.path[0:0] = [str(conv_dir), str(conv_dir / "gguf-py")]
+    sys.meta_path.insert(0, _VendoredGGUF(conv_dir / "gguf-py"))
+    stack = convert_stack_dir()
+    if stack is not None:
+        sys.path.insert(2, str(stack))
     _forbid_remote_code()
     _report_writes()
     sys.argv = [str(conv_dir / "convert_hf_to_gguf.py"), *argv[1:]]

@@ -136,8 +136,8 @@ class Collector:
 
 
 def main(argv: list[str]) -> int:
-    model_path, text_path, out_path, chunk, threads, ngl, max_chunks, dataset = argv
-    chunk, threads, ngl, max_chunks = int(chunk), int(threads), int(ngl), int(max_chunks)
+    model_path, text_path, out_path, chunk_arg, threads_arg, ngl_arg, max_chunks_arg, dataset = argv
+    chunk, threads, ngl, max_chunks = int(chunk_arg), int(threads_arg), int(ngl_arg), int(max_chunks_arg)
     from app.core.engine import cpu_variants
 
     cpu_variants.activate()  # the CPU build the parent chose, before llama_cpp loads

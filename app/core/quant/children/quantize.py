@@ -59,7 +59,9 @@ def main(argv: list[str]) -> int:
     from app.core.engine import cpu_variants
 
     cpu_variants.activate()  # the CPU build the parent chose, before llama_cpp loads
-    import llama_cpp
+    from app.core.quant.children.llama import bindings
+
+    llama_cpp = bindings()  # the C API only: the child's start-up is part of every quantize
 
     parser = LogParser()
     log_cb = llama_cpp.llama_log_callback(parser)
@@ -78,7 +80,7 @@ def main(argv: list[str]) -> int:
         for i, (name, values) in enumerate(data.items()):
             name_b = ctypes.create_string_buffer(name.encode())
             keep += [name_b, values]
-            entries[i].name = ctypes.cast(name_b, ctypes.c_char_p)
+            entries[i].name = ctypes.cast(name_b, ctypes.c_char_p)  # type: ignore[assignment]
             entries[i].data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
             entries[i].size = values.size
         entries[len(data)].name = None  # terminator

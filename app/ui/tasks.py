@@ -1,9 +1,16 @@
-"""The one bridge between the Qt GUI and the core's blocking engine client.
+"""The one way the GUI runs core work off its thread and hears back.
 
-Every engine request runs on a background thread. The thread never touches Qt: it posts its
-results to a queue, and a timer on the GUI thread drains the queue and emits the signals there
-(emitting PySide signals from plain Python threads crashed the interpreter with a refcount error
-in PySide6 6.12). A job's end is posted in ``finally`` so the UI never stays busy.
+A ``Dispatcher`` is the single path from worker threads to the GUI thread: workers never touch Qt,
+they post callbacks to its queue, and its timer on the GUI thread runs them (emitting PySide
+signals from plain Python threads crashed the interpreter with a refcount error in PySide6 6.12).
+On top of it:
+
+- ``TaskRunner.run(name, call, done, failed, key=...)``: any core call on a worker thread; ``done``
+  or ``failed`` runs on the GUI thread, the end is posted in ``finally``; a newer call with the
+  same ``key`` (or ``invalidate(key)``) drops the older one's result, so no page keeps its own
+  generation counter.
+- ``EngineBridge``: the engine client's requests as signals (load, chat stream, token count).
+- ``DownloadsBridge``: the download manager's events as one signal, coalesced per download.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from app.core.engine import EngineClient, ModelInfo, Reply, SamplingParams
+from app.core.engine import ModelInfo, Reply, SamplingParams
+from app.core.engine.client import EngineClient
 from app.core.errors import EngineCrashed, QuantDeskError
 from app.core.planner.params import LoadParams
 
@@ -25,7 +33,63 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PUMP_INTERVAL_MS = 10
+IDLE_INTERVAL_MS = 50
 ENGINE_NICE = 5  # the window's thread wins the CPU over the engine's busy threads
+
+
+class Dispatcher(QObject):
+    """Callbacks posted from any thread, run on the GUI thread by a timer: every 10 ms while work
+    is in flight (``begin``/``end``, called on the GUI thread), else every 50 ms when ``idle_ms``
+    is given (a listener that can post at any time), else not at all."""
+
+    def __init__(self, parent: QObject | None = None, *, idle_ms: int | None = None) -> None:
+        super().__init__(parent)
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._active = 0
+        self._idle_ms = idle_ms
+        self._timer = QTimer(self)
+        self._timer.setInterval(idle_ms or PUMP_INTERVAL_MS)
+        self._timer.timeout.connect(self.drain)
+        if idle_ms:
+            self._timer.start()
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    def post(self, callback: Callable[[], None]) -> None:
+        """From any thread: run ``callback`` on the GUI thread."""
+        self._queue.put(callback)
+
+    def begin(self) -> None:
+        self._active += 1
+        self._timer.setInterval(PUMP_INTERVAL_MS)
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def end(self) -> None:
+        self._active -= 1
+
+    def stop(self) -> None:
+        """No more deliveries (the window is closing)."""
+        self._timer.stop()
+        self._idle_ms = None
+
+    def drain(self) -> None:
+        while True:
+            try:
+                callback = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                callback()
+            except Exception:  # a GUI callback's bug is logged, the pump keeps running
+                log.exception("GUI callback failed")
+        if self._active == 0 and self._queue.empty():
+            if self._idle_ms:
+                self._timer.setInterval(self._idle_ms)
+            else:
+                self._timer.stop()
 
 
 class EngineBridge(QObject):
@@ -44,35 +108,21 @@ class EngineBridge(QObject):
     def __init__(self, client: EngineClient | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.client = client or EngineClient(nice=ENGINE_NICE)
-        self._jobs = 0
         self._threads: list[threading.Thread] = []
-        self._outbox: queue.SimpleQueue[tuple[str, tuple[Any, ...]]] = queue.SimpleQueue()
-        self._pump = QTimer(self)
-        self._pump.setInterval(PUMP_INTERVAL_MS)
-        self._pump.timeout.connect(self._drain)
+        self._dispatch = Dispatcher(self)
 
     @property
     def busy(self) -> bool:
-        return self._jobs > 0
+        return self._dispatch.active > 0
 
     def _post(self, signal_name: str, *args: Any) -> None:
         """From a worker thread: emit ``signal_name`` on the GUI thread."""
-        self._outbox.put((signal_name, args))
+        self._dispatch.post(lambda: getattr(self, signal_name).emit(*args))
 
-    def _drain(self) -> None:
-        while True:
-            try:
-                name, args = self._outbox.get_nowait()
-            except queue.Empty:
-                break
-            if name == "__job_done__":
-                self._jobs -= 1
-                if self._jobs == 0:
-                    self.busy_changed.emit(False)
-            else:
-                getattr(self, name).emit(*args)
-        if self._jobs == 0:
-            self._pump.stop()
+    def _job_done(self) -> None:
+        self._dispatch.end()
+        if self._dispatch.active == 0:
+            self.busy_changed.emit(False)
 
     def _run(self, name: str, job: Callable[[], None]) -> None:
         def target() -> None:
@@ -81,12 +131,11 @@ class EngineBridge(QObject):
             finally:
                 for notice in self.client.take_notices():
                     self._post("engine_notice", notice)
-                self._post("__job_done__")
+                self._dispatch.post(self._job_done)
 
-        self._jobs += 1
-        if self._jobs == 1:
+        self._dispatch.begin()
+        if self._dispatch.active == 1:
             self.busy_changed.emit(True)
-        self._pump.start()
         thread = threading.Thread(target=target, name=name, daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
@@ -175,56 +224,49 @@ class TaskRunner(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._outbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._pump = QTimer(self)
-        self._pump.setInterval(PUMP_INTERVAL_MS)
-        self._pump.timeout.connect(self._drain)
-        self._running = 0
+        self._dispatch = Dispatcher(self)
         self._threads: list[threading.Thread] = []
+        self._generations: dict[str, int] = {}
 
     @property
     def busy(self) -> bool:
-        return self._running > 0
+        return self._dispatch.active > 0
 
     def post(self, callback: Callable[[], None]) -> None:
         """From any thread: run ``callback`` on the GUI thread."""
-        self._outbox.put(callback)
+        self._dispatch.post(callback)
 
-    def _drain(self) -> None:
-        while True:
-            try:
-                callback = self._outbox.get_nowait()
-            except queue.Empty:
-                break
-            try:
-                callback()
-            except Exception:  # a GUI callback's bug is logged, the pump keeps running
-                log.exception("task callback failed")
-        if self._running == 0 and self._outbox.empty():
-            self._pump.stop()
+    def invalidate(self, key: str) -> None:
+        """Drop the result of the call running under ``key``, if any (the page moved on)."""
+        self._generations[key] = self._generations.get(key, 0) + 1
 
     def run(self, name: str, call: Callable[[], Any], done: Callable[[Any], None] | None = None,
-            failed: Callable[[str], None] | None = None) -> None:
-        def finish() -> None:
-            self._running -= 1
+            failed: Callable[[str], None] | None = None, *, key: str | None = None) -> None:
+        """Run ``call`` on a worker thread; then ``done(result)`` or ``failed(message)`` on the GUI
+        thread, unless a newer call with the same ``key`` started meanwhile."""
+        if key is not None:
+            self.invalidate(key)
+        generation = self._generations.get(key, 0) if key is not None else 0
+
+        def current() -> bool:
+            return key is None or self._generations.get(key, 0) == generation
 
         def target() -> None:
             try:
                 result = call()
             except QuantDeskError as exc:
                 message = str(exc)
-                self.post(lambda: failed(message) if failed else log.warning("%s: %s", name, message))
+                self.post(lambda: current() and (failed(message) if failed else log.warning("%s: %s", name, message)))
             except Exception as exc:  # unexpected: a sentence for the user, the traceback in the log
                 log.exception("%s failed", name)
                 message = f"{name}: {type(exc).__name__}: {exc}"
-                self.post(lambda: failed(message) if failed else None)
+                self.post(lambda: current() and failed(message) if failed else None)
             else:
-                self.post(lambda: done(result) if done else None)
+                self.post(lambda: current() and done(result) if done else None)
             finally:
-                self.post(finish)
+                self.post(self._dispatch.end)
 
-        self._running += 1
-        self._pump.start()
+        self._dispatch.begin()
         thread = threading.Thread(target=target, name=name, daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
@@ -242,20 +284,24 @@ class DownloadsBridge(QObject):
     def __init__(self, manager: "DownloadManager", parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.manager = manager
-        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        manager.listeners.append(self._outbox.put)
-        self._pump = QTimer(self)
-        self._pump.setInterval(50)
-        self._pump.timeout.connect(self._drain)
-        self._pump.start()
+        self._pending: list[Any] = []
+        self._lock = threading.Lock()
+        self._dispatch = Dispatcher(self, idle_ms=IDLE_INTERVAL_MS)
+        manager.listeners.append(self._on_event)
 
-    def _drain(self) -> None:
+    def _on_event(self, d: Any) -> None:
+        """On a download's thread: queue the event; one delivery per batch (progress coalesced)."""
+        with self._lock:
+            first = not self._pending
+            self._pending.append(d)
+        if first:
+            self._dispatch.post(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            events, self._pending = self._pending, []
         latest: dict[int, Any] = {}
-        while True:
-            try:
-                d = self._outbox.get_nowait()
-            except queue.Empty:
-                break
+        for d in events:
             if d.id in latest and latest[d.id].state != d.state:
                 self.download_changed.emit(latest[d.id])  # every state change is seen
             latest[d.id] = d
@@ -263,5 +309,5 @@ class DownloadsBridge(QObject):
             self.download_changed.emit(d)
 
     def shutdown(self) -> None:
-        self._pump.stop()
+        self._dispatch.stop()
         self.manager.close()

@@ -1,0 +1,116 @@
+"""A conversation as the user has it: what a new one starts with, and ``ChatSession`` (send, stop,
+regenerate, edit, title, incremental save), for the GUI's chat page and the CLI alike."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Callable
+
+from app.core import settings as app_settings
+from app.core.chat.store import COMPLETE, FAILED, INTERRUPTED, SAVE_INTERVAL_S, STOPPED, STREAMING, ChatStore, Conversation, Message
+from app.core.engine.protocol import PRESETS, Reply, SamplingParams
+from app.core.errors import EngineCrashed, QuantDeskError
+
+if TYPE_CHECKING:
+    from app.core.engine.client import EngineClient
+
+
+def new_chat_defaults(settings: app_settings.Settings | None = None) -> tuple[str, str, SamplingParams]:
+    """What a new conversation starts with: system prompt, preset name ("Custom" when the saved
+    sampling matches no preset) and sampling, from the Settings page."""
+    s = settings or app_settings.load()
+    if s.default_sampling:
+        sampling = SamplingParams.from_dict(s.default_sampling)
+    else:
+        sampling = PRESETS.get(s.default_preset, SamplingParams())
+    preset = next((name for name, p in PRESETS.items() if p == sampling), "Custom")
+    return s.default_system_prompt, preset, sampling
+
+
+TITLE_CHARS = 48
+
+
+def title_for(text: str) -> str:
+    """A new conversation's title: its first message, on one line, cut to TITLE_CHARS."""
+    return " ".join(text.split())[:TITLE_CHARS] or "New chat"
+
+
+def status_for(reply: Reply) -> str:
+    return STOPPED if reply.finish_reason == "cancelled" else COMPLETE
+
+
+class ChatSession:
+    """One conversation as the user has it, the rules in one place for the GUI and the CLI: send
+    (the first message titles the conversation), stop (the partial reply is kept, marked stopped),
+    regenerate, edit and resend, and the reply saved while it streams (every SAVE_INTERVAL_S), so
+    a crash loses at most that much. The engine trims the oldest turns to fit its context
+    (engine/host.py); the store keeps them all.
+
+    Synchronous: the CLI calls it directly, the GUI from a worker thread."""
+
+    def __init__(self, store: ChatStore, engine: EngineClient, conversation: Conversation | None = None, *,
+                 system_prompt: str = "", sampling: SamplingParams | None = None, preset: str = "Custom") -> None:
+        self.store, self.engine = store, engine
+        self.conversation = conversation
+        self._new = {"system_prompt": system_prompt, "sampling": sampling or SamplingParams(), "preset": preset}
+
+    @property
+    def sampling(self) -> SamplingParams:
+        return self.conversation.sampling if self.conversation else self._new["sampling"]  # type: ignore[return-value]
+
+    def _ensure_conversation(self) -> Conversation:
+        if self.conversation is None:
+            model = self.engine.wanted_model
+            self.conversation = self.store.create_conversation(model_path=str(model) if model else None, **self._new)  # type: ignore[arg-type]
+        return self.conversation
+
+    def send(self, text: str, *, on_token: Callable[[str], None] | None = None, editing: int | None = None) -> Message:
+        """Add the user's ``text`` (replacing message ``editing`` and everything after it) and
+        stream the reply; returns the saved assistant message."""
+        conv = self._ensure_conversation()
+        if editing is not None:
+            self.store.delete_from(conv.id, editing)
+        if conv.title == "New chat":
+            self.conversation = conv = self.store.rename(conv.id, title_for(text))
+        self.store.add_message(conv.id, "user", text)
+        return self._reply(on_token)
+
+    def regenerate(self, message_id: int, *, on_token: Callable[[str], None] | None = None) -> Message:
+        """Drop the reply ``message_id`` (and anything after it) and answer again."""
+        conv = self._ensure_conversation()
+        self.store.delete_from(conv.id, message_id)
+        return self._reply(on_token)
+
+    def stop(self) -> None:
+        """Stop the reply being streamed (safe from another thread); what came is kept."""
+        self.engine.cancel()
+
+    def _reply(self, on_token: Callable[[str], None] | None) -> Message:
+        conv = self._ensure_conversation()
+        history = self.store.engine_messages(conv.id)
+        placeholder = self.store.add_message(conv.id, "assistant", "", status=STREAMING)
+        parts: list[str] = []
+        last_save = time.monotonic()
+        try:
+            for event in self.engine.stream(history, self.sampling):
+                if event["ev"] == "token":
+                    parts.append(event["text"])
+                    if on_token is not None:
+                        on_token(event["text"])
+                    if time.monotonic() - last_save >= SAVE_INTERVAL_S:
+                        self.store.update_message(placeholder.id, content="".join(parts))
+                        last_save = time.monotonic()
+                elif event["ev"] == "done":
+                    reply: Reply = event["reply"]
+                    self.store.update_message(placeholder.id, content=reply.text, status=status_for(reply), stats=reply.stats())
+        except KeyboardInterrupt:  # the CLI's Ctrl-C: stop, keep what came
+            self.engine.cancel()
+            self.store.update_message(placeholder.id, content="".join(parts), status=STOPPED)
+            raise
+        except EngineCrashed:
+            self.store.update_message(placeholder.id, content="".join(parts), status=INTERRUPTED)
+            raise
+        except QuantDeskError:
+            self.store.update_message(placeholder.id, content="".join(parts), status=FAILED)
+            raise
+        return self.store.get_message(placeholder.id)

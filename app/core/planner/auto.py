@@ -1,0 +1,56 @@
+"""Auto: how a model is loaded when the user does not say, the one place that decides it.
+
+``plan_load`` asks the memory planner (app.core.planner.memory) for the parameters: context 4096 or
+the model's trained context if smaller, as many layers on the GPU as fit, a q8_0 KV cache when that
+is what makes it fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from app.core import hardware, settings
+from app.core.errors import BadValueError
+from app.core.gguf.header import GGUFHeader
+from app.core.planner import memory as planner
+from app.core.planner.params import MAX_CTX, LoadParams
+
+
+def preferences(header: GGUFHeader) -> tuple[int | None, int | None]:
+    """The Settings page's default context (capped at the model's trained context) and engine
+    threads; None where the planner decides."""
+    prefs = settings.load()
+    ctx = min(prefs.default_ctx, header.context_length or prefs.default_ctx) if prefs.default_ctx else None
+    return ctx, prefs.engine_threads or None
+
+
+def auto_plan(header: GGUFHeader, hw: hardware.Hardware, *, ctx: int | None = None,
+              gpu_offload: bool = False) -> planner.Plan:
+    """The planner's choice ("Auto") with the Settings page's default context and threads: what
+    ``plan_load`` loads and what the load dialog shows as Auto."""
+    pref_ctx, threads = preferences(header)
+    return planner.plan(header, hw, ctx=ctx if ctx is not None else pref_ctx, gpu_offload=gpu_offload, n_threads=threads)
+
+
+def plan_load(
+    header: GGUFHeader,
+    *,
+    ctx: int | None = None,
+    gpu_layers: int | None = None,
+    gpu_offload_supported: bool = False,
+) -> LoadParams:
+    """The load parameters the engine uses by default ("Auto"), from the memory planner; every
+    caller (CLI, GUI) comes through this function. ``ctx`` and ``gpu_layers`` are the user's;
+    without ``ctx``, the Settings page's default context applies (capped at the trained one)."""
+    if ctx is not None and not 0 < ctx <= MAX_CTX:
+        raise BadValueError(f"context size {ctx}: must be between 1 and {MAX_CTX:,} tokens")
+    if gpu_layers is not None and gpu_layers < -1:
+        raise BadValueError(f"GPU layers {gpu_layers}: use -1 (all), 0 (CPU only) or a positive count")
+    plan = auto_plan(header, hardware.detect(), ctx=ctx, gpu_offload=gpu_offload_supported)
+    if not plan.fits:
+        raise BadValueError(f"{header.path.name}: {plan.reasons[-1]}")
+    params = plan.params
+    if gpu_layers is not None:
+        chosen = gpu_layers if gpu_offload_supported else 0
+        params = replace(params, n_gpu_layers=chosen, reasons=params.reasons + (f"{gpu_layers} GPU layers: chosen by the user",))
+    return params
