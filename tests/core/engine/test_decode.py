@@ -5,9 +5,9 @@ speculative decoding that drafts from the prompt and keeps the reply."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from app.core.engine import SamplingParams
 from app.core.engine.client import EngineClient
