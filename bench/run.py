@@ -31,6 +31,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["QUANTDESK_HOME"] = tempfile.mkdtemp(prefix="quantdesk-bench-")
 atexit.register(shutil.rmtree, os.environ["QUANTDESK_HOME"], ignore_errors=True)
 
+from app.core.engine import cpu_variants  # noqa: E402
+
+# llama_cpp imported here (the in-process reference rows) runs the CPU build the engine runs
+cpu_variants.activate(cpu_variants.choose().variant.name)
+
 from app.core.engine.client import EngineClient  # noqa: E402
 from app.core.planner.params import LoadParams  # noqa: E402
 from app.core.starter import starter_model_path  # noqa: E402
