@@ -25,6 +25,7 @@ from app.ui.jobs_panel import JobsPanel
 from app.ui.library.page import DownloadsPage, LibraryPage
 from app.ui.dialogs.load import LoadDialog
 from app.ui.worker import DownloadsBridge, EngineBridge, TaskRunner
+from app.ui.safe_text import plain_label
 
 if TYPE_CHECKING:
     from app.ui.quantize.wizard import QuantizeWizard
@@ -70,12 +71,12 @@ class MainWindow(QMainWindow):
         self.jobs.hide()
         self.jobs.active_changed.connect(self._on_jobs_changed)
         self._build_menus()
-        self.jobs_label = QLabel("")
+        self.jobs_label = plain_label("")
         self.statusBar().addWidget(self.jobs_label)
         self.quit_box: QMessageBox | None = None
         self._quit_confirmed = False
         self._load_cancelled = False
-        self.model_label = QLabel("No model loaded")
+        self.model_label = plain_label("No model loaded")
         self.statusBar().addPermanentWidget(self.model_label)
         self.chat.status_message.connect(lambda text: self.statusBar().showMessage(text, 4000))
         bridge.model_loading.connect(self._on_loading)
@@ -275,6 +276,7 @@ class MainWindow(QMainWindow):
     def show_error(self, title: str, message: str) -> None:
         """A window-modal dialog that does not block the event loop."""
         box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        box.setTextFormat(Qt.TextFormat.PlainText)  # llama.cpp's lines, template errors, file names
         box.setTextInteractionFlags(box.textInteractionFlags())
         box.open()
         self.error_box = box
@@ -284,6 +286,7 @@ class MainWindow(QMainWindow):
                           f"{len(running)} job(s) are running:\n" + "\n".join(f"• {t}" for t in running[:8])
                           + "\n\nQuit anyway? Downloads pause and resume next time; other jobs are cancelled.",
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setTextFormat(Qt.TextFormat.PlainText)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
         box.button(QMessageBox.StandardButton.Yes).setText("Quit")
         box.finished.connect(lambda result: result == QMessageBox.StandardButton.Yes and self._quit_anyway())

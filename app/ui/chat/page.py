@@ -21,6 +21,7 @@ from app.core.engine import ModelInfo, Reply, SamplingParams
 from app.ui.chat.widgets import Composer, MessageList, MessageWidget
 from app.ui.chat.side_panels import ConversationList, ConversationSettings, NoticeBar
 from app.ui.worker import EngineBridge
+from app.ui.safe_text import plain_label
 
 PAINT_INTERVAL_MS = 40
 TITLE_CHARS = 48
@@ -52,7 +53,7 @@ class ChatPage(QWidget):
         self.context_meter.setRange(0, 1)
         self.context_meter.setValue(0)
         self.context_meter.setMinimumWidth(240)
-        self.template_label = QLabel()
+        self.template_label = plain_label()
         self.template_label.setStyleSheet("color: gray;")
         self.template_label.setWordWrap(True)
 

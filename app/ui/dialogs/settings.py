@@ -20,6 +20,7 @@ from app.core.planner.params import MAX_CTX, physical_cores
 from app.ui.chat.side_panels import ConversationSettings
 from app.ui.theme import apply_theme
 from app.ui.worker import TaskRunner
+from app.ui.safe_text import plain_label
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class SettingsDialog(QDialog):
         row.addWidget(self.models_dir, 1)
         row.addWidget(browse)
         form.addRow("Models folder", row)
-        hint = QLabel("Where downloads, conversions and quantizations go. My models lists a new folder at once; "
+        hint = plain_label("Where downloads, conversions and quantizations go. My models lists a new folder at once; "
                       "downloads move to it from the next start. Models in the old folder stay where they are.")
         hint.setWordWrap(True)
         hint.setStyleSheet("color: gray;")
@@ -57,7 +58,7 @@ class SettingsDialog(QDialog):
 
         hub = QGroupBox("Hugging Face")
         form = QFormLayout(hub)
-        self.hf_status = QLabel("Checking…")
+        self.hf_status = plain_label("Checking…")
         self.hf_status.setWordWrap(True)
         form.addRow("Account", self.hf_status)
         self.token = QLineEdit()

@@ -16,6 +16,7 @@ from app.core.library.catalog import Library, LibraryEntry
 from app.core.planner.memory import human_bytes
 from app.ui.tables import make_table, read_only_item
 from app.ui.worker import DownloadsBridge, TaskRunner
+from app.ui.safe_text import plain_label, plain_tooltip
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class LibraryPage(QWidget):
         for box in (self.lmstudio, self.ollama):
             box.setToolTip("Listed in place, never copied; QuantDesk never deletes another app's files")
             box.toggled.connect(self._on_sources_changed)
-        self.status = QLabel("")
+        self.status = plain_label("")
         self.delete_box: QMessageBox | None = None
         top = QHBoxLayout()
         for w in (self.open_button, self.quantize_button, self.delete_button, self.refresh_button):
@@ -113,7 +114,7 @@ class LibraryPage(QWidget):
                       _ago(e.last_used), e.path]
             for col, text in enumerate(values):
                 self.table.setItem(row, col, read_only_item(text))
-            self.table.item(row, 7).setToolTip(e.path + ("\nAlso at:\n" + "\n".join(e.also_at) if e.also_at else ""))
+            self.table.item(row, 7).setToolTip(plain_tooltip(e.path + ("\nAlso at:\n" + "\n".join(e.also_at) if e.also_at else "")))
         self.table.resizeColumnsToContents()
         self.table.horizontalHeader().setSectionResizeMode(7, QHeaderView.ResizeMode.Stretch)
         self.status.setText(f"{len(entries)} models · {human_bytes(sum(e.size for e in entries))}")
@@ -135,7 +136,7 @@ class LibraryPage(QWidget):
         self.open_button.setEnabled(e is not None)
         self.quantize_button.setEnabled(e is not None)
         self.delete_button.setEnabled(e is not None and e.owned)
-        self.delete_button.setToolTip("" if e is None or e.owned else f"This file belongs to {e.owner}; QuantDesk never deletes it")
+        self.delete_button.setToolTip("" if e is None or e.owned else plain_tooltip(f"This file belongs to {e.owner}; QuantDesk never deletes it"))
 
     def open_selected(self) -> None:
         e = self.selected()
@@ -150,6 +151,7 @@ class LibraryPage(QWidget):
         box = QMessageBox(QMessageBox.Icon.Question, "Delete model",
                           f"Delete {Path(e.path).name} ({human_bytes(e.size)}) from disk?\n{e.path}",
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setTextFormat(Qt.TextFormat.PlainText)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
         box.finished.connect(lambda result, entry=e: result == QMessageBox.StandardButton.Yes and self._delete(entry))
         box.open()
@@ -179,7 +181,7 @@ class DownloadsPage(QWidget):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
             self.table.setColumnWidth(col, width)
         header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
-        self.summary = QLabel("No downloads")
+        self.summary = plain_label("No downloads")
         layout = QVBoxLayout(self)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.summary)
@@ -231,7 +233,7 @@ class DownloadsPage(QWidget):
             reason = reason.split(": ", 1)[1]  # the row already names the file
         state = d.state + (f" — {reason}" if reason else "")
         self.table.item(row, 4).setText(state)
-        self.table.item(row, 4).setToolTip(d.error or "")
+        self.table.item(row, 4).setToolTip(plain_tooltip(d.error or ""))
         toggle, cancel = self.buttons(d.id)
         toggle.setText("Resume" if d.state in (PAUSED, "failed", "cancelled") else "Pause")
         toggle.setEnabled(d.state != DONE)
