@@ -303,6 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         saved = open(os.devnull, "w"), saved[1]
         return 0
     finally:
+        from app.core.db import take_notices
+
+        for text in take_notices():  # a data file moved aside or not saved: say so, once
+            print(f"quantdesk: notice: {text}", file=sys.stderr)
         sys.stdout, sys.stderr = saved
 
 

@@ -25,6 +25,7 @@ from app.ui.jobs_panel import JobsPanel
 from app.ui.library.page import DownloadsPage, LibraryPage
 from app.ui.dialogs.load import LoadDialog
 from app.ui.worker import DownloadsBridge, EngineBridge, TaskRunner
+from app.core.errors import QuantDeskError
 from app.ui.safe_text import plain_label
 
 if TYPE_CHECKING:
@@ -255,7 +256,10 @@ class MainWindow(QMainWindow):
         self.chat.set_model(info)
         self.report_job("engine-load", f"Load {Path(info.path).name}", "done", fraction=1.0, detail=info.device)
         self.library.mark_used(info.path)
-        self.settings = app_settings.update(last_model=info.path)  # read-modify-write: never stale keys
+        try:
+            self.settings = app_settings.update(last_model=info.path)  # read-modify-write: never stale keys
+        except QuantDeskError as exc:  # a read-only settings folder: say so, keep going
+            self.statusBar().showMessage(str(exc), 8000)
 
     def _on_unloaded(self) -> None:
         self.model_label.setText("No model loaded")
@@ -313,7 +317,10 @@ class MainWindow(QMainWindow):
             self._ask_quit(running)
             return
         if self.chat.conversation is not None:
-            self.settings = app_settings.update(last_conversation=self.chat.conversation.id)
+            try:
+                self.settings = app_settings.update(last_conversation=self.chat.conversation.id)
+            except QuantDeskError as exc:  # a read-only settings folder: say so, keep going
+                self.statusBar().showMessage(str(exc), 8000)
         self.chat.stop()
         self.downloads.shutdown()  # running downloads pause; their .part files resume next time
         self.runner.wait_idle(2.0)
