@@ -131,6 +131,54 @@ def gui_stall(model: Path, max_tokens: int = 300, cap_s: float = 60.0) -> tuple[
     return beat.max_gap, detail
 
 
+HOSTILE_REPLIES = {
+    "a 400 KB reply that is one code block": "```python\n" + "print('x' * 40)  # a line\n" * 16_000,
+    "a 1 MB paragraph": "word " * 200_000,
+    "1 MB of images and links": "![a](/dev/zero) [b](file:///x) " * 32_000,
+    "unclosed fences and tables": ("| a | b |\n|---|---|\n" + "| `x` | ~~~ |\n" * 20_000),
+}
+
+
+def hostile_paint(steps: int = 16) -> tuple[float, str]:
+    """Slowest update-and-paint (seconds) of a real chat message streaming hostile replies, and of
+    the Hub page's card view showing a 1 MB model card (rendered off the GUI thread as the page does)."""
+    from app.core.chat import store as chats
+    from app.ui.chat.widgets import MessageWidget
+    from app.ui.safe_text import MarkdownView, card_html
+
+    if QApplication.instance() is None:
+        QApplication([])
+    worst: dict[str, float] = {}
+    for name, full in HOSTILE_REPLIES.items():
+        widget = MessageWidget(chats.Message(1, 1, "assistant", ""))
+        widget.resize(1000, 700)
+        widget.show()
+        for k in range(1, steps + 1):
+            t = time.perf_counter()
+            widget.set_text(full[: len(full) * k // steps])
+            widget.repaint()
+            QApplication.processEvents()
+            worst[name] = max(worst.get(name, 0.0), time.perf_counter() - t)
+        widget.close()
+        widget.deleteLater()
+    card = ("# Card\n\n" + ("A paragraph of a long card. " * 40 + "\n\n") * 450 + "| a | b |\n|---|---|\n"
+            + "| x | y |\n" * 50_000 + "![x](/dev/zero)\n")
+    view = MarkdownView()
+    view.resize(1000, 700)
+    view.show()
+    html = card_html(card)
+    t = time.perf_counter()
+    view.setHtml(html)
+    view.repaint()
+    QApplication.processEvents()
+    worst["a 1 MB model card"] = time.perf_counter() - t
+    view.close()
+    view.deleteLater()
+    spin(20)
+    name = max(worst, key=worst.__getitem__)
+    return worst[name], f"slowest: {name}; " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in worst.items())
+
+
 def cold_start(runs: int = 3) -> tuple[tuple[float, str], tuple[float, str]]:
     """Seconds from Popen to the child's 'shown' line, and its idle RSS in MB (medians of ``runs``)."""
     times: list[float] = []

@@ -199,6 +199,7 @@ def main() -> int:
     finally:
         client.close()
     gui_row = measure(Row("GUI stall while streaming", 50, False, "ms"), lambda: gui_bench.gui_stall(model), 1000)
+    hostile_row = measure(Row("slowest paint, hostile content", 50, False, "ms"), gui_bench.hostile_paint, 1000)
     download_rows = [
         measure(Row("download throughput ÷ hf_hub_download", 0.95, True, "x"), lambda: download_bench.throughput_ratio(model)),
         measure(Row("re-fetched after a dropped connection", 1.0, False, "MB"), lambda: download_bench.refetched_after_drop(model)),
@@ -212,7 +213,7 @@ def main() -> int:
         measure(Row("decode tok/s, baseline CPU build ÷ native (report)", 0.0, True, "x"), lambda: cpu_bench.baseline_vs_native(model)),
         measure(Row("engine cold build, wheel + CPU builds (report)", 3600, False, "s"), cpu_bench.cold_build_seconds),
     ]
-    rows = [row for row, _, _ in engine_rows] + cpu_rows + [gui_row, start_row, rss_row] + download_rows + quantize_rows()
+    rows = [row for row, _, _ in engine_rows] + cpu_rows + [gui_row, hostile_row, start_row, rss_row] + download_rows + quantize_rows()
 
     print_table(rows)
     elapsed = time.perf_counter() - started

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     # which CPU build of llama.cpp to load: below the runner, whose environment names it
     ("app.core.gguf", "app.core.proc", "app.core.engine.cpu_variants", "app.core.engine.cpu_policy"),
     ("app.core.errors", "app.core.jobs", "app.core.paths", "app.core.settings", "app.core.hardware",
-     "app.core.redact", "app.core.starter"),
+     "app.core.redact", "app.core.starter", "app.core.db"),
 ]
 BASE_MODULES = 8  # app/core's top level: cross-cutting modules only (STYLE.md)
 CHILDREN = ["app.core.engine.host", "app.core.planner.dry_run", "app.core.quant.children.convert",

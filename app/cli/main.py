@@ -319,6 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.ui.app import run_gui
 
         return run_gui()
+    from app.core.redact import SafeStream
+
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeStream(sys.stdout), SafeStream(sys.stderr)  # strings from files and models
     try:
         commands = {"chat": cmd_chat, "hw": cmd_hw, "inspect": cmd_inspect, "plan": cmd_plan, **args.commands}
         return commands[args.command](args)
@@ -328,8 +332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into head & co.
-        sys.stdout = open(os.devnull, "w")
+        saved = open(os.devnull, "w"), saved[1]
         return 0
+    finally:
+        from app.core.db import take_notices
+
+        for text in take_notices():  # a data file moved aside or not saved: say so, once
+            print(f"quantdesk: notice: {text}", file=sys.stderr)
+        sys.stdout, sys.stderr = saved
 
 
 if __name__ == "__main__":

@@ -64,26 +64,65 @@ def _migrate(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(path: Path | None = None) -> Settings:
+    """The settings; a corrupt or unreadable file is moved aside (with a notice) and defaults used."""
     path = path or paths.settings_path()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
         data = _migrate(data)
+        known = {f.name for f in fields(Settings)}
+        return Settings(**{k: v for k, v in data.items() if k in known})
     except FileNotFoundError:
         return Settings()
-    except (OSError, ValueError, KeyError) as exc:
-        log.warning("settings %s unreadable (%s); using defaults", path, exc)
-        return Settings()
-    known = {f.name for f in fields(Settings)}
-    return Settings(**{k: v for k, v in data.items() if k in known})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        cause = f"{type(exc).__name__}: {exc}"
+    from app.core.db import move_aside, notice
+
+    try:
+        aside = move_aside(path)
+        notice(f"{path}: the settings file was damaged or unreadable ({cause}); it was moved to {aside} "
+               "and the defaults are used")
+    except OSError as exc:
+        notice(f"{path}: the settings file is damaged or unreadable ({cause}) and could not be moved aside "
+               f"({exc}); the defaults are used for this session")
+    return Settings()
 
 
 def save(settings: Settings, path: Path | None = None) -> None:
+    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed."""
     path = path or paths.settings_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".settings-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(asdict(settings), fh, indent=2)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".settings-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(asdict(settings), fh, indent=2)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        fsync_dir(path.parent)
+    except OSError as exc:
+        from app.core.errors import QuantDeskError
+
+        raise QuantDeskError(f"{path}: the settings could not be saved ({exc.strerror or exc})") from None
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def update(**changes: Any) -> Settings:

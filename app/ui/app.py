@@ -53,6 +53,13 @@ def create_window(*, hub_endpoint: str | None = None):  # type: ignore[no-untype
     else:
         window.chat.new_conversation()  # first run: an empty chat, ready to type in
     restore_window_state(window)
+    from app.core.db import take_notices
+
+    window.startup_notices = take_notices()  # data files moved aside at start: the user is told
+    if window.startup_notices:
+        from PySide6.QtCore import QTimer
+
+        QTimer.singleShot(0, lambda: window.show_error("Some data could not be read", "\n\n".join(window.startup_notices)))
     return window
 
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QDockWidget, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDockWidget, QHBoxLayout, QHeaderView, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from app.ui.safe_text import plain_label, plain_tooltip
 from app.ui.tables import make_table, read_only_item
 
 ACTIVE_STATES = ("queued", "running", "downloading", "verifying", "loading", "converting", "quantizing", "imatrix",
@@ -43,7 +44,7 @@ class JobsPanel(QDockWidget):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.table.setColumnWidth(1, 220)
-        self.summary = QLabel("No jobs")
+        self.summary = plain_label("No jobs")
         self.clear_button = QPushButton("Clear finished")
         self.clear_button.clicked.connect(self.clear_finished)
         body = QWidget()
@@ -92,7 +93,7 @@ class JobsPanel(QDockWidget):
         self.table.item(row, 0).setText(job.title)
         text = job.state + (f" — {job.detail}" if job.detail else "")
         self.table.item(row, 2).setText(text)
-        self.table.item(row, 2).setToolTip(text)
+        self.table.item(row, 2).setToolTip(plain_tooltip(text))
         bar: QProgressBar = self.table.cellWidget(row, 1)  # type: ignore[assignment]
         if job.fraction is None and job.active:
             bar.setRange(0, 0)  # busy, size unknown

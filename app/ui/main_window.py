@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from app import APP_NAME
 from app.core import settings as app_settings
 from app.core.chat.store import ChatStore
 from app.core.engine import ModelInfo
+from app.core.errors import QuantDeskError
 from app.core.hub.downloads import DownloadManager
 from app.core.library.catalog import Library
 from app.core.planner.memory import human_bytes
@@ -24,6 +25,7 @@ from app.ui.dialogs.load import LoadDialog
 from app.ui.hub.page import HubPage
 from app.ui.jobs_panel import JobsPanel
 from app.ui.library.page import DownloadsPage, LibraryPage
+from app.ui.safe_text import plain_label
 from app.ui.tasks import DownloadsBridge, EngineBridge, TaskRunner
 
 if TYPE_CHECKING:
@@ -70,12 +72,12 @@ class MainWindow(QMainWindow):
         self.jobs.hide()
         self.jobs.active_changed.connect(self._on_jobs_changed)
         self._build_menus()
-        self.jobs_label = QLabel("")
+        self.jobs_label = plain_label("")
         self.statusBar().addWidget(self.jobs_label)
         self.quit_box: QMessageBox | None = None
         self._quit_confirmed = False
         self._load_cancelled = False
-        self.model_label = QLabel("No model loaded")
+        self.model_label = plain_label("No model loaded")
         self.statusBar().addPermanentWidget(self.model_label)
         self.chat.status_message.connect(lambda text: self.statusBar().showMessage(text, 4000))
         bridge.model_loading.connect(self._on_loading)
@@ -254,7 +256,10 @@ class MainWindow(QMainWindow):
         self.chat.set_model(info)
         self.report_job("engine-load", f"Load {Path(info.path).name}", "done", fraction=1.0, detail=info.device)
         self.library.mark_used(info.path)
-        self.settings = app_settings.update(last_model=info.path)  # read-modify-write: never stale keys
+        try:
+            self.settings = app_settings.update(last_model=info.path)  # read-modify-write: never stale keys
+        except QuantDeskError as exc:  # a read-only settings folder: say so, keep going
+            self.statusBar().showMessage(str(exc), 8000)
 
     def _on_unloaded(self) -> None:
         self.model_label.setText("No model loaded")
@@ -275,6 +280,7 @@ class MainWindow(QMainWindow):
     def show_error(self, title: str, message: str) -> None:
         """A window-modal dialog that does not block the event loop."""
         box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        box.setTextFormat(Qt.TextFormat.PlainText)  # llama.cpp's lines, template errors, file names
         box.setTextInteractionFlags(box.textInteractionFlags())
         box.open()
         self.error_box = box
@@ -284,6 +290,7 @@ class MainWindow(QMainWindow):
                           f"{len(running)} job(s) are running:\n" + "\n".join(f"• {t}" for t in running[:8])
                           + "\n\nQuit anyway? Downloads pause and resume next time; other jobs are cancelled.",
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setTextFormat(Qt.TextFormat.PlainText)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
         box.button(QMessageBox.StandardButton.Yes).setText("Quit")
         box.finished.connect(lambda result: result == QMessageBox.StandardButton.Yes and self._quit_anyway())
@@ -310,7 +317,10 @@ class MainWindow(QMainWindow):
             self._ask_quit(running)
             return
         if self.chat.conversation is not None:
-            self.settings = app_settings.update(last_conversation=self.chat.conversation.id)
+            try:
+                self.settings = app_settings.update(last_conversation=self.chat.conversation.id)
+            except QuantDeskError as exc:  # a read-only settings folder: say so, keep going
+                self.statusBar().showMessage(str(exc), 8000)
         self.chat.stop()
         self.downloads.shutdown()  # running downloads pause; their .part files resume next time
         self.runner.wait_idle(2.0)

@@ -109,3 +109,38 @@ def test_console_script_is_installed() -> None:
     assert exe is not None
     result = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and "QuantDesk" in result.stdout
+
+
+HOSTILE_NAME = "evil\x1b]0;pwned\x07\x1b[2J\x1b[31mred\x9b31m\x1bc\x00\x08end"
+
+
+def test_inspect_prints_strings_from_the_file_without_terminal_control_sequences(tmp_path: Path) -> None:
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "hostile.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_name(HOSTILE_NAME)
+    writer.add_block_count(1)
+    writer.add_tokenizer_model("gpt2\x1b[8m")
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    result = quantdesk("inspect", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "evilredend" in result.stdout and "gpt2" in result.stdout
+    assert not any(c in result.stdout for c in "\x1b\x9b\x07\x00\x08")
+
+
+def test_inspect_refuses_the_49_byte_liar_at_once(tmp_path: Path) -> None:
+    import struct
+
+    path = tmp_path / "liar.gguf"
+    data = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"a" + struct.pack("<IIQ", 9, 4, 2**40)
+    path.write_bytes(data.ljust(49, b"\0"))
+    result = quantdesk("inspect", str(path), timeout=30)
+    assert result.returncode == 2
+    assert "liar.gguf" in result.stderr and "remain in the file" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.core.db import open_database, owner_lock
 from app.core.engine.protocol import SamplingParams
 from app.core.errors import BadValueError, SchemaTooNewError
 
@@ -83,14 +84,23 @@ class ChatStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
-        self.recovered = self._recover_interrupted()
-        self.purge_deleted()
+
+        def setup(db: sqlite3.Connection) -> None:
+            self.db = db
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+
+        self.db = open_database(self.path, "chat history", setup, isolation_level=None)
+        # Only the first store open on this file (in any process) owns the leftovers: a reply still
+        # streaming and the undo trash may belong to a live GUI, so a second store touches neither.
+        self._owner = owner_lock(self.path)
+        self.primary = self._owner is not None
+        self.recovered = self._recover_interrupted() if self.primary else 0
+        if self.primary:
+            self.purge_deleted()
 
     @property
     def schema_version(self) -> int:
@@ -117,6 +127,9 @@ class ChatStore:
 
     def close(self) -> None:
         self.db.close()
+        if self._owner is not None:
+            self._owner.close()  # releases the lock
+            self._owner = None
 
     # -- conversations --------------------------------------------------------------------------
     def _conversation(self, row: sqlite3.Row) -> Conversation:

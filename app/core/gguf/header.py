@@ -1,4 +1,4 @@
-"""Facts from a GGUF file's header, read with the ``gguf`` package's reader."""
+"""Facts from a GGUF file's header, read by a bounded walk (scan.py) over gguf-py's layout."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.errors import HeaderIncomplete, ModelFileError
+from app.core.gguf.scan import Corrupt, Incomplete, Skipped, scan
 
 GGUF_MAGIC = b"GGUF"
 
@@ -90,35 +91,14 @@ class GGUFHeader:
         return data
 
 
-def _field_value(reader: Any, key: str) -> Any:
-    field = reader.fields.get(key)
-    if field is None:
-        return None
-    try:
-        return field.contents()
-    except Exception:  # a malformed field is treated as absent
-        return None
+def _field_value(scan: Any, key: str) -> Any:
+    value = scan.fields.get(key)
+    return None if isinstance(value, Skipped) else value  # a value too long to keep reads as absent
 
 
-MAX_TENSORS = 1_000_000  # far beyond any real model (DeepSeek-V3 has ~1,100 per 61 layers)
-MAX_KV = 100_000
+MAX_LAYERS = 65_536  # the largest models have ~100
 LAYER = re.compile(r"^blk\.(\d+)\.")
 SPLIT_NAME = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
-
-
-def _check_counts(p: Path) -> None:
-    """Refuse absurd counts before the reader tries to build them (bounded time and memory)."""
-    with p.open("rb") as fh:
-        head = fh.read(24)
-    if len(head) < 24:
-        raise ModelFileError(f"{p}: truncated GGUF header ({len(head)} bytes)")
-    version = int.from_bytes(head[4:8], "little")
-    n_tensors = int.from_bytes(head[8:16], "little")
-    n_kv = int.from_bytes(head[16:24], "little")
-    if version not in (2, 3):
-        raise ModelFileError(f"{p}: unsupported GGUF version {version} (llama.cpp reads versions 2 and 3)")
-    if n_tensors > MAX_TENSORS or n_kv > MAX_KV:
-        raise ModelFileError(f"{p}: corrupt GGUF header: it claims {n_tensors:,} tensors and {n_kv:,} metadata keys")
 
 
 _READ_LOCK = threading.Lock()  # two parses at once thrash the GIL; the second one then hits the cache
@@ -174,26 +154,6 @@ def merge_shards(shards: list[GGUFHeader]) -> GGUFHeader:
     )
 
 
-def _reader_class() -> Any:
-    """gguf's GGUFReader, reading its fields through a plain ndarray view of the memmap.
-
-    The stock ``_get`` slices the ``np.memmap`` itself: every slice runs memmap's Python-level
-    ``__array_finalize__``, which made a 49k-token vocabulary take seconds. Same bytes, same views.
-    """
-    import gguf
-    import numpy as np
-
-    class Reader(gguf.GGUFReader):  # type: ignore[misc]
-        def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
-            plain = self.__dict__.get("_plain")
-            if plain is None or plain.base is not self.data:
-                plain = self.__dict__["_plain"] = self.data.view(np.ndarray)
-            dt = np.dtype(dtype)
-            count = int(count)
-            arr = plain[offset:offset + dt.itemsize * count].view(dt)[:count]
-            return arr.view(arr.dtype.newbyteorder(self.byte_order if override_order is None else override_order))
-
-    return Reader
 
 
 @functools.lru_cache(maxsize=32)
@@ -224,15 +184,14 @@ def _parse(p: Path, valid_bytes: int | None) -> GGUFHeader:
         magic = fh.read(4)
     if magic != GGUF_MAGIC:
         raise ModelFileError(f"{p}: not a GGUF file (it starts with {magic!r}, a GGUF file starts with b'GGUF')")
-    _check_counts(p)
     try:
-        reader = _reader_class()(p, "r")
-    except Exception as exc:
-        if valid_bytes is not None and valid_bytes < size:
-            raise HeaderIncomplete() from None
-        raise ModelFileError(f"{p}: damaged or truncated GGUF header ({type(exc).__name__}: {exc})") from None
-    if valid_bytes is not None and int(reader.data_offset) > valid_bytes:
-        raise HeaderIncomplete()
+        reader = scan(p, valid_bytes=valid_bytes)
+    except Incomplete:
+        raise HeaderIncomplete() from None
+    except Corrupt as exc:
+        raise ModelFileError(f"{p}: damaged or hostile GGUF header: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{p}: cannot read the GGUF header ({type(exc).__name__}: {exc})") from None
     data_end = 0
     for tensor in reader.tensors:
         data_end = max(data_end, int(tensor.data_offset) + int(tensor.n_bytes))
@@ -293,9 +252,13 @@ def _build(p: Path, size: int, reader: Any, arch: str, arch_int: Any) -> GGUFHea
     file_type = _field_value(reader, "general.file_type")
     name = _field_value(reader, "general.name")
     n_layer = arch_int("block_count") or 0
+    if not 0 <= n_layer <= MAX_LAYERS:
+        raise ModelFileError(f"{p}: corrupt GGUF header: {arch}.block_count is {n_layer:,} (at most {MAX_LAYERS:,} layers are plausible)")
     layer_bytes = [0] * n_layer
     if not arch:  # a later shard: size the layer list by the blocks it holds
         n_layer = 1 + max((int(m.group(1)) for t in reader.tensors if (m := LAYER.match(t.name))), default=-1)
+        if n_layer > MAX_LAYERS:
+            raise ModelFileError(f"{p}: corrupt GGUF header: a tensor names layer {n_layer - 1:,} (at most {MAX_LAYERS:,} layers are plausible)")
         layer_bytes = [0] * n_layer
     n_params = tensor_bytes = embd_bytes = output_bytes = 0
     n_vocab = 0

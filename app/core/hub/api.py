@@ -245,6 +245,10 @@ def repo_details(repo_id: str, *, revision: str | None = None, endpoint: str | N
     except Exception as exc:
         raise hub_error(exc, repo_id) from None
     siblings = [(s.rfilename, int(s.size or 0), (s.lfs.sha256 if s.lfs else None)) for s in info.siblings or []]
+    clash = case_collisions([s[0] for s in siblings])
+    if clash:
+        log.warning("%s: files that differ only by case are not offered: %s", repo_id, sorted(clash))
+        siblings = [s for s in siblings if s[0] not in clash]
     names = [s[0] for s in siblings]
     config = None
     if "config.json" in names and not any(n.endswith(".gguf") for n in names):
@@ -287,12 +291,33 @@ def model_card(repo_id: str, *, revision: str | None = None, endpoint: str | Non
             return ""
         raise hub_error(exc, f"{repo_id}: README.md") from None
     text = Path(path).read_text(encoding="utf-8", errors="replace")
-    return re.sub(r"\A---\s*\n.*?\n---\s*\n", "", text, count=1, flags=re.S)
+    return strip_front_matter(text)
+
+
+def strip_front_matter(text: str) -> str:
+    """The card without its YAML front matter (``---`` lines around it at the top), in one linear
+    pass: a card whose front matter never closes is returned whole."""
+    first, sep, rest = text.partition("\n")
+    if not sep or first.strip() != "---":
+        return text
+    pos = len(first) + 1
+    while pos <= len(text):
+        end = text.find("\n", pos)
+        line = text[pos:] if end < 0 else text[pos:end]
+        if line.strip() == "---":
+            return "" if end < 0 else text[end + 1:]
+        if end < 0:
+            break
+        pos = end + 1
+    return text
 
 
 # ---- where a Hub file goes ------------------------------------------------------------------
 
-SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-=@ ()\[\],]*$")
+SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+\-=@ ()\[\],]*")  # fullmatch: '$' would let a newline end it
+# Windows reserves these device names, with any extension ('COM1.gguf' opens the serial port)
+RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
+MAX_RELPATH = 240  # owner/name/path stays under Windows' 260-character MAX_PATH in a short models folder
 
 
 def safe_relpath(repo_id: str, filename: str) -> PurePosixPath:
@@ -302,13 +327,45 @@ def safe_relpath(repo_id: str, filename: str) -> PurePosixPath:
     if len(repo_id.split("/")) != 2:
         raise QuantDeskError(f"{repo_id!r}: a repository id looks like owner/name")
     for part in parts:
-        if part in ("", ".", "..") or not SAFE_PART.match(part) or part.endswith((".", " ")) or len(part) > 200:
+        if part in ("", ".", "..") or not SAFE_PART.fullmatch(part) or part.endswith((".", " ")) or len(part) > 200:
             raise QuantDeskError(f"{repo_id}/{filename}: unsafe file name from the Hub ({part!r}); not downloaded")
+        if part.split(".")[0].rstrip(" ").upper() in RESERVED:
+            raise QuantDeskError(f"{repo_id}/{filename}: {part!r} is a reserved device name on Windows; not downloaded")
+    if len("/".join(parts)) > MAX_RELPATH:
+        raise QuantDeskError(f"{repo_id}/{filename}: the path is {len('/'.join(parts))} characters long "
+                             f"(at most {MAX_RELPATH}); not downloaded")
     return PurePosixPath(*parts)
+
+
+def case_collisions(names: list[str]) -> set[str]:
+    """Names that differ from another name only by case: on a case-insensitive disk (Windows,
+    macOS) one would overwrite the other, so neither is offered."""
+    seen: dict[str, str] = {}
+    clash: set[str] = set()
+    for name in names:
+        key = name.casefold()
+        if key in seen and seen[key] != name:
+            clash.update((name, seen[key]))
+        seen.setdefault(key, name)
+    return clash
+
+
+def check_no_case_collision(dest: Path, repo_id: str, filename: str) -> None:
+    """Refuse to write ``dest`` when a file in its folder has the same name but for case."""
+    try:
+        siblings = [p.name for p in dest.parent.iterdir()] if dest.parent.is_dir() else []
+    except OSError:
+        return
+    for name in siblings:
+        base = name.removesuffix(".part")
+        if base != dest.name and base.casefold() == dest.name.casefold():
+            raise QuantDeskError(f"{repo_id}/{filename}: {dest.parent / name} differs from it only by case; "
+                                 "one would overwrite the other on a case-insensitive disk; not downloaded")
 
 
 def local_path(models_dir: Path, repo_id: str, filename: str) -> Path:
     dest = (models_dir / safe_relpath(repo_id, filename)).resolve()
     if not dest.is_relative_to(models_dir.resolve()):
         raise QuantDeskError(f"{repo_id}/{filename}: the path leaves the models folder; not downloaded")
+    check_no_case_collision(dest, repo_id, filename)
     return dest

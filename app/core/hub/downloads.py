@@ -28,13 +28,15 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from app.core import paths
+from app.core.db import owner_lock
 from app.core.errors import Cancelled, ChecksumError, DiskSpaceError, HubError, QuantDeskError
 from app.core.gguf.header import SPLIT_NAME, shard_name
 from app.core.hub.api import hub_error, local_path
 from app.core.jobs import CancelToken, RateMeter
 from app.core.library.catalog import DOWNLOADED, Library
 from app.core.proc.runner import ensure_free_space
-from app.core.settings import models_dir
+from app.core.settings import fsync_dir, models_dir
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,7 @@ class DownloadManager:
         self._tokens: dict[int, CancelToken] = {}
         self._threads: dict[int, threading.Thread] = {}
         self._last_note: dict[int, float] = {}
+        self._written: dict[int, set[str]] = {}  # shards each download completed itself (not found there)
         self._load()
 
     @property
@@ -183,6 +186,7 @@ class DownloadManager:
                 (repo_id, filename, revision, str(dest), QUEUED, now, now))
             d = Download(int(cur.lastrowid or 0), repo_id, filename, revision, None, dest, shards=_shards(filename))
             self._items[d.id] = d
+            self._written[d.id] = set()  # row ids are reused: nothing from an earlier download of this id
             self._launch(d)
             return replace(d)
 
@@ -263,6 +267,7 @@ class DownloadManager:
                 token.check("download")
                 self._set(d, RUNNING)
                 self._download_all(d, token)
+            self._written.pop(d.id, None)
             self._set(d, DONE)
         except Cancelled:
             if token.paused:
@@ -346,6 +351,19 @@ class DownloadManager:
         part = dest.with_name(dest.name + ".part")
         from huggingface_hub.file_download import is_xet_available
 
+        lock = owner_lock(part, lock_path=part_lock_path(part))  # one writer per .part, across processes
+        if lock is None:
+            raise QuantDeskError(f"{dest}: another QuantDesk process is downloading this file now; "
+                                 "wait for it to finish (this download can be resumed later)")
+        try:
+            return self._download_locked(d, shard, meta, dest, part, expected, etag, token, offset, is_xet_available)
+        finally:
+            lock.close()
+
+    def _download_locked(self, d: Download, shard: str, meta: Any, dest: Path, part: Path, expected: int, etag: str,
+                         token: CancelToken, offset: int, is_xet_available: Callable[[], bool]) -> str | None:
+        if dest.exists() and dest.stat().st_size == expected:  # the other process finished it meanwhile
+            return None if len(etag) != 64 else etag
         try:
             digest = None
             if meta.xet_file_data is not None and is_xet_available():
@@ -359,7 +377,11 @@ class DownloadManager:
                 part.unlink(missing_ok=True)
                 raise DiskSpaceError(f"{shard}: the disk is full ({part.parent}: {exc.strerror}); the partial file was deleted") from None
             raise
+        with part.open("rb+") as fh:  # on disk before it gets its final name (a power cut keeps no torn file)
+            os.fsync(fh.fileno())
         os.replace(part, dest)
+        fsync_dir(dest.parent)
+        self._written.setdefault(d.id, set()).add(shard)
         return etag if len(etag) == 64 else None
 
     def _http(self, d: Download, meta: Any, part: Path, expected: int, token: CancelToken, base: int) -> str:
@@ -526,11 +548,23 @@ class DownloadManager:
         return total
 
     def _remove_parts(self, d: Download) -> None:
+        """Drop what this download wrote and did not finish: its .part files, and the shards it
+        completed itself of a split model left incomplete. A shard that was already there (the
+        complete copy a re-download found) is never deleted, nor anything of a registered model."""
+        first = _shard_dest(d, d.shards[0]) if d.shards else d.dest
+        registered = self.library.find(first) is not None
+        written = self._written.pop(d.id, set())
         for shard in d.shards:
             dest = _shard_dest(d, shard)
             dest.with_name(dest.name + ".part").unlink(missing_ok=True)
-            if len(d.shards) > 1 and d.state != DONE and dest.exists() and not self.library.find(dest):
-                dest.unlink()  # a finished shard of an unfinished split model is not a model
+            if (len(d.shards) > 1 and d.state != DONE and shard in written and not registered
+                    and dest.exists() and not self.library.find(dest)):
+                dest.unlink()  # a shard this download finished, of a split model it did not finish
+
+
+def part_lock_path(part: Path) -> Path:
+    """Where the lock of a .part file lives: in the data folder, never among the models."""
+    return paths.home() / "locks" / (hashlib.sha1(str(part.resolve()).encode()).hexdigest() + ".lock")
 
 
 def _shard_dest(d: Download, shard: str) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from app.core import paths
+from app.core.db import open_database
 from app.core.errors import ModelFileError, QuantDeskError, SchemaTooNewError
 from app.core.gguf.header import SPLIT_NAME, quant_label, read_header, shard_name
 from app.core.settings import models_dir
@@ -138,12 +139,16 @@ def _first_shard_or_single(path: Path) -> bool:
 class Library:
     def __init__(self, db_path: str | Path | None = None) -> None:
         self.path = Path(db_path) if db_path else paths.home() / "library.sqlite3"
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
         self._lock = threading.RLock()
-        self._migrate()
+
+        def setup(db: sqlite3.Connection) -> None:
+            self.db = db
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+
+        self.db = open_database(self.path, "library database", setup, isolation_level=None, check_same_thread=False)
 
     def close(self) -> None:
         self.db.close()
@@ -245,11 +250,18 @@ class Library:
         entry = self.get(entry_id)
         if not entry.owned:
             raise QuantDeskError(f"{entry.path}: this file belongs to {entry.owner}; QuantDesk never deletes another app's files")
+        files = [f for f in shard_paths(Path(entry.path)) if f.exists() or f.is_symlink()]
+        models = models_dir().resolve()
+        for f in files:  # check all before deleting any
+            logical = Path(os.path.abspath(f.parent))
+            real = f.parent.resolve()
+            if real != logical and not real.is_relative_to(models):
+                raise QuantDeskError(f"{f}: its folder is a link to {real}, outside the models folder {models}; "
+                                     "QuantDesk does not delete through it")
         removed = []
-        for f in shard_paths(Path(entry.path)):
-            if f.exists():
-                f.unlink()
-                removed.append(f)
+        for f in files:
+            f.unlink()  # a link itself is removed, never the file it points to
+            removed.append(f)
         self.execute("DELETE FROM models WHERE id=?", (entry_id,))
         log.info("library: deleted %s", entry.path)
         return removed

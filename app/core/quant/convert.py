@@ -31,6 +31,7 @@ OUTTYPES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}  # bytes per w
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tiktoken.model", "qwen.tiktoken")
 SAFETENSORS_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                       "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E8M0": 1}
+PICKLE_GLOBS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
 PICKLE_WARNING = ("pickle .bin weights can run arbitrary code when they are loaded, so a malicious "
                   "model file could take over this computer")
 
@@ -120,17 +121,21 @@ def inspect_folder(src: str | Path, *, allow_pickle: bool = False, conv_dir: Pat
         raise ModelFileError(f"{src}: no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
                              "the converter needs the model's tokenizer files")
     weights = sorted(p for p in src.glob("*.safetensors") if p.name.startswith(("model", "consolidated")))
-    pickle = False
-    if not weights:
-        bins = sorted(src.glob("pytorch_model*.bin"))
-        if not bins:
-            raise ModelFileError(f"{src}: no model weights (no model*.safetensors or pytorch_model*.bin files)")
-        if not allow_pickle:
-            raise ModelFileError(f"{src}: the weights are pickle files ({bins[0].name}); {PICKLE_WARNING}. "
-                                 "Convert only if you trust the source, with --allow-pickle")
-        weights, pickle = bins, True
+    # every pickle in the folder counts, not only when there are no safetensors: the converter reads
+    # pytorch_model*.bin whenever it finds no model*.safetensors (a 'consolidated' file, a missing index)
+    bins = sorted(p for pattern in PICKLE_GLOBS for p in src.glob(pattern) if p.is_file())
+    if not weights and not bins:
+        raise ModelFileError(f"{src}: no model weights (no model*.safetensors or pytorch_model*.bin files)")
+    if bins and not allow_pickle:
+        beside = f", beside the safetensors weights ({weights[0].name})" if weights else ""
+        raise ModelFileError(f"{src}: the folder holds pickle files ({', '.join(b.name for b in bins[:3])}){beside}; "
+                             f"{PICKLE_WARNING}. Remove them, or convert only if you trust the source, with --allow-pickle")
+    from_pickle = not weights
+    if from_pickle:
+        weights = bins
+    pickle = bool(bins)  # the wizard shows its opt-in box for this
     n_tensors = n_params = largest = 0
-    if not pickle:
+    if not from_pickle:
         for path in weights:
             for shape, nbytes in _safetensors_tensors(path):
                 n_tensors += 1
@@ -139,7 +144,7 @@ def inspect_folder(src: str | Path, *, allow_pickle: bool = False, conv_dir: Pat
     else:
         n_params = sum(p.stat().st_size for p in weights) // 2  # assume 16-bit weights
     total = sum(p.stat().st_size for p in weights)
-    warnings = [f"pickle weights: {PICKLE_WARNING}"] if pickle else []
+    warnings = [f"pickle weights: {PICKLE_WARNING}"] if bins else []
     return HFSource(src, arch, weights, total, n_tensors, n_params, largest, pickle, warnings)
 
 

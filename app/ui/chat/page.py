@@ -12,7 +12,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from app.core.chat import store as chats
 from app.core.chat.session import new_chat_defaults, title_for
@@ -21,6 +21,7 @@ from app.core.engine import ModelInfo, Reply, SamplingParams
 from app.core.errors import BadValueError
 from app.ui.chat.side_panels import ConversationList, ConversationSettings, NoticeBar
 from app.ui.chat.widgets import Composer, MessageList, MessageWidget
+from app.ui.safe_text import plain_label
 from app.ui.tasks import EngineBridge
 
 PAINT_INTERVAL_MS = 40
@@ -52,7 +53,7 @@ class ChatPage(QWidget):
         self.context_meter.setRange(0, 1)
         self.context_meter.setValue(0)
         self.context_meter.setMinimumWidth(240)
-        self.template_label = QLabel()
+        self.template_label = plain_label()
         self.template_label.setStyleSheet("color: gray;")
         self.template_label.setWordWrap(True)
 

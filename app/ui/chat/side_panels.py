@@ -8,7 +8,6 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
@@ -22,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from app.core.chat.store import Conversation
 from app.core.engine.protocol import PRESETS, SamplingParams
+from app.ui.safe_text import plain_label, rich_label
 
 CUSTOM = "Custom"
 
@@ -107,7 +107,7 @@ class ConversationSettings(QWidget):
         self._loading = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(QLabel("<b>System prompt</b>"))
+        layout.addWidget(rich_label("<b>System prompt</b>"))
         self.system = QPlainTextEdit()
         self.system.setPlaceholderText("e.g. You are a concise assistant.")
         self.system.setMaximumHeight(120)
@@ -214,7 +214,7 @@ class NoticeBar(QWidget):
         super().__init__(parent)
         row = QHBoxLayout(self)
         row.setContentsMargins(6, 4, 6, 4)
-        self.label = QLabel()
+        self.label = plain_label()
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.action = QPushButton()

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from app.core.chat import store as chats
 from app.core.chat.markdown import render_markdown, split_blocks
+from app.ui.safe_text import open_link, plain_label, rich_label
 
 STATUS_BADGES = {
     chats.STOPPED: "stopped",
@@ -69,8 +70,8 @@ class MessageWidget(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 6, 10, 6)
         header = QHBoxLayout()
-        self.role_label = QLabel("<b>You</b>" if message.role == "user" else "<b>Assistant</b>")
-        self.badge = QLabel()
+        self.role_label = rich_label("<b>You</b>" if message.role == "user" else "<b>Assistant</b>")
+        self.badge = plain_label()
         self.badge.setStyleSheet("color: #b06000;")
         header.addWidget(self.role_label)
         header.addWidget(self.badge)
@@ -93,7 +94,7 @@ class MessageWidget(QFrame):
         self.body = QVBoxLayout()
         self.body.setSpacing(2)
         layout.addLayout(self.body)
-        self.stats_label = QLabel()
+        self.stats_label = plain_label()
         self.stats_label.setStyleSheet("color: gray; font-size: 11px;")
         layout.addWidget(self.stats_label)
         self.refresh()
@@ -107,7 +108,7 @@ class MessageWidget(QFrame):
 
     def _label(self, index: int) -> QLabel:
         while len(self.labels) <= index:
-            label = QLabel()
+            label = plain_label()
             label.setWordWrap(True)
             label.setTextFormat(Qt.TextFormat.RichText)
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
@@ -151,6 +152,8 @@ class MessageWidget(QFrame):
             index = int(link.split(":", 1)[1])
             if 0 <= index < len(self.code_blocks):
                 self.copy_requested.emit(self.code_blocks[index])
+        else:  # a link in a reply: http(s) only, after the user saw the address
+            open_link(self, link)
 
 
 class MessageList(QScrollArea):
@@ -206,7 +209,7 @@ class Composer(QWidget):
         self.edit_banner = QWidget()
         banner = QHBoxLayout(self.edit_banner)
         banner.setContentsMargins(0, 0, 0, 0)
-        self.edit_label = QLabel("Editing a message: Send replaces it and every message after it.")
+        self.edit_label = plain_label("Editing a message: Send replaces it and every message after it.")
         cancel = QPushButton("Cancel edit")
         cancel.clicked.connect(self.edit_cancelled.emit)
         banner.addWidget(self.edit_label, 1)

@@ -9,11 +9,12 @@ import platform
 import PySide6.QtCore
 from PySide6.QtCore import qVersion
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPushButton, QTextBrowser, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QPushButton, QTextBrowser, QVBoxLayout, QWidget
 
 from app import APP_NAME, __version__
 from app.core import paths
 from app.core.proc.launch import frozen
+from app.ui.safe_text import rich_label
 
 
 def version_rows(build_info: dict[str, str] | None = None, gpu_offload: bool | None = None) -> list[tuple[str, str]]:
@@ -59,7 +60,7 @@ class AboutDialog(QDialog):
         self.setWindowTitle(f"About {APP_NAME}")
         self.resize(620, 420)
         layout = QVBoxLayout(self)
-        title = QLabel(f"<h2>{APP_NAME} {__version__}</h2>Run, quantize and chat with local language models (llama.cpp).")
+        title = rich_label(f"<h2>{APP_NAME} {__version__}</h2>Run, quantize and chat with local language models (llama.cpp).")
         title.setWordWrap(True)
         layout.addWidget(title)
         self.view = QTextBrowser()

@@ -19,12 +19,13 @@ from typing import Any
 
 from PySide6.QtCore import QTimer, QUrl
 from PySide6.QtGui import QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import QApplication, QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QApplication, QDialog, QDialogButtonBox, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
 from app import APP_NAME
 from app.core import paths
 from app.core.redact import redact
 from app.ui.dialogs.about import rows_text, version_rows
+from app.ui.safe_text import plain_label
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class CrashDialog(QDialog):
         self.setWindowTitle(f"{APP_NAME}: something went wrong")
         self.resize(720, 480)
         layout = QVBoxLayout(self)
-        intro = QLabel(
+        intro = plain_label(
             "QuantDesk ran into an unexpected error. Your conversations are saved and the app keeps running; "
             "if something looks wrong, restart it. Please copy this report into a bug report."
         )

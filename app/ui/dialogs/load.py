@@ -15,7 +15,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFormLayout,
-    QLabel,
     QSlider,
     QSpinBox,
     QVBoxLayout,
@@ -31,6 +30,7 @@ from app.ui.tasks import TaskRunner
 
 if TYPE_CHECKING:
     from app.core.engine.client import EngineClient
+from app.ui.safe_text import plain_label
 
 SEGMENTS = (("weights", QColor("#4c78a8")), ("KV cache", QColor("#f58518")), ("compute", QColor("#54a24b")))
 
@@ -96,7 +96,7 @@ class LoadDialog(QDialog):
         self.params: LoadParams | None = None
         self.error = ""
         layout = QVBoxLayout(self)
-        self.status = QLabel("Reading the model's header…")
+        self.status = plain_label("Reading the model's header…")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
         form = QFormLayout()
@@ -106,7 +106,7 @@ class LoadDialog(QDialog):
         self.ctx.setSingleStep(256)
         self.ctx_slider = QSlider(Qt.Orientation.Horizontal)
         self.layers = QSlider(Qt.Orientation.Horizontal)
-        self.layers_label = QLabel()
+        self.layers_label = plain_label()
         self.kv_type = QComboBox()
         self.kv_type.addItems(["f16", "q8_0"])
         self.flash = QCheckBox("Flash attention")
@@ -124,7 +124,7 @@ class LoadDialog(QDialog):
         layout.addWidget(self.cpu_bar)
         self.gpu_bar.setVisible(False)
         self.cpu_bar.setVisible(False)  # shown once the header is read
-        self.reasons = QLabel()
+        self.reasons = plain_label()
         self.reasons.setWordWrap(True)
         self.reasons.setStyleSheet("color: gray;")
         layout.addWidget(self.reasons)

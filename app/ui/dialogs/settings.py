@@ -16,7 +16,6 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
@@ -30,6 +29,7 @@ from app.core.chat.session import new_chat_defaults
 from app.core.hub import auth as hf_auth
 from app.core.planner.params import MAX_CTX, physical_cores
 from app.ui.chat.side_panels import ConversationSettings
+from app.ui.safe_text import plain_label
 from app.ui.tasks import TaskRunner
 from app.ui.theme import apply_theme
 
@@ -60,7 +60,7 @@ class SettingsDialog(QDialog):
         row.addWidget(self.models_dir, 1)
         row.addWidget(browse)
         form.addRow("Models folder", row)
-        hint = QLabel("Where downloads, conversions and quantizations go. My models lists a new folder at once; "
+        hint = plain_label("Where downloads, conversions and quantizations go. My models lists a new folder at once; "
                       "downloads move to it from the next start. Models in the old folder stay where they are.")
         hint.setWordWrap(True)
         hint.setStyleSheet("color: gray;")
@@ -69,7 +69,7 @@ class SettingsDialog(QDialog):
 
         hub = QGroupBox("Hugging Face")
         form = QFormLayout(hub)
-        self.hf_status = QLabel("Checking…")
+        self.hf_status = plain_label("Checking…")
         self.hf_status.setWordWrap(True)
         form.addRow("Account", self.hf_status)
         self.token = QLineEdit()

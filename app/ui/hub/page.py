@@ -15,11 +15,9 @@ from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
     QLineEdit,
     QPushButton,
     QSplitter,
-    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
@@ -27,6 +25,7 @@ from PySide6.QtWidgets import (
 from app.core.hub import api as hubmod
 from app.core.planner.memory import MemoryEstimate, human_bytes
 from app.ui.dialogs.load import MemoryBar, show_memory
+from app.ui.safe_text import MarkdownView, card_html, plain_label
 from app.ui.tables import make_table, read_only_item
 from app.ui.tasks import TaskRunner
 
@@ -48,14 +47,14 @@ class ModelPanel(QWidget):
         self.endpoint = endpoint
         self.details: hubmod.RepoDetails | None = None
         self.verdicts: dict[str, Any] = {}
-        self.title = QLabel("Pick a model on the left")
+        self.title = plain_label("Pick a model on the left")
         font = self.title.font()
         font.setPointSizeF(font.pointSizeF() * 1.3)
         font.setBold(True)
         self.title.setFont(font)
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.meta = QLabel("")
-        self.explanation = QLabel("")
+        self.meta = plain_label("")
+        self.explanation = plain_label("")
         self.explanation.setWordWrap(True)
         self.convert_button = QPushButton("Convert && quantize…")
         self.convert_button.clicked.connect(lambda: self.details and self.convert_requested.emit(self.details.repo_id))
@@ -64,14 +63,13 @@ class ModelPanel(QWidget):
         self.files.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.files.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.files.itemSelectionChanged.connect(self._on_file_selected)
-        self.fit_note = QLabel("")
+        self.fit_note = plain_label("")
         self.fit_note.setWordWrap(True)
         self.gpu_bar = MemoryBar("GPU")
         self.cpu_bar = MemoryBar("RAM")
         for bar in (self.gpu_bar, self.cpu_bar):
             bar.hide()
-        self.card = QTextBrowser()
-        self.card.setOpenExternalLinks(True)
+        self.card = MarkdownView()
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
         layout.addWidget(self.meta)
@@ -135,11 +133,11 @@ class ModelPanel(QWidget):
         self.files.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
 
     def _load_card(self, repo_id: str, sha: str | None) -> None:
-        def shown(text: str) -> None:
-            self.card.setMarkdown(text or "*This repository has no model card.*")
+        def fetch() -> str:  # fetched and rendered off the GUI thread, bounded by the renderer
+            text = hubmod.model_card(repo_id, revision=sha, endpoint=self.endpoint)
+            return card_html(text or "*This repository has no model card.*")
 
-        self.runner.run("hub-card", lambda: hubmod.model_card(repo_id, revision=sha, endpoint=self.endpoint), shown,
-                        self.card.setPlainText, key="hub-card")
+        self.runner.run("hub-card", fetch, self.card.setHtml, self.card.setPlainText, key="hub-card")
 
     def _load_fit(self, d: hubmod.RepoDetails) -> None:
         from app.core.hardware import detect
@@ -219,7 +217,7 @@ class HubPage(QWidget):
         self.search_button.clicked.connect(self.search)
         bar = QHBoxLayout()
         bar.addWidget(self.query, 1)
-        for w in (self.gguf_only, QLabel("sort"), self.sort, QLabel("size"), self.size, self.author, self.arch, self.search_button):
+        for w in (self.gguf_only, plain_label("sort"), self.sort, plain_label("size"), self.size, self.author, self.arch, self.search_button):
             bar.addWidget(w)
 
         self.results = make_table(RESULT_COLUMNS)
@@ -230,7 +228,7 @@ class HubPage(QWidget):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.results.itemSelectionChanged.connect(self._on_selected)
         self.results.verticalScrollBar().valueChanged.connect(self._on_scrolled)
-        self.status = QLabel("")
+        self.status = plain_label("")
         self.more_button = QPushButton("Load more")
         self.more_button.clicked.connect(self.load_more)
         self.more_button.setEnabled(False)

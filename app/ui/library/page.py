@@ -7,12 +7,13 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QAbstractItemView, QCheckBox, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QCheckBox, QHBoxLayout, QHeaderView, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from app.core import settings as app_settings
 from app.core.hub.downloads import ACTIVE, DONE, PAUSED, Download
 from app.core.library.catalog import Library, LibraryEntry
 from app.core.planner.memory import human_bytes
+from app.ui.safe_text import plain_label, plain_tooltip
 from app.ui.tables import make_table, read_only_item
 from app.ui.tasks import DownloadsBridge, TaskRunner
 
@@ -64,7 +65,7 @@ class LibraryPage(QWidget):
         for box in (self.lmstudio, self.ollama):
             box.setToolTip("Listed in place, never copied; QuantDesk never deletes another app's files")
             box.toggled.connect(self._on_sources_changed)
-        self.status = QLabel("")
+        self.status = plain_label("")
         self.delete_box: QMessageBox | None = None
         top = QHBoxLayout()
         for w in (self.open_button, self.quantize_button, self.delete_button, self.refresh_button):
@@ -114,7 +115,7 @@ class LibraryPage(QWidget):
                       _ago(e.last_used), e.path]
             for col, text in enumerate(values):
                 self.table.setItem(row, col, read_only_item(text))
-            self.table.item(row, 7).setToolTip(e.path + ("\nAlso at:\n" + "\n".join(e.also_at) if e.also_at else ""))
+            self.table.item(row, 7).setToolTip(plain_tooltip(e.path + ("\nAlso at:\n" + "\n".join(e.also_at) if e.also_at else "")))
         self.table.resizeColumnsToContents()
         self.table.horizontalHeader().setSectionResizeMode(7, QHeaderView.ResizeMode.Stretch)
         self.status.setText(f"{len(entries)} models · {human_bytes(sum(e.size for e in entries))}")
@@ -136,7 +137,7 @@ class LibraryPage(QWidget):
         self.open_button.setEnabled(e is not None)
         self.quantize_button.setEnabled(e is not None)
         self.delete_button.setEnabled(e is not None and e.owned)
-        self.delete_button.setToolTip("" if e is None or e.owned else f"This file belongs to {e.owner}; QuantDesk never deletes it")
+        self.delete_button.setToolTip("" if e is None or e.owned else plain_tooltip(f"This file belongs to {e.owner}; QuantDesk never deletes it"))
 
     def open_selected(self) -> None:
         e = self.selected()
@@ -151,6 +152,7 @@ class LibraryPage(QWidget):
         box = QMessageBox(QMessageBox.Icon.Question, "Delete model",
                           f"Delete {Path(e.path).name} ({human_bytes(e.size)}) from disk?\n{e.path}",
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setTextFormat(Qt.TextFormat.PlainText)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
         box.finished.connect(lambda result, entry=e: result == QMessageBox.StandardButton.Yes and self._delete(entry))
         box.open()
@@ -180,7 +182,7 @@ class DownloadsPage(QWidget):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
             self.table.setColumnWidth(col, width)
         header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
-        self.summary = QLabel("No downloads")
+        self.summary = plain_label("No downloads")
         layout = QVBoxLayout(self)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.summary)
@@ -232,7 +234,7 @@ class DownloadsPage(QWidget):
             reason = reason.split(": ", 1)[1]  # the row already names the file
         state = d.state + (f" — {reason}" if reason else "")
         self.table.item(row, 4).setText(state)
-        self.table.item(row, 4).setToolTip(d.error or "")
+        self.table.item(row, 4).setToolTip(plain_tooltip(d.error or ""))
         toggle, cancel = self.buttons(d.id)
         toggle.setText("Resume" if d.state in (PAUSED, "failed", "cancelled") else "Pause")
         toggle.setEnabled(d.state != DONE)

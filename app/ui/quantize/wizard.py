@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
-    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
@@ -43,6 +42,7 @@ from app.core.quant.pipeline import (
     run_pipeline,
 )
 from app.core.settings import models_dir
+from app.ui.safe_text import plain_label, plain_tooltip, rich_label
 from app.ui.tables import make_table, read_only_item
 from app.ui.tasks import TaskRunner
 
@@ -133,7 +133,7 @@ class QuantizeWizard(QDialog):
         row.addWidget(self.source_edit, 1)
         row.addWidget(pick_file)
         row.addWidget(pick_dir)
-        self.source_note = QLabel("")
+        self.source_note = plain_label("")
         self.source_note.setWordWrap(True)
         self.ctx = QSpinBox()
         self.ctx.setRange(256, 1 << 20)
@@ -149,10 +149,10 @@ class QuantizeWizard(QDialog):
         self.allow_requantize.hide()
         self.out_dir = QLineEdit(str(models_dir() / "quantized"))
         opts = QHBoxLayout()
-        opts.addWidget(QLabel("Context you want"))
+        opts.addWidget(plain_label("Context you want"))
         opts.addWidget(self.ctx)
         opts.addSpacing(20)
-        opts.addWidget(QLabel("Output folder"))
+        opts.addWidget(plain_label("Output folder"))
         opts.addWidget(self.out_dir, 1)
         self.levels = make_table(LEVEL_COLUMNS)
         self.levels.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
@@ -167,10 +167,10 @@ class QuantizeWizard(QDialog):
         buttons.addWidget(close)
         buttons.addWidget(self.quantize_button)
         v = QVBoxLayout(page)
-        v.addWidget(QLabel("<b>1. Source</b>"))
+        v.addWidget(rich_label("<b>1. Source</b>"))
         v.addLayout(row)
         v.addWidget(self.source_note)
-        v.addWidget(QLabel("<b>2. Quant levels</b> — ticked: the best quality that fits fully on this machine at the context you want"))
+        v.addWidget(rich_label("<b>2. Quant levels</b> — ticked: the best quality that fits fully on this machine at the context you want"))
         v.addLayout(opts)
         v.addWidget(self.levels, 1)
         v.addWidget(self.evaluate)
@@ -286,15 +286,15 @@ class QuantizeWizard(QDialog):
     # ---- page 2: running ---------------------------------------------------------------------
     def _run_page(self) -> QWidget:
         page = QWidget()
-        self.stage = QLabel("")
+        self.stage = plain_label("")
         font = self.stage.font()
         font.setBold(True)
         self.stage.setFont(font)
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)
-        self.detail = QLabel("")
+        self.detail = plain_label("")
         self.detail.setWordWrap(True)
-        self.log = QLabel("")
+        self.log = plain_label("")
         self.log.setWordWrap(True)
         self.log.setAlignment(Qt.AlignmentFlag.AlignTop)
         self.cancel_button = QPushButton("Cancel")
@@ -394,7 +394,7 @@ class QuantizeWizard(QDialog):
     # ---- page 3: results ---------------------------------------------------------------------
     def _results_page(self) -> QWidget:
         page = QWidget()
-        self.summary = QLabel("")
+        self.summary = plain_label("")
         self.summary.setWordWrap(True)
         self.results = make_table(RESULT_COLUMNS)
         self.results.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
@@ -426,7 +426,7 @@ class QuantizeWizard(QDialog):
                       f"{100 * r.top1_agreement:.1f}%" if r.top1_agreement is not None else "—"]
             for col, text in enumerate(values):
                 self.results.setItem(i, col, read_only_item(text))
-            self.results.item(i, 1).setToolTip(str(r.path))
+            self.results.item(i, 1).setToolTip(plain_tooltip(str(r.path)))
         self.results.resizeColumnsToContents()
         self.results.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.chart.set_rows(rows)

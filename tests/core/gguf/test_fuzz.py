@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import struct
 import time
 from pathlib import Path
 
@@ -99,3 +100,134 @@ def test_split_model_is_read_as_one(tmp_path: Path) -> None:
     (tmp_path / "split-00002-of-00002.gguf").unlink()
     with pytest.raises(ModelFileError, match="missing shard 2 of 2"):
         read_header(first)
+
+
+# --- structure-aware: headers built field by field, with lengths and counts that lie ------------
+
+STRUCTURED_CASES = 600
+TYPES = {"u8": (0, "B"), "i8": (1, "b"), "u16": (2, "H"), "i16": (3, "h"), "u32": (4, "I"), "i32": (5, "i"),
+         "f32": (6, "f"), "bool": (7, "?"), "u64": (10, "Q"), "i64": (11, "q"), "f64": (12, "d")}
+
+
+def gguf_string(text: bytes, *, claimed: int | None = None) -> bytes:
+    return struct.pack("<Q", len(text) if claimed is None else claimed) + text
+
+
+def gguf_kv(key: str, vtype: int, payload: bytes) -> bytes:
+    return gguf_string(key.encode()) + struct.pack("<I", vtype) + payload
+
+
+def gguf_array(etype: int, count: int, body: bytes) -> bytes:
+    return struct.pack("<IQ", etype, count) + body
+
+
+def gguf_file(kvs: list[bytes], *, n_kv: int | None = None, tensors: bytes = b"", n_tensors: int = 0) -> bytes:
+    head = b"GGUF" + struct.pack("<IQQ", 3, n_tensors, len(kvs) if n_kv is None else n_kv)
+    return head + b"".join(kvs) + tensors
+
+
+def tensor_info(name: bytes, dims: list[int], ttype: int = 0, offset: int = 0, *, n_dims: int | None = None) -> bytes:
+    return (gguf_string(name) + struct.pack("<I", len(dims) if n_dims is None else n_dims)
+            + struct.pack(f"<{len(dims)}Q", *dims) + struct.pack("<IQ", ttype, offset))
+
+
+def timed_read(path: Path) -> tuple[float, str]:
+    start = time.perf_counter()
+    try:
+        read_header(path)
+        outcome = "read"
+    except ModelFileError as exc:
+        assert path.name in str(exc), f"the message must name the file: {exc}"
+        outcome = "refused"
+    return time.perf_counter() - start, outcome
+
+
+def test_the_49_byte_file_whose_array_claims_more_than_the_file_holds_is_refused_at_once(tmp_path: Path) -> None:
+    data = gguf_file([gguf_kv("a", 9, gguf_array(TYPES["u32"][0], 2**40, b""))])
+    path = tmp_path / "liar.gguf"
+    path.write_bytes(data.ljust(49, b"\0"))
+    assert path.stat().st_size == 49
+    start = time.perf_counter()
+    with pytest.raises(ModelFileError, match=r"liar\.gguf.*claims .* bytes but only \d+ remain"):
+        read_header(path)
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("etype", ["u8", "string"])
+def test_a_well_formed_5_mb_array_is_read_fast_with_little_memory(tmp_path: Path, etype: str) -> None:
+    if etype == "u8":
+        array = gguf_array(0, 5 * 2**20, bytes(5 * 2**20))
+    else:  # the worst case for a walker: 5 MB of one-byte strings
+        n = 5 * 2**20 // 9
+        array = gguf_array(8, n, gguf_string(b"x") * n)
+    kvs = [gguf_kv("general.architecture", 8, gguf_string(b"llama")), gguf_kv("tokenizer.ggml.tokens", 9, array)]
+    path = tmp_path / "big.gguf"
+    path.write_bytes(gguf_file(kvs))
+    rss_before = psutil.Process().memory_info().rss
+    took, outcome = timed_read(path)
+    assert outcome == "read"
+    assert took < 2.0, f"{took:.2f} s for a 5 MB {etype} array"
+    assert psutil.Process().memory_info().rss - rss_before < 100 * 2**20
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> tuple[int, bytes]:
+    """(type, payload) of a random value, with a chance at every length to lie."""
+    def lie(true: int) -> int:
+        r = rng.random()
+        if r < 0.75:
+            return true
+        return rng.choice([true + 1, true * 3 + 7, 2**31, 2**32 + true, 2**63, 2**64 - 1, max(true - 1, 0)])
+
+    kind = rng.random()
+    if kind < 0.35:
+        name, (vtype, code) = rng.choice(list(TYPES.items()))
+        return vtype, struct.pack("<" + code, {"f": 1.5, "d": 2.5, "?": True}.get(code, rng.randrange(0, 100)))
+    if kind < 0.6:
+        text = bytes(rng.randrange(32, 127) for _ in range(rng.randrange(0, 40)))
+        return 8, gguf_string(text, claimed=lie(len(text)))
+    if kind < 0.9 or depth >= 6:
+        n = rng.randrange(0, 50)
+        if rng.random() < 0.5:
+            name, (etype, code) = rng.choice(list(TYPES.items()))
+            body = struct.pack(f"<{n}{code}", *([True] * n if code == "?" else [1.0] * n if code in "fd" else [1] * n))
+        else:
+            etype, body = 8, b"".join(gguf_string(b"t%d" % i, claimed=lie(len(b"t%d" % i))) for i in range(n))
+        return 9, gguf_array(etype, lie(n), body)
+    n = rng.randrange(0, 4)  # nested arrays, up to 6 levels (more than the reader allows)
+    inner = [_random_value(rng, depth + 1) for _ in range(n)]
+    body = b"".join(p for t, p in inner if t == 9)
+    return 9, gguf_array(rng.choice([9, 9, 9, 13, 2**32 - 1]), lie(sum(1 for t, _ in inner if t == 9)), body)
+
+
+def test_structured_hostile_headers_fail_cleanly_fast_and_small(tmp_path: Path) -> None:
+    """Headers built field by field: array lengths, string lengths, nested arrays, unknown types,
+    key and tensor counts and tensor shapes that lie. Each one reads or is refused naming the file,
+    in well under a second, without memory growing with what it claims."""
+    rng = random.Random(4321)
+    rss_before = psutil.Process().memory_info().rss
+    outcomes = {"read": 0, "refused": 0}
+    slowest = 0.0
+    for i in range(STRUCTURED_CASES):
+        kvs = [gguf_kv("general.architecture", 8, gguf_string(b"llama"))]
+        for k in range(rng.randrange(0, 6)):
+            vtype, payload = _random_value(rng)
+            if rng.random() < 0.05:
+                vtype = rng.choice([13, 99, 2**32 - 1])
+            kvs.append(gguf_kv(rng.choice(["llama.block_count", "general.name", "llama.attention.head_count_kv",
+                                           "general.alignment", f"x.{k}"]), vtype, payload))
+        dims = [rng.choice([1, 16, 32, 2**20, 2**40, 2**63]) for _ in range(rng.randrange(0, 6))]
+        tensors = tensor_info(b"blk.0.w" if rng.random() < 0.8 else b"blk.99999999999.w", dims[:4],
+                              ttype=rng.choice([0, 1, 2, 8, 12, 99, 2**31]), offset=rng.choice([0, 32, 2**62]),
+                              n_dims=len(dims) if rng.random() < 0.8 else rng.choice([5, 2**31]))
+        data = gguf_file(kvs, n_kv=len(kvs) if rng.random() < 0.9 else rng.choice([len(kvs) + 1, 2**40]),
+                         tensors=tensors, n_tensors=1 if rng.random() < 0.9 else rng.choice([2, 2**50]))
+        path = tmp_path / f"s{i}.gguf"
+        path.write_bytes(data + bytes(rng.choice([0, 64, 4096])))
+        took, outcome = timed_read(path)
+        outcomes[outcome] += 1
+        slowest = max(slowest, took)
+        assert took < 1.0, f"case {i} took {took:.2f} s"
+        path.unlink()
+    print(f"\nstructured GGUF fuzz: {STRUCTURED_CASES} cases, {outcomes}, slowest parse {slowest * 1000:.1f} ms")
+    assert outcomes["refused"] > STRUCTURED_CASES // 4 and outcomes["read"] > 0
+    assert psutil.Process().memory_info().rss - rss_before < 100 * 2**20

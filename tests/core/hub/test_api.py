@@ -91,3 +91,34 @@ def test_quant_labels_from_names(name: str, label: str | None) -> None:
     from app.core.gguf.header import quant_label
 
     assert quant_label(name) == label
+
+
+@pytest.mark.parametrize("name", ["model.gguf\n", "model.gguf\r", "CON", "nul.gguf", "COM1.gguf", "sub/LPT9.txt",
+                                  "aux .gguf", "dir/" * 60 + "m.gguf", "x" * 201 + ".gguf"])
+def test_hub_names_that_break_on_some_disk_are_refused(tmp_path: Path, name: str) -> None:
+    """Trailing newlines, Windows device names (with any extension), over-long paths."""
+    with pytest.raises(QuantDeskError, match="unsafe|reserved device name|characters long") as err:
+        hubmod.local_path(tmp_path, "qd/repo", name)
+    assert "qd/repo/" in str(err.value)
+
+
+def test_names_that_differ_only_by_case_are_refused(tmp_path: Path) -> None:
+    assert hubmod.case_collisions(["A.gguf", "a.gguf", "b.gguf", "sub/B.gguf"]) == {"A.gguf", "a.gguf"}
+    first = hubmod.local_path(tmp_path, "qd/repo", "Model-Q4_K_M.gguf")
+    first.parent.mkdir(parents=True)
+    first.write_bytes(b"GGUF")
+    assert hubmod.local_path(tmp_path, "qd/repo", "Model-Q4_K_M.gguf") == first  # the same name is fine
+    with pytest.raises(QuantDeskError, match="only by case"):
+        hubmod.local_path(tmp_path, "qd/repo", "model-q4_k_m.gguf")
+
+
+def test_front_matter_is_stripped_in_linear_time() -> None:
+    import time
+
+    assert hubmod.strip_front_matter("---\nlicense: mit\n---\n# Card\n") == "# Card\n"
+    assert hubmod.strip_front_matter("---  \nlicense: mit\n---\r\n# Card") == "# Card"
+    assert hubmod.strip_front_matter("# no front matter\n---\n") == "# no front matter\n---\n"
+    for hostile in ("---" + "\n" * 400_000, "---\n" + "a: b\n" * 200_000, "--- \n" + " \n" * 300_000 + "x"):
+        start = time.perf_counter()
+        assert hubmod.strip_front_matter(hostile) == hostile  # never closed: the card is shown whole
+        assert time.perf_counter() - start < 0.5

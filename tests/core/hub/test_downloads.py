@@ -198,3 +198,44 @@ def test_unsafe_name_is_refused_before_any_request(hub: HubServer) -> None:
     with pytest.raises(QuantDeskError, match="unsafe"):
         manager.start("qd/tiny-GGUF", "../../outside.gguf")
     assert not any("/resolve/" in p for _, p, _ in hub.requests)
+
+
+def test_a_failed_re_download_of_a_split_model_keeps_the_complete_copy(hub: HubServer, tiny_ggufs: dict[str, Path]) -> None:
+    manager = DownloadManager(endpoint=hub.url)
+    first = manager.wait(manager.start("qd/tiny-GGUF", "split/tiny-split-00001-of-00002.gguf").id)
+    assert first.state == DONE, first.error
+    shards = [first.dest, first.dest.with_name("tiny-split-00002-of-00002.gguf")]
+    before = [p.read_bytes() for p in shards]
+    manager.remove(first.id)  # forgotten by the download list; the files stay
+    manager.library.execute("DELETE FROM models")  # and not (yet) in the library either
+    hub.fail_next = [404] * 4
+    again = manager.wait(manager.start("qd/tiny-GGUF", "split/tiny-split-00001-of-00002.gguf").id)
+    assert again.state == "failed"
+    manager.cancel(again.id)  # drops what this attempt wrote: nothing of the complete copy
+    assert [p.read_bytes() for p in shards] == before
+    manager.close()
+
+
+def test_a_second_process_never_writes_the_same_part_file(hub: HubServer) -> None:
+    from app.core.hub.api import local_path
+
+    dest = local_path(models_dir(), "qd/tiny-GGUF", "tiny-F16.gguf")
+    part = dest.with_name(dest.name + ".part")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from app.core.db import owner_lock; "
+        "from app.core.hub.downloads import part_lock_path; "
+        f"p = Path({str(part)!r}); lock = owner_lock(p, lock_path=part_lock_path(p)); "
+        "print('held' if lock else 'refused', flush=True); sys.stdin.readline()")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # type: ignore[union-attr]  # a CLI pull, say
+        manager = DownloadManager(endpoint=hub.url)
+        d = manager.wait(manager.start("qd/tiny-GGUF", "tiny-F16.gguf").id)
+        assert d.state == "failed" and "another QuantDesk process is downloading" in (d.error or "")
+        assert not dest.exists()
+    finally:
+        holder.stdin.close()  # type: ignore[union-attr]
+        holder.wait(30)
+    manager.resume(d.id)  # the other one is gone: this one may write now
+    assert manager.wait(d.id).state == DONE
+    manager.close()

@@ -176,3 +176,20 @@ def test_code_in_the_model_folder_never_runs(tiny_folders: dict[str, Path], tmp_
     with pytest.raises(ConversionError):
         convert(f, tmp_path / "out.gguf")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("pickle_name", ["pytorch_model.bin", "training_args.pt"])
+def test_a_pickle_beside_safetensors_needs_the_opt_in_too(tiny_folders: dict[str, Path], tmp_path: Path,
+                                                          pickle_name: str) -> None:
+    """The converter reads pytorch_model*.bin whenever it finds no model*.safetensors it likes, so a
+    pickle anywhere in the folder is refused without --allow-pickle, naming the file."""
+    f = _copy(tiny_folders["llama"], tmp_path / "mixed")
+    (f / pickle_name).write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(ModelFileError) as err:
+        convert(f, tmp_path / "out.gguf")
+    assert pickle_name in str(err.value) and "--allow-pickle" in str(err.value)
+    assert not (tmp_path / "out.gguf").exists()
+    from app.core.quant.convert import inspect_folder
+
+    info = inspect_folder(f, allow_pickle=True)
+    assert info.pickle and info.warnings and info.weight_files[0].suffix == ".safetensors"
