@@ -19,8 +19,9 @@ from typing import Any, TextIO
 # Hugging Face user/org access tokens (hf_...), API tokens of the old form (api_...), and any
 # bearer token in a header that gets printed
 _PATTERNS = [
-    re.compile(r"\bhf_[A-Za-z0-9]{20,}"),
-    re.compile(r"\bapi_[A-Za-z0-9]{20,}"),
+    re.compile(r"\bhf_oauth_[A-Za-z0-9_]{20,}"),  # OAuth access and refresh tokens
+    re.compile(r"\bhf_[A-Za-z0-9]{20,}"),  # user and org access tokens
+    re.compile(r"\bapi_(?:org_)?[A-Za-z0-9]{20,}"),
     re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?bearer\s+)[^\s\"',}]+"),
 ]
 MASK = "hf_***"
@@ -29,8 +30,9 @@ MASK = "hf_***"
 def redact(text: str) -> str:
     """``text`` with every token-looking string replaced by a mask."""
     text = _PATTERNS[0].sub(MASK, text)
-    text = _PATTERNS[1].sub("api_***", text)
-    return _PATTERNS[2].sub(r"\1***", text)
+    text = _PATTERNS[1].sub(MASK, text)
+    text = _PATTERNS[2].sub("api_***", text)
+    return _PATTERNS[3].sub(r"\1***", text)
 
 
 class RedactFilter(logging.Filter):

@@ -31,8 +31,8 @@ TOKEN = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
 
 # -- child processes --------------------------------------------------------------------------
 def test_child_processes_run_modules_with_this_python() -> None:
-    assert childproc.python_command("app.core.planner.dry_run", "x") == [sys.executable, "-m", "app.core.planner.dry_run", "x"]
-    assert host_command() == [sys.executable, "-m", "app.core.engine.host"]
+    assert childproc.python_command("app.core.planner.dry_run", "x") == [sys.executable, *childproc.SAFE_PATH, "-m", "app.core.planner.dry_run", "x"]
+    assert host_command() == [sys.executable, *childproc.SAFE_PATH, "-m", "app.core.engine.host"]
     assert childproc.child_env({"PYTHONPATH": "/elsewhere"})["PYTHONPATH"] == f"{childproc.ROOT}:/elsewhere"
 
 

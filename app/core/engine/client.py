@@ -27,7 +27,7 @@ from app.core.errors import Cancelled, EngineCrashed, EngineError, ModelFileErro
 from app.core.gguf.header import read_header
 from app.core.planner.auto import plan_load
 from app.core.planner.params import LoadParams
-from app.core.proc.launch import child_env, python_command
+from app.core.proc.launch import child_env, popen_options, python_command
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class EngineClient:
         env.setdefault("QUANTDESK_KV_CACHE_DIR", str(paths.home() / "kv-cache"))  # saved KV caches (engine.kvstore)
         self._decoded = False
         self._last_exit = None
-        self._proc = subprocess.Popen(
+        self._proc = subprocess.Popen(  # type: ignore[call-overload]
             host_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -159,6 +159,7 @@ class EngineClient:
             encoding="utf-8",
             bufsize=1,
             env=env,
+            **popen_options(env),
         )
         logfile.close()
         self._events = queue.Queue()

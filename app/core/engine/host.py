@@ -22,6 +22,7 @@ from typing import IO, Any
 from app.core.engine import cpu_variants
 from app.core.engine.protocol import SamplingParams, send
 from app.core.planner.params import GGML_TYPES
+from app.core.redact import redact
 
 LOG_TAIL: collections.deque[str] = collections.deque(maxlen=200)
 IDLE_SAVE_S = 1.0  # after a reply, this long without a request counts as idle
@@ -60,6 +61,8 @@ class Host:
                 self.cancel_id = msg.get("id")
             else:
                 self.inbox.put(msg)
+        # stdin closed: the app is gone or done; stop a reply in progress too, then end
+        self.cancel_id = self.current_id
         self.inbox.put({"op": "shutdown"})
 
     def cancelled(self) -> bool:
@@ -393,7 +396,7 @@ def _install_log_callback() -> None:
 
     @llama_cpp.llama_log_callback
     def on_log(level: int, text: bytes, _data: Any) -> None:
-        chunk = text.decode("utf-8", errors="replace")
+        chunk = redact(text.decode("utf-8", errors="replace"))  # the engine log is masked like the app's
         sys.stderr.write(chunk)
         partial.append(chunk)
         if chunk.endswith("\n"):

@@ -29,11 +29,40 @@ def frozen() -> bool:
     return bool(getattr(sys, "frozen", False))
 
 
+SAFE_PATH = ["-P"] if sys.version_info >= (3, 11) else []  # the working folder is never on sys.path
+# only the processes that talk to the Hub get the Hugging Face token: no child does
+HUB_SECRETS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_API_TOKEN")
+_parent_pipe: tuple[int, int] | None = None
+
+
 def python_command(module: str, *args: str) -> list[str]:
     """The command line that runs ``module`` as a script in a child process."""
     if frozen():
         return [sys.executable, RUN_MODULE_FLAG, module, *args]
-    return [sys.executable, "-m", module, *args]
+    return [sys.executable, *SAFE_PATH, "-m", module, *args]
+
+
+def parent_pipe_fd() -> int | None:
+    """The read end of a pipe whose write end only this process holds (made once): a child given
+    it (``popen_options``) ends when it reads end-of-file, i.e. when this process dies, however it
+    dies (app/core/__init__.py). PR_SET_PDEATHSIG would fire when the spawning *thread* exits."""
+    global _parent_pipe
+    if os.name != "posix":
+        return None
+    if _parent_pipe is None:
+        _parent_pipe = os.pipe()  # both ends non-inheritable: only pass_fds hands the read end on
+    return _parent_pipe[0]
+
+
+def popen_options(env: dict[str, str]) -> dict[str, object]:
+    """subprocess.Popen options for every child: a fixed working folder (the data folder, never
+    the folder the app was started from) and the parent-death pipe, named in ``env``."""
+    from app.core import paths
+
+    fd = parent_pipe_fd()
+    if fd is not None:
+        env["QUANTDESK_PARENT_FD"] = str(fd)
+    return {"cwd": str(paths.home()), "pass_fds": (fd,) if fd is not None else ()}
 
 
 def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -42,6 +71,9 @@ def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     parent, and the CPU build of llama.cpp to activate (app.core.engine.cpu_variants)."""
     env = dict(os.environ if base is None else base)
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONSAFEPATH"] = "1"
+    for key in HUB_SECRETS:
+        env.pop(key, None)
     if "QUANTDESK_CPU_VARIANT" not in env:  # llama.cpp children run the CPU build the engine runs
         try:
             from app.core.engine import cpu_policy

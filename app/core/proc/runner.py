@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 from app.core.errors import Cancelled
 from app.core.jobs import CancelToken
 from app.core.proc.failure import Failure, classify
-from app.core.proc.launch import child_env
+from app.core.proc.launch import child_env, popen_options
 
 EVENT_PREFIX = "@qd "
 TAIL_LINES = 60
@@ -74,9 +74,13 @@ def run_child(cmd: list[str], *, cancel: CancelToken, what: str, on_event: Calla
     """Run ``cmd`` to its end, feeding events and log lines to the callbacks (on this thread).
     Raises ``Cancelled`` after terminating the child when ``cancel`` is set, ``TimeoutError``
     when it runs past ``timeout`` seconds."""
+    env = dict(env or child_env())
+    options = popen_options(env)
+    if cwd is not None:
+        options["cwd"] = str(cwd)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            text=True, encoding="utf-8", errors="replace", bufsize=1, env=env or child_env(),
-                            cwd=cwd, start_new_session=True)
+                            text=True, encoding="utf-8", errors="replace", bufsize=1, env=env,
+                            start_new_session=True, **options)  # type: ignore[call-overload]
     lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
 
     def pump() -> None:
