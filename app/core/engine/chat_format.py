@@ -78,6 +78,9 @@ def _plain_render(messages: list[dict[str, str]]) -> Formatted:
     return Formatted(prompt="\n\n".join(lines) + "\n\nAssistant:", add_bos=True, stop=["\nUser:"])
 
 
+MAX_PROMPT_CHARS = 8_000_000  # far beyond any context (a million tokens is ~4 million characters)
+
+
 def choose_chat_format(llm: Any) -> ChatFormat:
     """The model's own template when the GGUF has one, else a built-in chosen from its tokens."""
     from llama_cpp import llama_chat_format
@@ -91,9 +94,23 @@ def choose_chat_format(llm: Any) -> ChatFormat:
         )
 
         def render_jinja(messages: list[dict[str, str]]) -> Formatted:
-            result = formatter(messages=messages)  # type: ignore[arg-type]
-            stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
-            return Formatted(prompt=result.prompt, add_bos=not result.added_special, stop=[s for s in stop if s])
+            # Jinja2ChatFormatter.__call__'s variables, rendered as a stream so that a template that
+            # writes without end is refused at MAX_PROMPT_CHARS (its time is bounded by the host)
+            def raise_exception(message: str) -> None:
+                raise ValueError(message)
+
+            chunks, size = [], 0
+            for chunk in formatter._environment.generate(
+                messages=messages, eos_token=formatter.eos_token, bos_token=formatter.bos_token,
+                raise_exception=raise_exception, add_generation_prompt=formatter.add_generation_prompt,
+                functions=None, function_call=None, tools=None, tool_choice=None, strftime_now=formatter.strftime_now,
+            ):
+                size += len(chunk)
+                if size > MAX_PROMPT_CHARS:
+                    raise ValueError(f"the model's chat template wrote more than {MAX_PROMPT_CHARS // 1_000_000} million "
+                                     "characters for this conversation: refused")
+                chunks.append(chunk)
+            return Formatted(prompt="".join(chunks), add_bos=False, stop=[s for s in [eos] if s])
 
         return ChatFormat("gguf", "model's template", "Chat format: the model's own template (from the GGUF file).", render_jinja)
     for tokens, name, stop in BUILTIN_GUESSES:

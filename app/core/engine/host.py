@@ -9,14 +9,17 @@ this process; the client sees the pipe close and reports it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import json
 import os
 import queue
 import random
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import IO, Any
 
 from app.core.engine import cpu_variants
@@ -25,6 +28,7 @@ from app.core.planner.params import GGML_TYPES
 from app.core.redact import redact
 
 LOG_TAIL: collections.deque[str] = collections.deque(maxlen=200)
+TEMPLATE_S = 5.0  # a chat template that renders longer is refused
 IDLE_SAVE_S = 1.0  # after a reply, this long without a request counts as idle
 
 
@@ -220,7 +224,8 @@ class Host:
         msgs = list(messages)
         dropped = 0
         while True:
-            formatted = self.fmt.render(msgs)
+            with render_limit(TEMPLATE_S, self.cancelled):
+                formatted = self.fmt.render(msgs)
             tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=formatted.add_bos, special=True)
             if len(tokens) + reserve <= n_ctx:
                 return tokens, formatted.stop, dropped
@@ -241,7 +246,8 @@ class Host:
 
     def op_count(self, msg: dict[str, Any]) -> None:
         llm = self._require_model()
-        formatted = self.fmt.render(msg["messages"])
+        with render_limit(TEMPLATE_S, self.cancelled):
+            formatted = self.fmt.render(msg["messages"])
         tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=formatted.add_bos, special=True)
         self.emit("counted", id=msg.get("id"), tokens=len(tokens), n_ctx=usable_ctx(llm))
 
@@ -339,6 +345,31 @@ class _Batcher:
         if self.parts:
             self.send_text("".join(self.parts))
             self.parts.clear()
+
+
+@contextlib.contextmanager
+def render_limit(seconds: float, cancelled: Any) -> Iterator[None]:
+    """Interrupt Python work in the block (a chat template's Jinja loops) after ``seconds`` or when
+    Stop is pressed: a 50 ms interval timer raises in the main thread (POSIX; elsewhere no limit)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    deadline = time.monotonic() + seconds
+
+    def on_alarm(_sig: int, _frame: Any) -> None:
+        if cancelled():
+            raise RuntimeError("stopped while the model's chat template was rendering")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the model's chat template took more than {seconds:.0f} s to render this "
+                               "conversation: refused (a broken or hostile template)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def usable_ctx(llm: Any) -> int:
