@@ -282,7 +282,7 @@ class EngineClient:
         """Load ``path`` with ``params`` (replacing any loaded model); raise with the cause.
         ``draft``: {"path", "n_gpu_layers"} of a draft model for speculative decoding."""
         self._load_aborted = False
-        return self._load_locked(str(Path(path).expanduser()), params, draft)
+        return self._load_locked(str(Path(path).expanduser().absolute()), params, draft)
 
     def _load_locked(self, path: str, params: LoadParams, draft: dict[str, Any] | None = None) -> ModelInfo:
         with self._request_lock:

@@ -94,7 +94,7 @@ def supported_architectures(conv_dir: Path) -> set[str] | None:
 
 def inspect_folder(src: str | Path, *, allow_pickle: bool = False, conv_dir: Path | None = None) -> HFSource:
     """Check a Hugging Face model folder before converting; raises ModelFileError naming the cause."""
-    src = Path(src).expanduser()
+    src = Path(src).expanduser().absolute()  # children run in the data folder
     if not src.exists():
         raise ModelFileError(f"{src}: no such folder")
     if not src.is_dir():
@@ -213,7 +213,7 @@ def convert(src: str | Path, out: str | Path, *, outtype: str = "f16", allow_pic
     cancel = cancel or CancelToken()
     if outtype not in OUTTYPES:
         raise QuantDeskError(f"--outtype {outtype}: use one of {', '.join(OUTTYPES)}")
-    out = Path(out).expanduser()
+    out = Path(out).expanduser().absolute()
     if out.suffix != ".gguf":
         raise QuantDeskError(f"{out}: the output name must end in .gguf")
     conv_dir = converter_dir()

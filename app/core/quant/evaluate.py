@@ -56,10 +56,10 @@ def evaluate(models: list[str | Path], *, baseline: str | Path | None = None, te
     from app.core.planner.params import physical_cores
 
     cancel = cancel or CancelToken()
-    paths = [Path(m).expanduser() for m in models]
-    base = Path(baseline).expanduser() if baseline else None
+    paths = [Path(m).expanduser().absolute() for m in models]  # children run in the data folder
+    base = Path(baseline).expanduser().absolute() if baseline else None
     headers = {p: read_header(p) for p in ([base] if base else []) + paths}  # named errors for bad files
-    text_path = Path(text).expanduser() if text else held_out_text()
+    text_path = Path(text).expanduser().absolute() if text else held_out_text()
     if not text_path.is_file():
         raise ModelFileError(f"{text_path}: no such text file")
     if n_ctx < 16:

@@ -173,7 +173,8 @@ def compute_imatrix(model: str | Path, text: str | Path, out: str | Path, *, chu
     from app.core.planner.params import physical_cores
 
     cancel = cancel or CancelToken()
-    model, text, out = Path(model).expanduser(), Path(text).expanduser(), Path(out).expanduser()
+    # absolute: children run in the data folder
+    model, text, out = (Path(p).expanduser().absolute() for p in (model, text, out))
     h = read_header(model)
     if not text.is_file():
         raise ModelFileError(f"{text}: no such calibration text file")

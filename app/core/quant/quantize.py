@@ -76,7 +76,7 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, *, imatrix: str | Pat
     from app.core.quant.imatrix import load_imatrix
 
     cancel = cancel or CancelToken()
-    src, dst = Path(src).expanduser(), Path(dst).expanduser()
+    src, dst = Path(src).expanduser().absolute(), Path(dst).expanduser().absolute()  # children run in the data folder
     t = quant_type(qtype)
     h = read_header(src)
     warnings = check_source(src, allow_requantize=allow_requantize)
@@ -84,7 +84,7 @@ def quantize(src: str | Path, dst: str | Path, qtype: str, *, imatrix: str | Pat
         raise QuantDeskError(f"{dst}: the output name must end in .gguf")
     if dst.exists() and dst.resolve() == src.resolve():
         raise QuantDeskError(f"{dst}: the output would overwrite the source; the source is never modified")
-    imatrix_path = Path(imatrix).expanduser() if imatrix else None
+    imatrix_path = Path(imatrix).expanduser().absolute() if imatrix else None
     if imatrix_path is not None:
         load_imatrix(imatrix_path)  # a bad file fails here, named, before the child starts
     elif t.imatrix == "required":
