@@ -4,7 +4,7 @@ regenerate, edit, title, incremental save), for the GUI's chat page and the CLI 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from app.core import settings as app_settings
 from app.core.chat.store import COMPLETE, FAILED, INTERRUPTED, SAVE_INTERVAL_S, STOPPED, STREAMING, ChatStore, Conversation, Message
@@ -64,53 +64,102 @@ class ChatSession:
             self.conversation = self.store.create_conversation(model_path=str(model) if model else None, **self._new)  # type: ignore[arg-type]
         return self.conversation
 
-    def send(self, text: str, *, on_token: Callable[[str], None] | None = None, editing: int | None = None) -> Message:
-        """Add the user's ``text`` (replacing message ``editing`` and everything after it) and
-        stream the reply; returns the saved assistant message."""
+    def begin_send(self, text: str, *, editing: int | None = None) -> ReplyTurn:
+        """Add the user's ``text`` (replacing message ``editing`` and everything after it; the
+        first message titles the conversation) and open the reply's turn, for a caller that
+        streams it itself (the GUI, through its engine bridge)."""
         conv = self._ensure_conversation()
         if editing is not None:
             self.store.delete_from(conv.id, editing)
         if conv.title == "New chat":
             self.conversation = conv = self.store.rename(conv.id, title_for(text))
         self.store.add_message(conv.id, "user", text)
-        return self._reply(on_token)
+        return self._begin_reply()
+
+    def begin_regenerate(self, message_id: int) -> ReplyTurn:
+        """Drop the reply ``message_id`` (and anything after it) and open a new reply's turn."""
+        conv = self._ensure_conversation()
+        self.store.delete_from(conv.id, message_id)
+        return self._begin_reply()
+
+    def _begin_reply(self) -> ReplyTurn:
+        conv = self._ensure_conversation()
+        history = self.store.engine_messages(conv.id)
+        placeholder = self.store.add_message(conv.id, "assistant", "", status=STREAMING)
+        return ReplyTurn(self.store, placeholder.id, history, self.sampling)
+
+    def send(self, text: str, *, on_token: Callable[[str], None] | None = None, editing: int | None = None) -> Message:
+        """Add the user's ``text`` (replacing message ``editing`` and everything after it) and
+        stream the reply; returns the saved assistant message."""
+        return self._stream(self.begin_send(text, editing=editing), on_token)
 
     def regenerate(self, message_id: int, *, on_token: Callable[[str], None] | None = None) -> Message:
         """Drop the reply ``message_id`` (and anything after it) and answer again."""
-        conv = self._ensure_conversation()
-        self.store.delete_from(conv.id, message_id)
-        return self._reply(on_token)
+        return self._stream(self.begin_regenerate(message_id), on_token)
 
     def stop(self) -> None:
         """Stop the reply being streamed (safe from another thread); what came is kept."""
         self.engine.cancel()
 
-    def _reply(self, on_token: Callable[[str], None] | None) -> Message:
-        conv = self._ensure_conversation()
-        history = self.store.engine_messages(conv.id)
-        placeholder = self.store.add_message(conv.id, "assistant", "", status=STREAMING)
-        parts: list[str] = []
-        last_save = time.monotonic()
+    def _stream(self, turn: ReplyTurn, on_token: Callable[[str], None] | None) -> Message:
         try:
-            for event in self.engine.stream(history, self.sampling):
+            for event in self.engine.stream(turn.history, turn.sampling):
                 if event["ev"] == "token":
-                    parts.append(event["text"])
+                    turn.add(event["text"])
                     if on_token is not None:
                         on_token(event["text"])
-                    if time.monotonic() - last_save >= SAVE_INTERVAL_S:
-                        self.store.update_message(placeholder.id, content="".join(parts))
-                        last_save = time.monotonic()
                 elif event["ev"] == "done":
-                    reply: Reply = event["reply"]
-                    self.store.update_message(placeholder.id, content=reply.text, status=status_for(reply), stats=reply.stats())
+                    turn.finish(event["reply"])
         except KeyboardInterrupt:  # the CLI's Ctrl-C: stop, keep what came
             self.engine.cancel()
-            self.store.update_message(placeholder.id, content="".join(parts), status=STOPPED)
+            turn.stopped()
             raise
         except EngineCrashed:
-            self.store.update_message(placeholder.id, content="".join(parts), status=INTERRUPTED)
+            turn.fail(crashed=True)
             raise
         except QuantDeskError:
-            self.store.update_message(placeholder.id, content="".join(parts), status=FAILED)
+            turn.fail(crashed=False)
             raise
-        return self.store.get_message(placeholder.id)
+        return self.store.get_message(turn.message_id)
+
+
+class ReplyTurn:
+    """One assistant reply while it streams: the placeholder message it fills, the history it
+    answers, the text so far (saved every SAVE_INTERVAL_S, so a crash loses at most that much),
+    and how it ends: finished (complete, or stopped when cancelled), failed (interrupted when the
+    engine crashed, else failed), keeping the longest text known. Not thread-safe: one caller
+    feeds it (the CLI's loop, the GUI thread)."""
+
+    def __init__(self, store: ChatStore, message_id: int, history: list[dict[str, str]], sampling: SamplingParams) -> None:
+        self.store, self.message_id, self.history, self.sampling = store, message_id, history, sampling
+        self._parts: list[str] = []
+        self._last_save = time.monotonic()
+        self.ended = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def add(self, token: str) -> None:
+        self._parts.append(token)
+        if time.monotonic() - self._last_save >= SAVE_INTERVAL_S:
+            self.store.update_message(self.message_id, content=self.text)
+            self._last_save = time.monotonic()
+
+    def _end(self, text: str, status: str, stats: dict[str, Any] | None = None) -> Message:
+        self.ended = True
+        self._parts = [text]
+        self.store.update_message(self.message_id, content=text, status=status, stats=stats or {})
+        return self.store.get_message(self.message_id)
+
+    def finish(self, reply: Reply) -> Message:
+        return self._end(reply.text, status_for(reply), reply.stats())
+
+    def stopped(self) -> Message:
+        return self._end(self.text, STOPPED)
+
+    def fail(self, *, crashed: bool, partial: str = "") -> Message:
+        """The reply broke off: keep the longer of what arrived here and ``partial`` (what the
+        streaming side had received when the engine crashed, which may be ahead of this turn)."""
+        text = partial if len(partial) > len(self.text) else self.text
+        return self._end(text, INTERRUPTED if crashed else FAILED)

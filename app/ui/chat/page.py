@@ -1,13 +1,14 @@
 """The chat page: conversations, messages, composer, settings; the controller between them.
 
-Tokens arrive from the engine bridge one by one; they are buffered and painted at most every
-``PAINT_INTERVAL_MS`` so streaming stays smooth, and the reply is saved at most every
-``chats.SAVE_INTERVAL_S`` so a crash loses at most the last second.
+A thin view over the core's ``ChatSession``: sending, regenerating, editing, titling, saving the
+reply while it streams and reconciling a reply cut by an engine crash are its rules
+(app/core/chat/session.py); the page opens a ``ReplyTurn``, hands the history to the engine
+bridge, feeds the turn the tokens that come back and paints its text at most every
+``PAINT_INTERVAL_MS`` so streaming stays smooth.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -15,7 +16,7 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from app.core.chat import store as chats
-from app.core.chat.session import new_chat_defaults, title_for
+from app.core.chat.session import ChatSession, ReplyTurn, new_chat_defaults
 from app.core.chat.store import ChatStore, Conversation
 from app.core.engine import ModelInfo, Reply, SamplingParams
 from app.core.errors import BadValueError
@@ -36,10 +37,8 @@ class ChatPage(QWidget):
         self.bridge = bridge
         self.conversation: Conversation | None = None
         self.model: ModelInfo | None = None
-        self.stream_id: int | None = None  # the assistant message being written
-        self.stream_text = ""
-        self._pending: list[str] = []
-        self._last_save = 0.0
+        self.turn: ReplyTurn | None = None  # the assistant reply being written
+        self._painted = ""
         self.editing_id: int | None = None
         self.last_deleted: int | None = None
 
@@ -182,47 +181,51 @@ class ChatPage(QWidget):
         self.context_meter.setValue(min(tokens, self.context_meter.maximum()))
 
     # -- sending --------------------------------------------------------------------------------
+    @property
+    def stream_id(self) -> int | None:
+        """The assistant message being streamed, if any."""
+        return self.turn.message_id if self.turn else None
+
+    @property
+    def stream_text(self) -> str:
+        return self.turn.text if self.turn else ""
+
+    def _session(self) -> ChatSession:
+        if self.conversation is None:
+            self.new_conversation()
+        return ChatSession(self.store, self.bridge.client, self.conversation)
+
     def send(self, text: str) -> None:
-        if self.stream_id is not None:
+        if self.turn is not None:
             return
         if self.bridge.client.wanted_model is None:
             self.notice.show_message("No model is loaded: open a GGUF file first (File → Open model…).", error=True)
             return
-        if self.conversation is None:
-            self.new_conversation()
-        assert self.conversation is not None
-        if self.editing_id is not None:
-            self.store.delete_from(self.conversation.id, self.editing_id)
-            self.editing_id = None
-            self.composer.edit_banner.hide()
-        if self.conversation.title == "New chat":
-            self.conversation = self.store.rename(self.conversation.id, title_for(text))  # the rule ChatSession follows
-        self.store.add_message(self.conversation.id, "user", text)
+        session = self._session()
+        editing, self.editing_id = self.editing_id, None
+        self.composer.edit_banner.hide()
+        turn = session.begin_send(text, editing=editing)
         self.composer.input.clear()
-        self._generate()
+        self._generate(session, turn)
 
     def regenerate(self, message_id: int) -> None:
-        if self.conversation is None or self.stream_id is not None:
+        if self.conversation is None or self.turn is not None:
             return
-        self.store.delete_from(self.conversation.id, message_id)
-        self._generate()
+        session = self._session()
+        self._generate(session, session.begin_regenerate(message_id))
 
-    def _generate(self) -> None:
-        assert self.conversation is not None
-        history = self.store.engine_messages(self.conversation.id)
-        placeholder = self.store.add_message(self.conversation.id, "assistant", "", status=chats.STREAMING)
-        self.stream_id, self.stream_text = placeholder.id, ""
+    def _generate(self, session: ChatSession, turn: ReplyTurn) -> None:
+        self.conversation = session.conversation
+        self.turn, self._painted = turn, ""
         self._sync_widgets()
         self.refresh_list()
-        self._pending = []
-        self._last_save = time.monotonic()
         self.composer.set_generating(True)
         self.notice.hide()
         self.paint_timer.start()
-        self.bridge.chat(history, self.conversation.sampling)
+        self.bridge.chat(turn.history, turn.sampling)
 
     def stop(self) -> None:
-        if self.stream_id is not None:
+        if self.turn is not None:
             self.bridge.cancel()
 
     def start_edit(self, message_id: int) -> None:
@@ -248,44 +251,35 @@ class ChatPage(QWidget):
             )
 
     def _on_token(self, text: str) -> None:
-        self._pending.append(text)
+        if self.turn is not None:
+            self.turn.add(text)  # saved by the turn every SAVE_INTERVAL_S
 
     def _paint(self) -> None:
-        if self.stream_id is None or not self._pending:
+        if self.turn is None or self.turn.text == self._painted:
             return
-        self.stream_text += "".join(self._pending)
-        self._pending = []
-        widget = self.messages.widget_for(self.stream_id)
+        self._painted = self.turn.text
+        widget = self.messages.widget_for(self.turn.message_id)
         if widget is not None:
-            widget.set_text(self.stream_text)
-        now = time.monotonic()
-        if now - self._last_save >= chats.SAVE_INTERVAL_S:
-            self.store.update_message(self.stream_id, content=self.stream_text)
-            self._last_save = now
+            widget.set_text(self._painted)
 
-    def _end_stream(self, text: str, status: str, stats: dict[str, Any]) -> None:
+    def _end_stream(self, message: chats.Message | None) -> None:
         self.paint_timer.stop()
-        message_id, self.stream_id = self.stream_id, None
-        self._pending, self.stream_text = [], ""
+        self.turn, self._painted = None, ""
         self.composer.set_generating(False)
-        if message_id is None:
+        if message is None:
             return
-        self.store.update_message(message_id, content=text, status=status, stats=stats)
-        widget = self.messages.widget_for(message_id)
+        widget = self.messages.widget_for(message.id)
         if widget is not None:
-            widget.message = self.store.get_message(message_id)
+            widget.message = message
             widget.refresh()
 
     def _on_finished(self, reply: Reply) -> None:
-        status = chats.STOPPED if reply.finish_reason == "cancelled" else chats.COMPLETE
-        self._end_stream(reply.text, status, reply.stats())
+        self._end_stream(self.turn.finish(reply) if self.turn else None)
         self.context_meter.setValue(min(reply.prompt_tokens + reply.completion_tokens, self.context_meter.maximum()))
         self.status_message.emit(f"{reply.completion_tokens} tokens at {reply.tokens_per_s:.1f} tok/s")
 
     def _on_failed(self, message: str, crashed: bool, partial: str) -> None:
-        text = self.stream_text + "".join(self._pending)
-        text = partial if len(partial) > len(text) else text
-        self._end_stream(text, chats.INTERRUPTED if crashed else chats.FAILED, {})
+        self._end_stream(self.turn.fail(crashed=crashed, partial=partial) if self.turn else None)
         self.notice.show_message(message, error=True)
 
     def copy_text(self, text: str) -> None:
