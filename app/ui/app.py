@@ -53,6 +53,13 @@ def create_window(*, hub_endpoint: str | None = None):  # type: ignore[no-untype
     else:
         window.chat.new_conversation()  # first run: an empty chat, ready to type in
     restore_window_state(window)
+    from app.core.proc.runner import sweep_stale_partials
+    from app.core.settings import models_dir
+
+    # half-written outputs of a crashed or killed job, never shown as models; a live writer's stay
+    window.runner.run("sweep-partials", lambda: sweep_stale_partials(models_dir()),
+                      lambda removed: removed and log.info("removed %d stale partial outputs", len(removed)),
+                      lambda msg: log.info("partial-output sweep: %s", msg))
     from app.core.db import take_notices
 
     window.startup_notices = take_notices()  # data files moved aside at start: the user is told

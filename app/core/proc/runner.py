@@ -156,8 +156,24 @@ def output_file(out: Path, needed: int, what: str) -> Iterator[Path]:
 
 
 def partial_path(out: Path) -> Path:
-    """The temporary name an output is written under, next to it (renamed only on success)."""
-    return out.with_name(f".{out.name}.partial")
+    """The temporary name an output is written under, next to it (renamed only on success); it
+    names the writing process, so a sweep knows whether anyone still owns it."""
+    return out.with_name(f".{out.name}.{os.getpid()}.partial")
+
+
+def sweep_stale_partials(folder: Path) -> list[Path]:
+    """Remove the partial outputs under ``folder`` whose writer is gone (a crash, a kill); those of
+    a live process (a second window, a CLI run on the same data folder) stay. Returns the removed."""
+    import psutil
+
+    removed = []
+    for p in folder.rglob(".*.partial"):
+        pid = p.name.rsplit(".", 2)[-2]
+        if not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue
+        remove_quietly(p)
+        removed.append(p)
+    return removed
 
 
 def remove_quietly(*paths: Path) -> None:

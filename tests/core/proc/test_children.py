@@ -94,3 +94,19 @@ def test_children_get_no_hub_token_and_the_engine_log_masks_tokens(starter_model
         client.close()
     log = (tmp_path / "engine.log").read_text()
     assert "model-hf_***" in log and token not in log
+
+
+def test_stale_partial_outputs_are_swept_but_a_live_writers_stay(tmp_path: Path) -> None:
+    from app.core.proc.runner import partial_path, sweep_stale_partials
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / "m").mkdir()
+    dead = tmp_path / "m" / f".crashed.gguf.{gone.pid}.partial"
+    dead.write_bytes(b"half")
+    live = partial_path(tmp_path / "m" / "writing.gguf")  # this process is writing it
+    live.write_bytes(b"half")
+    kept = tmp_path / "m" / "model.gguf"
+    kept.write_bytes(b"GGUF")
+    assert sweep_stale_partials(tmp_path) == [dead]
+    assert not dead.exists() and live.exists() and kept.exists()
