@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from app.core.engine import cpu_variants as cv
 
@@ -44,14 +45,20 @@ def _install_engine():  # type: ignore[no-untyped-def]
     return install_engine
 
 
+def engine_build() -> tuple[dict[str, Any], Path]:
+    """The installed engine's build record (install_engine's identity) and its build cache folder."""
+    ie = _install_engine()
+    build: dict[str, Any] = json.loads((cv.llama_lib_dir() / cv.VARIANTS_DIR / "build.json").read_text())
+    return build, ie.cache_root() / f"{ie.VERSION}-{build['backend']}-{build['key']}"
+
+
 def native_library() -> Path:
     """The native-minus-AMX libggml-cpu, built once per engine identity into .bench/."""
     ie = _install_engine()
-    build = json.loads((cv.llama_lib_dir() / cv.VARIANTS_DIR / "build.json").read_text())
+    build, cache = engine_build()
     out = ROOT / ".bench" / f"native-cpu-{build['key']}" / cv.LIB_NAME
     if out.is_file():
         return out
-    cache = ie.cache_root() / f"{ie.VERSION}-{build['backend']}-{build['key']}"
     src = ie.sdist(cache)
     env = {**os.environ, "CFLAGS": NO_AMX, "CXXFLAGS": NO_AMX}
     print("  building a native (minus AMX) libggml-cpu for the comparison (once)", file=sys.stderr, flush=True)
@@ -100,7 +107,7 @@ def baseline_vs_native(model: Path) -> tuple[float, str]:
 
 
 def cold_build_seconds() -> tuple[float, str]:
-    build = json.loads((cv.llama_lib_dir() / cv.VARIANTS_DIR / "build.json").read_text())
+    build, _ = engine_build()
     t = build.get("build_seconds", {})
     if "wheel" not in t:
         raise RuntimeError("this install reused a cached build whose timings were not recorded")

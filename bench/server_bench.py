@@ -25,16 +25,15 @@ PROMPT = [{"role": "user", "content": "Write a long story about a dragon who lea
 
 
 def llama_server() -> Path:
-    sys.path.insert(0, str(ROOT / "packaging"))
-    import install_engine as ie
+    from bench.cpu_bench import _install_engine, engine_build
 
-    build = json.loads((cv.llama_lib_dir() / cv.VARIANTS_DIR / "build.json").read_text())
+    ie = _install_engine()
+    build, cache = engine_build()
     variant = cv.choose().variant
     out = ROOT / ".bench" / f"llama-server-{build['key']}-{variant.name}"
     exe = out / "bin" / "llama-server"
     if exe.is_file():
         return exe
-    cache = ie.cache_root() / f"{ie.VERSION}-{build['backend']}-{build['key']}"
     tree = ie.source_tree(cache, ie.sdist(cache)) / "vendor" / "llama.cpp"
     print("  building llama-server from the same sdist (once; several minutes)", file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)

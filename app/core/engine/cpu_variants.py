@@ -287,16 +287,15 @@ def choose(state_path: Path | None = None, forced: str | None = None, environ: d
                                + ", ".join(x.name for x in installed()))
         source = f"${ENV}" if env else "the setting"
         return Choice(v, f"forced by {source}")
-    flags = cpu_flags()
-    bad = bad_variants(state_path)
-    for v in usable(state_path, flags):
-        skipped = [x for x in installed() if all_variants().index(x) < all_variants().index(v)]
-        why = "the fastest installed build this CPU supports"
-        marked = [x.name for x in skipped if x.name in bad]
-        if marked:
-            why += f" ({', '.join(marked)} failed the self-check here)"
-        return Choice(v, why)
-    return Choice(baseline(), "no other build is usable here")
+    best = next(iter(usable(state_path)), None)
+    if best is None:
+        return Choice(baseline(), "no other build is usable here")
+    order = all_variants()
+    marked = [name for name in bad_variants(state_path) if (x := by_name(name)) and order.index(x) < order.index(best)]
+    why = "the fastest installed build this CPU supports"
+    if marked:
+        why += f" ({', '.join(marked)} failed the self-check here)"
+    return Choice(best, why)
 
 
 def next_safer(v: Variant, state_path: Path | None = None) -> Variant | None:
