@@ -79,6 +79,7 @@ def open_database(path: Path, what: str, setup: Callable[[sqlite3.Connection], N
     connect.setdefault("timeout", 10)
     db: sqlite3.Connection | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made: kept in memory below
         db = sqlite3.connect(path, **connect)
         _check(db)
         setup(db)

@@ -59,14 +59,14 @@ def create_window(*, hub_endpoint: str | None = None):  # type: ignore[no-untype
     # half-written outputs of a crashed or killed job, never shown as models; a live writer's stay
     window.runner.run("sweep-partials", lambda: sweep_stale_partials(models_dir()),
                       lambda removed: removed and log.info("removed %d stale partial outputs", len(removed)),
-                      lambda msg: log.info("partial-output sweep: %s", msg))
+                      lambda exc: log.info("partial-output sweep: %s", exc))
     from app.core.db import take_notices
 
     window.startup_notices = take_notices()  # data files moved aside at start: the user is told
     if window.startup_notices:
         from PySide6.QtCore import QTimer
 
-        QTimer.singleShot(0, lambda: window.show_error("Some data could not be read", "\n\n".join(window.startup_notices)))
+        QTimer.singleShot(0, lambda: window.funnel.dialog("Some data could not be read", "\n\n".join(window.startup_notices)))
     return window
 
 

@@ -25,6 +25,7 @@ from app.ui.dialogs.load import LoadDialog
 from app.ui.hub.page import HubPage
 from app.ui.jobs_panel import JobsPanel
 from app.ui.library.page import DownloadsPage, LibraryPage
+from app.ui.messages import Messages, user_text
 from app.ui.safe_text import plain_label
 from app.ui.tasks import DownloadsBridge, EngineBridge, TaskRunner
 
@@ -41,7 +42,7 @@ class MainWindow(QMainWindow):
         self.store = store
         self.bridge = bridge
         self.settings = app_settings.load()
-        self.error_box: QMessageBox | None = None
+        self.funnel = Messages(self, lambda text, ms: self.statusBar().showMessage(text, ms))
         self.load_dialog: LoadDialog | None = None
         self.setWindowTitle(APP_NAME)
         self.resize(1200, 780)
@@ -50,7 +51,7 @@ class MainWindow(QMainWindow):
         self._wizards = 0
         self.library = Library()
         self.downloads = DownloadsBridge(DownloadManager(self.library, endpoint=hub_endpoint), self)
-        self.chat = ChatPage(store, bridge)
+        self.chat = ChatPage(store, bridge, funnel=self.funnel)
         self.hub_page = HubPage(self.runner, endpoint=hub_endpoint)
         self.library_page = LibraryPage(self.library, self.runner)
         self.downloads_page = DownloadsPage(self.downloads)
@@ -79,16 +80,15 @@ class MainWindow(QMainWindow):
         self._load_cancelled = False
         self.model_label = plain_label("No model loaded")
         self.statusBar().addPermanentWidget(self.model_label)
-        self.chat.status_message.connect(lambda text: self.statusBar().showMessage(text, 4000))
         bridge.model_loading.connect(self._on_loading)
         bridge.model_loaded.connect(self._on_loaded)
         bridge.load_failed.connect(self._on_load_failed)
         bridge.model_unloaded.connect(self._on_unloaded)
-        bridge.engine_notice.connect(self.chat.notice.show_message)
+        bridge.engine_notice.connect(lambda text: self.funnel.notice(self.chat.notice, text))
         add_desktop_actions(self)  # Settings, Send, logs folder, shortcuts, window state
         if store.recovered:
-            self.chat.notice.show_message(
-                f"{store.recovered} reply(s) were cut off when QuantDesk last closed unexpectedly; they are kept and marked."
+            self.funnel.notice(
+                self.chat.notice, f"{store.recovered} reply(s) were cut off when QuantDesk last closed unexpectedly; they are kept and marked."
             )
 
     def _build_menus(self) -> None:
@@ -172,9 +172,9 @@ class MainWindow(QMainWindow):
         try:
             d = self.downloads.manager.start(repo, filename)
         except Exception as exc:
-            self.show_error("Cannot download", str(exc))
+            self.funnel.error(exc, title="Cannot download")
             return
-        self.statusBar().showMessage(f"Downloading {d.filename} ({self.downloads.manager.get(d.id).state})", 4000)
+        self.funnel.status(f"Downloading {d.filename} ({self.downloads.manager.get(d.id).state})")
 
     def _on_download_changed(self, d: Any) -> None:
         active = len(self.downloads.manager.active)
@@ -202,7 +202,7 @@ class MainWindow(QMainWindow):
         self.bridge.client.abort_load()
 
     def _on_download_ready(self, path: str) -> None:
-        self.statusBar().showMessage(f"Ready: {Path(path).name} is in My models", 6000)
+        self.funnel.status(f"Ready: {Path(path).name} is in My models", 6000)
         self.library_page.refresh()  # reads the new file's header off the GUI thread
 
     def open_in_chat(self, path: str) -> None:
@@ -259,31 +259,31 @@ class MainWindow(QMainWindow):
         try:
             self.settings = app_settings.update(last_model=info.path)  # read-modify-write: never stale keys
         except QuantDeskError as exc:  # a read-only settings folder: say so, keep going
-            self.statusBar().showMessage(str(exc), 8000)
+            self.funnel.error(exc, title="Settings not saved")
 
     def _on_unloaded(self) -> None:
         self.model_label.setText("No model loaded")
         self.chat.set_model(None)
 
-    def _on_load_failed(self, message: str) -> None:
+    def _on_load_failed(self, error: BaseException) -> None:
         model = self.bridge.client.model
         self.model_label.setText(f"{Path(model.path).name} · {model.device}" if model else "No model loaded")
         job = self.jobs.jobs.get("engine-load")
         title = job.title if job else "Load model"
         if self._load_cancelled:
             self.report_job("engine-load", title, "cancelled")
-            self.statusBar().showMessage("Loading cancelled", 4000)
+            self.funnel.status("Loading cancelled")
             return
-        self.report_job("engine-load", title, "failed", detail=message)
-        self.show_error("Cannot load model", message)
+        self.report_job("engine-load", title, "failed", detail=user_text(error))
+        self.funnel.error(error, title="Cannot load model")
 
     def show_error(self, title: str, message: str) -> None:
-        """A window-modal dialog that does not block the event loop."""
-        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
-        box.setTextFormat(Qt.TextFormat.PlainText)  # llama.cpp's lines, template errors, file names
-        box.setTextInteractionFlags(box.textInteractionFlags())
-        box.open()
-        self.error_box = box
+        """A window-modal dialog that does not block the event loop (through the message funnel)."""
+        self.funnel.dialog(title, message)
+
+    @property
+    def error_box(self) -> QMessageBox | None:
+        return self.funnel.box
 
     def _ask_quit(self, running: list[str]) -> None:
         box = QMessageBox(QMessageBox.Icon.Question, "Jobs are running",
@@ -320,7 +320,7 @@ class MainWindow(QMainWindow):
             try:
                 self.settings = app_settings.update(last_conversation=self.chat.conversation.id)
             except QuantDeskError as exc:  # a read-only settings folder: say so, keep going
-                self.statusBar().showMessage(str(exc), 8000)
+                self.funnel.error(exc, title="Settings not saved")
         self.chat.stop()
         self.downloads.shutdown()  # running downloads pause; their .part files resume next time
         self.runner.wait_idle(2.0)

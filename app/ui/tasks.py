@@ -24,7 +24,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.core.engine import ModelInfo, Reply, SamplingParams
 from app.core.engine.client import EngineClient
-from app.core.errors import EngineCrashed, QuantDeskError
+from app.core.errors import QuantDeskError
 from app.core.planner.params import LoadParams
 
 if TYPE_CHECKING:
@@ -95,12 +95,12 @@ class Dispatcher(QObject):
 class EngineBridge(QObject):
     model_loading = Signal(str)
     model_loaded = Signal(object)  # ModelInfo
-    load_failed = Signal(str)
+    load_failed = Signal(object)  # the exception (a QuantDeskError, or a bug's exception)
     model_unloaded = Signal()
     reply_started = Signal(dict)
     token_received = Signal(str)
     reply_finished = Signal(object)  # Reply
-    reply_failed = Signal(str, bool, str)  # message, engine crashed, partial text
+    reply_failed = Signal(object, str)  # the exception (EngineCrashed when the engine died), partial text
     tokens_counted = Signal(int, int)  # tokens, n_ctx
     busy_changed = Signal(bool)
     engine_notice = Signal(str)  # one line for the user, e.g. a step down to a safer CPU build
@@ -151,11 +151,10 @@ class EngineBridge(QObject):
                     info: ModelInfo = self.client.load(path, params)
                 else:
                     info = self.client.load_model(path, ctx=ctx, gpu_layers=gpu_layers)
-            except QuantDeskError as exc:
-                self._post("load_failed", str(exc))
-            except Exception as exc:  # unexpected: still a message, never a dead window
-                log.exception("model load failed")
-                self._post("load_failed", f"{path}: cannot load model: {exc}")
+            except Exception as exc:  # a bug's exception too: a message, never a dead window
+                if not isinstance(exc, QuantDeskError):
+                    log.exception("model load failed")
+                self._post("load_failed", exc)
             else:
                 self._post("model_loaded", info)
 
@@ -185,13 +184,10 @@ class EngineBridge(QObject):
                     elif kind == "done":
                         reply: Reply = event["reply"]
                         self._post("reply_finished", reply)
-            except EngineCrashed as exc:
-                self._post("reply_failed", str(exc), True, "".join(partial))
-            except QuantDeskError as exc:
-                self._post("reply_failed", str(exc), False, "".join(partial))
             except Exception as exc:
-                log.exception("chat failed")
-                self._post("reply_failed", f"the reply failed: {exc}", False, "".join(partial))
+                if not isinstance(exc, QuantDeskError):
+                    log.exception("chat failed")
+                self._post("reply_failed", exc, "".join(partial))
 
         self._run("engine-chat", job)
 
@@ -241,9 +237,10 @@ class TaskRunner(QObject):
         self._generations[key] = self._generations.get(key, 0) + 1
 
     def run(self, name: str, call: Callable[[], Any], done: Callable[[Any], None] | None = None,
-            failed: Callable[[str], None] | None = None, *, key: str | None = None) -> None:
-        """Run ``call`` on a worker thread; then ``done(result)`` or ``failed(message)`` on the GUI
-        thread, unless a newer call with the same ``key`` started meanwhile."""
+            failed: Callable[[BaseException], None] | None = None, *, key: str | None = None) -> None:
+        """Run ``call`` on a worker thread; then ``done(result)`` or ``failed(exception)`` on the GUI
+        thread, unless a newer call with the same ``key`` started meanwhile. The exception keeps its
+        type (``app.ui.messages`` picks the channel from it); without ``failed`` it is logged."""
         if key is not None:
             self.invalidate(key)
         generation = self._generations.get(key, 0) if key is not None else 0
@@ -254,13 +251,11 @@ class TaskRunner(QObject):
         def target() -> None:
             try:
                 result = call()
-            except QuantDeskError as exc:
-                message = str(exc)
-                self.post(lambda: current() and (failed(message) if failed else log.warning("%s: %s", name, message)))
-            except Exception as exc:  # unexpected: a sentence for the user, the traceback in the log
-                log.exception("%s failed", name)
-                message = f"{name}: {type(exc).__name__}: {exc}"
-                self.post(lambda: current() and failed(message) if failed else None)
+            except Exception as exc:  # a bug's too: its traceback goes to the log, the exception to ``failed``
+                if not isinstance(exc, QuantDeskError):
+                    log.exception("%s failed", name)
+                error = exc
+                self.post(lambda: current() and (failed(error) if failed else log.warning("%s: %s", name, error)))
             else:
                 self.post(lambda: current() and done(result) if done else None)
             finally:

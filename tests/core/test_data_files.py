@@ -41,6 +41,41 @@ def test_corrupt_library_and_settings_do_not_stop_a_cli_command(tmp_path: Path) 
     assert quantdesk("list").stderr.count("moved to") == 0  # said once, not at every start
 
 
+def test_an_unreadable_database_is_moved_aside_and_a_cli_command_still_runs(tmp_path: Path) -> None:
+    """A database path that cannot be opened at all (here a folder where the file should be: what a
+    sync tool or a bad restore leaves; as root, permissions cannot make a file unreadable)."""
+    home = paths.home()
+    (home / "library.sqlite3").mkdir()
+    (home / "library.sqlite3" / "junk").write_text("x")
+    result = quantdesk("list")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert f"{home / 'library.sqlite3'}: the" in result.stderr and "moved to" in result.stderr
+    [aside] = home.glob("library.sqlite3.bad-*")
+    assert (aside / "junk").read_text() == "x"  # kept as it was, nothing deleted
+    take_notices()
+    chat_path = tmp_path / "chats.sqlite3"
+    chat_path.mkdir()
+    store = ChatStore(chat_path)
+    [note] = take_notices()
+    assert str(chat_path) in note and "moved to" in note
+    assert store.create_conversation("still works").id > 0
+    store.close()
+
+
+def test_a_data_folder_that_cannot_be_written_keeps_the_session_in_memory(tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    take_notices()
+    store = ChatStore(blocked / "chats.sqlite3")
+    [note] = take_notices()
+    assert str(blocked / "chats.sqlite3") in note and "in memory only" in note
+    conv = store.create_conversation("typed anyway")
+    store.add_message(conv.id, "user", "hello")
+    assert [m.content for m in store.messages(conv.id)] == ["hello"]
+    store.close()
+    assert blocked.read_text() == "not a folder"
+
+
 def test_a_corrupt_chat_database_does_not_stop_the_window(qtbot) -> None:  # type: ignore[no-untyped-def]
     from app.ui.app import create_window
 

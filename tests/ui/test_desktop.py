@@ -262,7 +262,7 @@ def test_an_exception_in_a_slot_shows_a_copyable_report(qtbot, monkeypatch: pyte
 
 
 def test_an_exception_in_a_worker_thread_reaches_the_dialog(qtbot, qapp) -> None:  # type: ignore[no-untyped-def]
-    timer = crash_dialog.start_drain(qapp)
+    dispatch = crash_dialog.start_dispatch(qapp)
 
     def work() -> None:
         try:
@@ -279,8 +279,9 @@ def test_an_exception_in_a_worker_thread_reaches_the_dialog(qtbot, qapp) -> None
         assert "thread qd-worker" in report and "RuntimeError: worker failed" in report
         crash_dialog._state["dialog"].reject()
     finally:
-        timer.stop()
-        timer.deleteLater()
+        dispatch.stop()
+        crash_dialog._state["dispatch"] = None
+        dispatch.deleteLater()
 
 
 # -- one instance per user and data folder (two real processes) -------------------------------

@@ -83,7 +83,6 @@ class Message:
 class ChatStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
         def setup(db: sqlite3.Connection) -> None:
             self.db = db

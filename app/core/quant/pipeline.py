@@ -12,13 +12,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.core.errors import ModelFileError, QuantDeskError
+from app.core.errors import Cancelled, ModelFileError, QuantDeskError
 from app.core.gguf.header import GGUFHeader, read_header
 from app.core.gguf.quant_types import LADDER, QUANT_TYPES, QuantType, quant_type
 from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
+from app.core.planner.memory import human_bytes
 from app.core.proc.runner import ensure_free_space
+
+if TYPE_CHECKING:
+    from app.core.hub.downloads import DownloadManager
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +106,33 @@ class Source:
     @property
     def is_gguf(self) -> bool:
         return self.path.is_file() and self.path.suffix == ".gguf"
+
+
+def fetch_repo(downloads: "DownloadManager", repo: str, revision: str | None, *, endpoint: str | None = None,
+               progress: ProgressFn = no_progress, cancel: CancelToken | None = None) -> Source:
+    """Every file the converter reads from Hub repo ``repo``, through the download manager (resume,
+    sha256 check, files under the models folder only); then the folder as a conversion source.
+    Cancelling pauses the downloads (they resume next time) and raises ``Cancelled``."""
+    from app.core.hub.api import local_path, repo_details
+
+    details = repo_details(repo, revision=revision, endpoint=endpoint)
+    names = details.conversion_files()
+    ids = [downloads.start(repo, name, revision=details.sha).id for name in names]
+    for i, download_id in enumerate(ids):
+        while True:
+            d = downloads.wait(download_id, 0.2)
+            progress(Progress("download", i + d.fraction, len(ids), "file",
+                              f"{d.filename}: {human_bytes(d.done)} of {human_bytes(d.size)}"))
+            if d.state in ("done", "failed", "cancelled", "paused"):
+                break
+            if cancel is not None and cancel.cancelled:
+                downloads.pause(download_id)
+        if d.state != "done":
+            if cancel is not None:
+                cancel.check("download")
+            raise Cancelled(f"download of {d.filename} {d.state}: {d.error or ''}".strip())
+    folder = local_path(downloads.models_dir, repo, names[0]).parent
+    return Source(folder, source_repo=repo, revision=details.sha)
 
 
 @dataclass

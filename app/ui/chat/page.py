@@ -19,9 +19,10 @@ from app.core.chat import store as chats
 from app.core.chat.session import ChatSession, ReplyTurn, new_chat_defaults
 from app.core.chat.store import ChatStore, Conversation
 from app.core.engine import ModelInfo, Reply, SamplingParams
-from app.core.errors import BadValueError
+from app.core.errors import BadValueError, EngineCrashed
 from app.ui.chat.side_panels import ConversationList, ConversationSettings, NoticeBar
 from app.ui.chat.widgets import Composer, MessageList, MessageWidget
+from app.ui.messages import Messages
 from app.ui.safe_text import plain_label
 from app.ui.tasks import EngineBridge
 
@@ -31,8 +32,11 @@ PAINT_INTERVAL_MS = 40
 class ChatPage(QWidget):
     status_message = Signal(str)
 
-    def __init__(self, store: ChatStore, bridge: EngineBridge, parent: QWidget | None = None) -> None:
+    def __init__(self, store: ChatStore, bridge: EngineBridge, parent: QWidget | None = None, *,
+                 funnel: Messages | None = None) -> None:
         super().__init__(parent)
+        # the window's message funnel; a page on its own (tests) sends its status lines out as a signal
+        self.funnel = funnel or Messages(self, lambda text, _ms: self.status_message.emit(text))
         self.store = store
         self.bridge = bridge
         self.conversation: Conversation | None = None
@@ -126,7 +130,7 @@ class ChatPage(QWidget):
         try:
             self.store.rename(conversation_id, title)
         except BadValueError as exc:
-            self.notice.show_message(str(exc), error=True)
+            self.funnel.error(exc, title="Cannot rename", notice=self.notice)
         self.refresh_list()
 
     def delete_conversation(self, conversation_id: int) -> None:
@@ -137,7 +141,7 @@ class ChatPage(QWidget):
             self.conversation = None
             self.messages.clear()
         self.refresh_list()
-        self.notice.show_message(f"Deleted “{title}”.", action="Undo", callback=lambda: self.undo_delete(conversation_id))
+        self.funnel.notice(self.notice, f"Deleted “{title}”.", action="Undo", callback=lambda: self.undo_delete(conversation_id))
         if self.conversation is None:
             ids = self.conversations.ids()
             if ids:
@@ -199,7 +203,7 @@ class ChatPage(QWidget):
         if self.turn is not None:
             return
         if self.bridge.client.wanted_model is None:
-            self.notice.show_message("No model is loaded: open a GGUF file first (File → Open model…).", error=True)
+            self.funnel.notice(self.notice, "No model is loaded: open a GGUF file first (File → Open model…).", error=True)
             return
         session = self._session()
         editing, self.editing_id = self.editing_id, None
@@ -245,7 +249,7 @@ class ChatPage(QWidget):
     def _on_started(self, event: dict[str, Any]) -> None:
         dropped = event.get("dropped_messages", 0)
         if dropped:
-            self.notice.show_message(
+            self.funnel.notice(self.notice,
                 f"This conversation is longer than the model's context ({event.get('n_ctx')} tokens): the "
                 f"{dropped} oldest messages were left out of this reply. The system prompt is kept."
             )
@@ -276,15 +280,16 @@ class ChatPage(QWidget):
     def _on_finished(self, reply: Reply) -> None:
         self._end_stream(self.turn.finish(reply) if self.turn else None)
         self.context_meter.setValue(min(reply.prompt_tokens + reply.completion_tokens, self.context_meter.maximum()))
-        self.status_message.emit(f"{reply.completion_tokens} tokens at {reply.tokens_per_s:.1f} tok/s")
+        self.funnel.status(f"{reply.completion_tokens} tokens at {reply.tokens_per_s:.1f} tok/s")
 
-    def _on_failed(self, message: str, crashed: bool, partial: str) -> None:
+    def _on_failed(self, error: BaseException, partial: str) -> None:
+        crashed = isinstance(error, EngineCrashed)
         self._end_stream(self.turn.fail(crashed=crashed, partial=partial) if self.turn else None)
-        self.notice.show_message(message, error=True)
+        self.funnel.error(error, title="The reply failed", notice=self.notice)
 
     def copy_text(self, text: str) -> None:
         QGuiApplication.clipboard().setText(text)
-        self.status_message.emit("Copied to the clipboard")
+        self.funnel.status("Copied to the clipboard")
 
     def _sync_widgets(self) -> None:
         """Bring the message list in line with the store without rebuilding what is unchanged."""

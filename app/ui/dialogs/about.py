@@ -73,7 +73,7 @@ class AboutDialog(QDialog):
         layout.addWidget(buttons)
         self.refresh()
         if client is not None and not getattr(client, "build_info", None) and runner is not None:
-            runner.run("engine-start", client.start, done=lambda _r: self.refresh(), failed=lambda _m: None)  # type: ignore[attr-defined]
+            runner.run("engine-start", client.start, done=lambda _r: self.refresh(), failed=lambda _e: None)  # type: ignore[attr-defined]
 
     def rows(self) -> list[tuple[str, str]]:
         info = getattr(self.client, "build_info", None) or None

@@ -3,7 +3,8 @@ versions, the last log lines; tokens masked) instead of the window vanishing or 
 terminal nobody sees. The app keeps running; the report is also in the log.
 
 ``install`` hooks ``sys.excepthook`` (exceptions in Qt slots and event handlers land there) and
-``threading.excepthook`` (a worker thread's exception is queued and shown by the GUI thread).
+``threading.excepthook`` (a worker thread's report is posted to the GUI thread through the same
+``Dispatcher`` every other worker result takes).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import traceback
 from types import TracebackType
 from typing import Any
 
-from PySide6.QtCore import QTimer, QUrl
+from PySide6.QtCore import QUrl
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QApplication, QDialog, QDialogButtonBox, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
@@ -26,12 +27,13 @@ from app.core import paths
 from app.core.redact import redact
 from app.ui.dialogs.about import rows_text, version_rows
 from app.ui.safe_text import plain_label
+from app.ui.tasks import Dispatcher
 
 log = logging.getLogger(__name__)
 
 LOG_LINES = 40
-_pending: queue.SimpleQueue[str] = queue.SimpleQueue()
-_state: dict[str, Any] = {"dialog": None, "timer": None, "build_info": None}
+_early: queue.SimpleQueue[str] = queue.SimpleQueue()  # reports from threads before a dispatcher exists
+_state: dict[str, Any] = {"dialog": None, "dispatch": None, "build_info": None}
 
 
 def log_tail(n: int = LOG_LINES) -> list[str]:
@@ -121,7 +123,7 @@ def excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackT
         if threading.current_thread() is threading.main_thread() and QApplication.instance() is not None:
             show_report(report)
         else:
-            _pending.put(report)
+            _post(report)
     except Exception:  # the hook itself failed: the standard hook still prints the original
         sys.__excepthook__(exc_type, exc, tb)
 
@@ -132,35 +134,35 @@ def thread_excepthook(args: threading.ExceptHookArgs) -> None:
     try:
         name = args.thread.name if args.thread else "?"
         log.critical("unexpected error in thread %s", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
-        _pending.put(build_report(args.exc_type, args.exc_value, args.exc_traceback, thread=name))
+        _post(build_report(args.exc_type, args.exc_value, args.exc_traceback, thread=name))
     except Exception:
         threading.__excepthook__(args)
 
 
-def _drain() -> None:
-    while True:
-        try:
-            report = _pending.get_nowait()
-        except queue.Empty:
-            return
-        show_report(report)
+def _post(report: str) -> None:
+    """From any thread: show ``report`` on the GUI thread."""
+    dispatch: Dispatcher | None = _state["dispatch"]
+    if dispatch is None:
+        _early.put(report)
+    else:
+        dispatch.post(lambda: show_report(report))
 
 
-def start_drain(app: QApplication) -> QTimer:
-    """A GUI-thread timer that shows what worker threads reported."""
-    timer = QTimer(app)
-    timer.setInterval(250)
-    timer.timeout.connect(_drain)
-    timer.start()
-    _state["timer"] = timer
-    return timer
+def start_dispatch(app: QApplication) -> Dispatcher:
+    """The GUI-thread end of worker reports (a ``Dispatcher`` listening all the time)."""
+    dispatch = Dispatcher(app, idle_ms=250)
+    _state["dispatch"] = dispatch
+    while not _early.empty():
+        report = _early.get_nowait()
+        dispatch.post(lambda r=report: show_report(r))  # type: ignore[misc]
+    return dispatch
 
 
 def install(app: QApplication, build_info: dict[str, str] | None = None) -> None:
     """Hook both excepthooks (the GUI's entry point calls this; tests call the hooks directly)."""
     sys.excepthook = excepthook
     threading.excepthook = thread_excepthook
-    start_drain(app)
+    start_dispatch(app)
     _state["build_info"] = build_info
 
 

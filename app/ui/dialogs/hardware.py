@@ -7,6 +7,7 @@ import html
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout, QWidget
 
 from app.core import hardware
+from app.ui.messages import user_text
 from app.ui.tasks import TaskRunner
 
 
@@ -28,7 +29,7 @@ class HardwareDialog(QDialog):
         self.view.setPlainText("Looking at this machine…")
         self.runner = runner or TaskRunner(self)  # NVML and the CPU probe can take a while: off the GUI thread
         self.runner.run("hardware", hardware.detect, lambda hw: self.view.setHtml(hardware_html(hw, gpu_offload)),
-                        self.view.setPlainText)
+                        lambda exc: self.view.setPlainText(user_text(exc)))
         layout.addWidget(self.view)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)

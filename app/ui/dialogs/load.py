@@ -26,6 +26,7 @@ from app.core.gguf.header import GGUFHeader, read_header
 from app.core.planner.auto import auto_plan
 from app.core.planner.memory import GPU_MARGIN, MemoryEstimate, Plan, budget, estimate, human_bytes
 from app.core.planner.params import LoadParams
+from app.ui.messages import user_text
 from app.ui.tasks import TaskRunner
 
 if TYPE_CHECKING:
@@ -142,7 +143,8 @@ class LoadDialog(QDialog):
         self._updating = False
         self.runner = runner or TaskRunner(self)
         # starting the engine, NVML and the header of a large vocabulary take seconds: never on the GUI thread
-        self.runner.run("load-dialog", lambda: self._prepare(engine, gpu_offload), self._ready, self.header_ready.emit)
+        self.runner.run("load-dialog", lambda: self._prepare(engine, gpu_offload), self._ready,
+                        lambda exc: self.header_ready.emit(user_text(exc)))
 
     def _prepare(self, engine: EngineClient | None, gpu_offload: bool) -> tuple[GGUFHeader, hardware.Hardware, bool]:
         """On a worker thread: the header, this machine, and whether the engine build can offload."""

@@ -29,6 +29,7 @@ from app.core.chat.session import new_chat_defaults
 from app.core.hub import auth as hf_auth
 from app.core.planner.params import MAX_CTX, physical_cores
 from app.ui.chat.side_panels import ConversationSettings
+from app.ui.messages import user_text
 from app.ui.safe_text import plain_label
 from app.ui.tasks import TaskRunner
 from app.ui.theme import apply_theme
@@ -155,8 +156,8 @@ class SettingsDialog(QDialog):
         where = " (from the HF_TOKEN environment variable)" if hf_auth.token_from_environment() else ""
         self._show_account(f"Logged in as {name}{where}", logged_in=True)
 
-    def _on_user_failed(self, message: str) -> None:
-        self._show_account(f"A token is stored, but {message}", logged_in=True)
+    def _on_user_failed(self, error: BaseException) -> None:
+        self._show_account(f"A token is stored, but {user_text(error)}", logged_in=True)
 
     def _show_account(self, text: str, *, logged_in: bool) -> None:
         self.hf_status.setText(text)
@@ -169,12 +170,12 @@ class SettingsDialog(QDialog):
         self.login_button.setEnabled(False)
         self.hf_status.setText("Logging in…")
         self.runner.run("hf-login", lambda: hf_auth.login(token), done=lambda _name: self.refresh_account(),
-                        failed=lambda m: self._show_account(f"Not logged in: {m}", logged_in=hf_auth.has_token()))
+                        failed=lambda e: self._show_account(f"Not logged in: {user_text(e)}", logged_in=hf_auth.has_token()))
 
     def logout(self) -> None:
         self.logout_button.setEnabled(False)
         self.runner.run("hf-logout", hf_auth.logout, done=lambda _r: self.refresh_account(),
-                        failed=lambda m: self._show_account(m, logged_in=hf_auth.has_token()))
+                        failed=lambda e: self._show_account(user_text(e), logged_in=hf_auth.has_token()))
 
     # -- saving ---------------------------------------------------------------------------------
     def values(self) -> dict[str, object]:

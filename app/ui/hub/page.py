@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from app.core.hub import api as hubmod
 from app.core.planner.memory import MemoryEstimate, human_bytes
 from app.ui.dialogs.load import MemoryBar, show_memory
+from app.ui.messages import user_text
 from app.ui.safe_text import MarkdownView, card_html, plain_label
 from app.ui.tables import make_table, read_only_item
 from app.ui.tasks import TaskRunner
@@ -104,7 +105,7 @@ class ModelPanel(QWidget):
                 self._load_fit(details)
 
         self.runner.run("hub-model", lambda: hubmod.repo_details(repo_id, endpoint=self.endpoint), shown,
-                        self.meta.setText, key="hub-model")
+                        lambda exc: self.meta.setText(user_text(exc)), key="hub-model")
 
     def _show(self, d: hubmod.RepoDetails) -> None:
         self.details = d
@@ -137,7 +138,7 @@ class ModelPanel(QWidget):
             text = hubmod.model_card(repo_id, revision=sha, endpoint=self.endpoint)
             return card_html(text or "*This repository has no model card.*")
 
-        self.runner.run("hub-card", fetch, self.card.setHtml, self.card.setPlainText, key="hub-card")
+        self.runner.run("hub-card", fetch, self.card.setHtml, lambda exc: self.card.setPlainText(user_text(exc)), key="hub-card")
 
     def _load_fit(self, d: hubmod.RepoDetails) -> None:
         from app.core.hardware import detect
@@ -165,7 +166,7 @@ class ModelPanel(QWidget):
                                   "of context or the trained one; ★ the best quality that fits fully.")
 
         self.runner.run("hub-fit", lambda: plan_repo(d.repo_id, detect(), revision=d.sha, endpoint=self.endpoint), shown,
-                        self.fit_note.setText, key="hub-fit")
+                        lambda exc: self.fit_note.setText(user_text(exc)), key="hub-fit")
 
     def _on_file_selected(self) -> None:
         """The selected file's memory plan on this machine, as in the load dialog."""
@@ -281,9 +282,9 @@ class HubPage(QWidget):
             self.more_button.setEnabled(not self._exhausted)
             self.status.setText(f"{len(self.rows)} models" + ("" if self._exhausted else ", more below"))
 
-        def failed(message: str) -> None:
+        def failed(error: BaseException) -> None:
             self._fetching = False
-            self.status.setText(message)
+            self.status.setText(user_text(error))
 
         self.runner.run("hub-search", lambda: list(itertools.islice(pages, PAGE_SIZE)), shown, failed, key="hub-search")
 

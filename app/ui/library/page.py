@@ -13,6 +13,7 @@ from app.core import settings as app_settings
 from app.core.hub.downloads import ACTIVE, DONE, PAUSED, Download
 from app.core.library.catalog import Library, LibraryEntry
 from app.core.planner.memory import human_bytes
+from app.ui.messages import user_text
 from app.ui.safe_text import plain_label, plain_tooltip
 from app.ui.tables import make_table, read_only_item
 from app.ui.tasks import DownloadsBridge, TaskRunner
@@ -96,9 +97,9 @@ class LibraryPage(QWidget):
             self.refresh_button.setEnabled(True)
             self.show_entries(entries)
 
-        def failed(message: str) -> None:
+        def failed(error: BaseException) -> None:
             self.refresh_button.setEnabled(True)
-            self.status.setText(message)
+            self.status.setText(user_text(error))
 
         self.runner.run("library-refresh", lambda: self.library.refresh(lmstudio=lm, ollama=ol), done, failed)
 
@@ -159,13 +160,19 @@ class LibraryPage(QWidget):
         self.delete_box = box
 
     def _delete(self, e: LibraryEntry) -> None:
-        try:
-            self.library.delete(e.id)
-        except Exception as exc:
-            self.status.setText(str(exc))
-            return
-        self.show_entries(self.library.entries())
-        self.status.setText(f"Deleted {Path(e.path).name}")
+        """Off the GUI thread (a large file on a slow disk, a network share): the row stays until it is gone."""
+        self.delete_button.setEnabled(False)
+        self.status.setText(f"Deleting {Path(e.path).name}…")
+
+        def done(entries: list[LibraryEntry]) -> None:
+            self.show_entries(entries)
+            self.status.setText(f"Deleted {Path(e.path).name}")
+
+        def failed(error: BaseException) -> None:
+            self._sync_buttons()
+            self.status.setText(user_text(error))
+
+        self.runner.run("library-delete", lambda: (self.library.delete(e.id), self.library.entries())[1], done, failed)
 
 
 class DownloadsPage(QWidget):

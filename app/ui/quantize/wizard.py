@@ -36,12 +36,14 @@ from app.core.quant.pipeline import (
     PipelineOptions,
     PipelineResult,
     Source,
+    fetch_repo,
     inspect_source,
     propose_levels,
     propose_levels_by_size,
     run_pipeline,
 )
 from app.core.settings import models_dir
+from app.ui.messages import user_text
 from app.ui.safe_text import plain_label, plain_tooltip, rich_label
 from app.ui.tables import make_table, read_only_item
 from app.ui.tasks import TaskRunner
@@ -234,7 +236,7 @@ class QuantizeWizard(QDialog):
             self._propose()
 
         self.runner.run("wizard-source", lambda: inspect_source(text, endpoint=self.endpoint), shown,
-                        self.source_note.setText, key="wizard-source")
+                        lambda exc: self.source_note.setText(user_text(exc)), key="wizard-source")
 
     def _propose(self) -> None:
         kind = getattr(self, "kind", None)
@@ -248,7 +250,8 @@ class QuantizeWizard(QDialog):
             n_params = info.n_params if kind == "folder" else int(info.safetensors_bytes / 2)  # bf16/f16 weights
             return propose_levels_by_size(n_params)
 
-        self.runner.run("wizard-propose", compute, self._show_levels, self.source_note.setText, key="wizard-propose")
+        self.runner.run("wizard-propose", compute, self._show_levels,
+                        lambda exc: self.source_note.setText(user_text(exc)), key="wizard-propose")
 
     def _show_levels(self, proposals: list[LevelProposal]) -> None:
         self.proposals = proposals
@@ -325,40 +328,20 @@ class QuantizeWizard(QDialog):
                                allow_pickle=self.allow_pickle.isChecked(), allow_requantize=self.allow_requantize.isChecked())
         hub, source_text = self.hub_repo, self.source_edit.text().strip()
 
+        def report(p: Progress) -> None:
+            self.runner.post(lambda: self._on_progress(p))
+
         def job() -> PipelineResult:
             if hub is not None:
-                source = self._fetch_repo(hub[0], hub[1], token)
+                if self.downloads is None:
+                    raise Cancelled("download (no download manager)")
+                source = fetch_repo(self.downloads, hub[0], hub[1], endpoint=self.endpoint, progress=report, cancel=token)
             else:
                 source = Source(Path(source_text).expanduser())
-            return run_pipeline(source, opts, progress=lambda p: self.runner.post(lambda: self._on_progress(p)), cancel=token)
+            return run_pipeline(source, opts, progress=report, cancel=token)
 
         self.job_progress.emit("quantizing", None, f"{len(types)} type(s)")
         self.runner.run("quantize-wizard", job, self._on_done, self._on_failed)
-
-    def _fetch_repo(self, repo: str, revision: str | None, token: CancelToken) -> Source:
-        """Every file the converter reads, through the download manager (resume, sha256 check)."""
-        from app.core.hub.api import local_path, repo_details
-
-        if self.downloads is None:
-            raise Cancelled("download (no download manager)")
-        details = repo_details(repo, revision=revision, endpoint=self.endpoint)
-        names = details.conversion_files()
-        ids = [self.downloads.start(repo, name, revision=details.sha).id for name in names]
-        total = sum(1 for _ in ids)
-        for i, download_id in enumerate(ids):
-            while True:
-                d = self.downloads.wait(download_id, 0.2)
-                self.runner.post(lambda d=d, i=i: self._on_progress(Progress(
-                    "download", i + d.fraction, total, "file", f"{d.filename}: {human_bytes(d.done)} of {human_bytes(d.size)}")))
-                if d.state in ("done", "failed", "cancelled", "paused"):
-                    break
-                if token.cancelled:
-                    self.downloads.pause(download_id)
-            if d.state != "done":
-                token.check("download")
-                raise Cancelled(f"download of {d.filename} {d.state}: {d.error or ''}".strip())
-        folder = local_path(self.downloads.models_dir, repo, names[0]).parent
-        return Source(folder, source_repo=repo, revision=details.sha)
 
     def _on_progress(self, p: Progress) -> None:
         name = STAGE_NAMES.get(p.stage, p.stage)
@@ -381,7 +364,8 @@ class QuantizeWizard(QDialog):
             self.detail.setText("Cancelling… (the partial output is removed)")
             self.cancel_button.setEnabled(False)
 
-    def _on_failed(self, message: str) -> None:
+    def _on_failed(self, error: BaseException) -> None:
+        message = user_text(error)
         self.running = False
         cancelled = self.cancel_token is not None and self.cancel_token.cancelled
         self.job_progress.emit("cancelled" if cancelled else "failed", None, message)

@@ -110,3 +110,24 @@ def test_stale_partial_outputs_are_swept_but_a_live_writers_stay(tmp_path: Path)
     kept.write_bytes(b"GGUF")
     assert sweep_stale_partials(tmp_path) == [dead]
     assert not dead.exists() and live.exists() and kept.exists()
+
+
+def test_the_engine_ends_when_its_stdin_closes_mid_reply(starter_model: Path, tmp_path: Path) -> None:
+    """The app's end of the pipe closes (a crash the parent-death pipe does not see, a hung parent
+    thread): the engine stops the reply it is writing and exits, instead of decoding on."""
+    from app.core.engine import SamplingParams
+    from app.core.engine.client import EngineClient
+    from app.core.planner.params import LoadParams
+
+    engine = EngineClient(log_path=tmp_path / "engine.log")
+    try:
+        engine.load(str(starter_model), LoadParams(n_ctx=2048, n_gpu_layers=0, n_threads=1))
+        stream = engine.stream([{"role": "user", "content": "Write a very long story about the sea."}],
+                               SamplingParams(max_tokens=1500, temperature=0.0))
+        next(e for e in stream if e["ev"] == "token")  # it is busy decoding now
+        proc = engine._proc
+        assert proc is not None and proc.stdin is not None
+        proc.stdin.close()
+        assert proc.wait(timeout=15) == 0  # a clean end (reply stopped, KV saved), long before 1,500 tokens
+    finally:
+        engine.close()

@@ -129,6 +129,8 @@ def test_library_delete_asks_first_and_other_apps_files_cannot_be_deleted(qtbot,
     assert box is not None and mine.name in box.text() and mine.exists()
     box.button(QMessageBox.StandardButton.Yes).click()
     qtbot.waitUntil(lambda: not mine.exists(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: library.status.text() == f"Deleted {mine.name}", timeout=WAIT_MS)  # off the GUI thread
+    assert all(Path(e.path) != mine for e in library.entries)
     starter_row = next(i for i, e in enumerate(library.entries) if e.origin == "starter")
     library.table.selectRow(starter_row)
     assert not library.delete_button.isEnabled() and "never deletes" in library.delete_button.toolTip()
