@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QKeyEvent
 from PySide6.QtWidgets import (
     QFrame,
@@ -50,6 +50,34 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 def is_dark() -> bool:
     return QGuiApplication.styleHints().colorScheme() == Qt.ColorScheme.Dark
+
+
+class BodyLabel(QLabel):
+    """A chunk of a rendered reply. A word-wrapped rich-text QLabel lays its document out again for
+    every size question the layout asks (the minimum size at width 0 alone costs more than a paint
+    for a long table); this one answers the minimum with one line and the preferred size from the
+    height at its width, each laid out once per text and width. The text is set by the renderer
+    only (``render_markdown``: escaped, no images, links checked on click)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._heights: dict[int, int] = {}
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt name)
+        self._heights.clear()
+        super().setText(text)
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802 (Qt name)
+        if width not in self._heights:
+            self._heights[width] = super().heightForWidth(width)
+        return self._heights[width]
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt name)
+        return QSize(10, self.fontMetrics().height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt name)
+        width = self.width() if self.width() > 0 else 600
+        return QSize(width, self.heightForWidth(width))
 
 
 class MessageWidget(QFrame):
@@ -108,7 +136,7 @@ class MessageWidget(QFrame):
 
     def _label(self, index: int) -> QLabel:
         while len(self.labels) <= index:
-            label = plain_label()
+            label = BodyLabel()
             label.setWordWrap(True)
             label.setTextFormat(Qt.TextFormat.RichText)
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
