@@ -53,7 +53,7 @@ class Models:
         return self._f16
 
 
-def quantize_ratio(models: Models, runs: int = 3) -> tuple[float, str]:
+def quantize_ratio(models: Models, runs: int = 5) -> tuple[float, str]:
     """Wall time of app.core.quant.quantize.quantize (child process, log parsing, rename) over the same
     llama_model_quantize call made directly in a fresh process and timed around the call itself."""
     from app.core.gguf.quant_types import quant_type
