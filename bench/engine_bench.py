@@ -184,4 +184,4 @@ def lookup_speedup(client: EngineClient) -> tuple[float, str]:
         rows[name] = (statistics.median(speeds[8]) / statistics.median(speeds[0]), acc)
     (edit_x, (ea, ed)), (chat_x, (ca, cd)) = rows["edit"], rows["chat"]
     return edit_x, (f"code edit {edit_x:.2f}x ({ea}/{ed} drafts accepted); chat reply {chat_x:.2f}x "
-                    f"({ca}/{cd}); off by default")
+                    f"({ca}/{cd}); in the app, on per model once measured to win (engine.speculation)")

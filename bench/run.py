@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["QUANTDESK_HOME"] = tempfile.mkdtemp(prefix="quantdesk-bench-")
 atexit.register(shutil.rmtree, os.environ["QUANTDESK_HOME"], ignore_errors=True)
+# speed rows compare plain decoding like with like; the prompt-lookup row asks for it explicitly
+os.environ["QUANTDESK_SPECULATION"] = "off"
 
 from app.core.engine import cpu_variants  # noqa: E402
 

@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tokens", type=int, default=None)
     chat.add_argument("--ctx", type=int, default=None, help="context size in tokens (default: the plan's)")
     chat.add_argument("--gpu-layers", type=_gpu_layers, default=None, metavar="N|auto")
-    chat.add_argument("--lookup", type=int, default=0, metavar="N",
-                      help="prompt-lookup speculative decoding with N-token drafts (default 0: off)")
+    chat.add_argument("--lookup", default=None, metavar="auto|N",
+                      help="prompt-lookup speculative decoding: N-token drafts, 0 off, or auto: on for a model once "
+                           "measured to be faster with it on this machine (default: the Settings choice, auto)")
     chat.add_argument("--draft-model", default=None, metavar="GGUF",
                       help="speculative decoding with this small model of the same vocabulary")
     chat.add_argument("--draft", type=int, default=8, metavar="N", help="draft length with --draft-model (default 8)")
@@ -111,8 +112,11 @@ def _sampling(args: argparse.Namespace) -> "SamplingParams":
             raise QuantDeskError(f"--{key.replace('_', '-')} {value}: must not be negative")
     if args.max_tokens is not None and args.max_tokens == 0:
         raise QuantDeskError("--max-tokens 0: must be at least 1")
-    if getattr(args, "lookup", 0) < 0 or getattr(args, "lookup", 0) > 64:
-        raise QuantDeskError(f"--lookup {args.lookup}: must be 0 (off) to 64 draft tokens")
+    if getattr(args, "lookup", None) not in (None, "auto"):
+        raw = args.lookup
+        args.lookup = int(raw) if raw.isdigit() else -1
+        if not 0 <= args.lookup <= 64:
+            raise QuantDeskError(f"--lookup {raw}: must be auto, 0 (off) or a draft length up to 64 tokens")
     return SamplingParams.from_dict(base.to_dict() | {k: v for k, v in values.items() if v is not None})
 
 
@@ -137,8 +141,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     "ttft_s": reply.ttft_s,
                     "tokens_per_s": reply.tokens_per_s,
                     "cpu_variant": engine.build_info.get("cpu_variant"),
-                    **({"drafted_tokens": reply.drafted_tokens, "accepted_tokens": reply.accepted_tokens}
-                       if args.lookup or draft else {}),
+                    "drafted_tokens": reply.drafted_tokens,
+                    "accepted_tokens": reply.accepted_tokens,
+                    **({"speculation": reply.speculation} if reply.speculation else {}),
                 }))
             else:
                 engine.chat(messages, sampling, on_token=lambda t: print(t, end="", flush=True), **spec)

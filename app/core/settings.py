@@ -52,6 +52,9 @@ class Settings:
     last_page: str = ""  # the class name of the page shown last
     # the CPU build of llama.cpp (app.core.engine.cpu_variants): "auto" is the fastest usable one
     cpu_variant: str = "auto"
+    # prompt-lookup speculative decoding (app.core.engine.speculation): "auto" turns it on for a model
+    # once measured to be faster with it on this machine; "on" or "off" always
+    speculation: str = "auto"
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,9 @@ def test_chat_json_greedy_matches_llama_cpp_python(starter_model: Path) -> None:
                        "--ctx", "2048", "--gpu-layers", "0", "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(out) == {"text", "prompt_tokens", "completion_tokens", "ttft_s", "tokens_per_s", "cpu_variant"}
+    assert set(out) == {"text", "prompt_tokens", "completion_tokens", "ttft_s", "tokens_per_s", "cpu_variant",
+                        "drafted_tokens", "accepted_tokens"}
+    assert out["drafted_tokens"] == 0  # speculation off (tests/conftest.py): no "speculation" line either
     assert out["cpu_variant"] == cpu_variants.choose().variant.name  # the build the in-process reference runs too
     assert out["completion_tokens"] > 0 and out["prompt_tokens"] > 0
     # the CLI's default repeat penalty is 1.1; the reference uses the same value
@@ -71,17 +73,19 @@ def _bad_input_cases(tmp_path: Path, starter_model: Path) -> dict[str, tuple[lis
         "absurd ctx": ([str(starter_model), "--ctx", "100000000000"], "context size"),
         "huge ctx": ([str(starter_model), "--ctx", "16000000"], "does not fit"),
         "negative temp": ([str(starter_model), "--temperature", "-1"], "--temperature"),
+        "bad lookup": ([str(starter_model), "--lookup", "lots"], "--lookup lots: must be auto, 0 (off)"),
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "not gguf", "truncated", "absurd ctx", "huge ctx", "negative temp"])
+@pytest.mark.parametrize("case", ["missing", "not gguf", "truncated", "absurd ctx", "huge ctx", "negative temp",
+                                  "bad lookup"])
 def test_bad_input_exits_2_with_a_clear_message(case: str, tmp_path: Path, starter_model: Path) -> None:
     args, expected = _bad_input_cases(tmp_path, starter_model)[case]
     result = quantdesk("chat", *args, "--prompt", "hi")
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
-    if case not in ("absurd ctx", "negative temp"):
+    if case not in ("absurd ctx", "negative temp", "bad lookup"):
         assert Path(args[0]).name in result.stderr
 
 

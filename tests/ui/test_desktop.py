@@ -140,6 +140,8 @@ def test_settings_page_saves_and_applies(qtbot, window: MainWindow, tmp_path: Pa
 
     assert dialog.cpu_variant.currentData() == "auto"
     dialog.cpu_variant.setCurrentIndex(dialog.cpu_variant.findData(cv.baseline().name))
+    assert dialog.speculation.currentData() == "auto"
+    dialog.speculation.setCurrentIndex(dialog.speculation.findData("off"))
     try:
         with qtbot.waitSignal(dialog.saved):
             dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
@@ -147,6 +149,7 @@ def test_settings_page_saves_and_applies(qtbot, window: MainWindow, tmp_path: Pa
         assert (s.models_dir, s.default_ctx, s.engine_threads, s.theme) == (str(tmp_path / "models here"), 2048, 1, "dark")
         assert s.default_sampling == PRESETS["Precise"].to_dict()
         assert s.cpu_variant == cv.baseline().name  # the engine's next start runs it
+        assert s.speculation == "off"  # read by the engine client at each reply
         assert cpu_policy.current() == cv.Choice(cv.baseline(), "forced by the setting")
         assert models_dir() == tmp_path / "models here"
         assert QApplication.palette().color(QPalette.ColorRole.Window).lightness() < 100  # dark now

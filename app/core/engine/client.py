@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import queue
 import signal
 import subprocess
@@ -77,6 +78,9 @@ class EngineClient:
         self._decoded = False  # has this host process produced a token yet (the SIGILL fallback's window)
         self._last_exit: int | None = None
         self._notices: list[str] = []
+        # prompt-lookup speculative decoding for requests that do not say: "auto" (on per model once
+        # measured to win here, engine.speculation), 0 (off), a draft length, or None: the setting
+        self.lookup: int | str | None = None
 
     # -- process --------------------------------------------------------------------------------
     @property
@@ -148,6 +152,7 @@ class EngineClient:
         env["QUANTDESK_ENGINE_NICE"] = str(self._nice)
         env[cv.ENV] = self.cpu_variant.name
         env.setdefault("QUANTDESK_KV_CACHE_DIR", str(paths.home() / "kv-cache"))  # saved KV caches (engine.kvstore)
+        env.setdefault("QUANTDESK_SPECULATION_FILE", str(paths.home() / "speculation.json"))  # engine.speculation
         self._decoded = False
         self._last_exit = None
         self._proc = subprocess.Popen(  # type: ignore[call-overload]
@@ -351,10 +356,11 @@ class EngineClient:
 
     def stream(self, messages: list[dict[str, str]], sampling: SamplingParams | None = None, *,
                grammar: str | None = None, logit_bias: dict[int, float] | None = None,
-               lookup: int = 0, draft_tokens: int = 0) -> Iterator[dict[str, Any]]:
+               lookup: int | str | None = None, draft_tokens: int = 0) -> Iterator[dict[str, Any]]:
         """Yield ``start`` and ``token`` events, then the final ``done`` event with the ``Reply``.
         ``grammar``: GBNF the reply must follow; ``logit_bias``: token id -> bias; ``lookup``: draft
-        length of prompt-lookup speculative decoding (0: off); ``draft_tokens``: draft length with
+        length of prompt-lookup speculative decoding (0: off; "auto": on for this model once measured to
+        win on this machine; None: ``self.lookup``); ``draft_tokens``: draft length with
         the loaded draft model."""
         with self._request_lock:
             self._ensure_loaded()
@@ -365,7 +371,7 @@ class EngineClient:
             try:
                 request = {"op": "chat", "messages": messages, "sampling": (sampling or SamplingParams()).to_dict(),
                            "grammar": grammar, "logit_bias": {str(k): v for k, v in (logit_bias or {}).items()},
-                           "lookup": lookup, "draft_tokens": draft_tokens}
+                           "lookup": self._lookup(lookup), "draft_tokens": draft_tokens}
                 self._send({**request, "id": rid})
                 while True:
                     try:
@@ -396,6 +402,17 @@ class EngineClient:
                 if not finished:
                     self.cancel()  # the consumer gave up on the reply: stop generating it
                 self._current_id = None
+
+    def _lookup(self, asked: int | str | None) -> int | str:
+        if asked is not None:
+            return asked
+        if self.lookup is not None:
+            return self.lookup
+        from app.core import settings
+        from app.core.engine.speculation import DRAFT
+
+        chosen = os.environ.get("QUANTDESK_SPECULATION") or settings.load().speculation  # auto, on or off
+        return {"on": DRAFT, "off": 0}.get(chosen, "auto")
 
     def chat(
         self,

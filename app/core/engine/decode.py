@@ -23,7 +23,7 @@ import codecs
 import ctypes
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 LAST_N = 64  # llama-cpp-python's penalty window (Llama.last_n_tokens_size)
 
@@ -97,6 +97,54 @@ def draft_from_context(history: list[int], n_draft: int, ngram_max: int = 4, ngr
     return []
 
 
+class PromptLookup:
+    """``draft_from_context`` kept incrementally: for each n-gram length, the latest start of every
+    n-gram that has a follower, so a draft costs a few dict lookups instead of a scan of the whole
+    conversation per token (which made prompt lookup slower than plain decoding on long chats).
+
+    It also backs off: after a draft is rejected outright, the next ``skip`` chances are passed up
+    (doubling up to ``MAX_SKIP``, reset by an accepted draft), so a reply that does not repeat its
+    context pays for a verify batch rarely."""
+
+    MAX_SKIP = 32
+
+    def __init__(self, tokens: list[int], ngram_max: int = 4, ngram_min: int = 2) -> None:
+        self.history: list[int] = []
+        self.index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(ngram_max, ngram_min - 1, -1)}
+        self.skip = 0
+        self._wait = 0
+        self.extend(tokens)
+
+    def extend(self, tokens: Iterable[int]) -> None:
+        h = self.history
+        for token in tokens:
+            h.append(token)
+            for n, grams in self.index.items():
+                start = len(h) - 1 - n  # the n-gram just before the new token now has a follower
+                if start >= 0:
+                    grams[tuple(h[start:start + n])] = start
+
+    def draft(self, n_draft: int) -> list[int]:
+        if self._wait > 0:
+            self._wait -= 1
+            return []
+        h = self.history
+        for n, grams in self.index.items():
+            if len(h) > n:
+                start = grams.get(tuple(h[-n:]))
+                if start is not None:
+                    return h[start + n:start + n + n_draft]
+        return []
+
+    def verified(self, accepted: int) -> None:
+        """How many tokens of the last draft the model kept."""
+        if accepted:
+            self.skip = 0
+        else:
+            self.skip = min(max(1, self.skip * 2), self.MAX_SKIP)
+            self._wait = self.skip
+
+
 class Decoder:
     """One model context's decode loop; not thread-safe (the engine host owns it)."""
 
@@ -115,6 +163,18 @@ class Decoder:
         self._one = (llama_cpp.llama_token * 1)()
         self._piece = ctypes.create_string_buffer(256)
         self._batch = llm._batch  # llama-cpp-python's LlamaBatch of n_batch tokens
+
+        # Stop interrupts a long batch (a prompt) inside llama_decode. ggml asks the callback after
+        # every graph node, and a Python callback there costs the GIL and a call per node, so it is
+        # set for batches only: a one-token step ends in milliseconds and the loop checks Stop itself.
+        @llama_cpp.ggml_abort_callback
+        def should_abort(_data: Any) -> bool:
+            return bool(cancelled())
+
+        self._abort_callback = should_abort  # kept alive as long as llama.cpp may call it
+        self._no_abort = llama_cpp.ggml_abort_callback()  # a NULL function pointer
+        self._abort_set = False
+        self._set_abort(True)
 
     # -- the KV cache --------------------------------------------------------------------------
     def common_prefix(self, tokens: list[int]) -> int:
@@ -142,11 +202,17 @@ class Decoder:
         self.llm._ctx.kv_cache_clear()
         self.kv_tokens = []
 
+    def _set_abort(self, on: bool) -> None:
+        if on != self._abort_set:
+            self.lib.llama_set_abort_callback(self.ctx, self._abort_callback if on else self._no_abort, None)
+            self._abort_set = on
+
     def _decode(self, tokens: list[int], logits_all: bool = False) -> None:
         """Evaluate ``tokens`` after the cache, in n_batch chunks; logits for the last one (all of
         them with ``logits_all``, which must then fit one batch)."""
         for i in range(0, len(tokens), self.n_batch):
             chunk = tokens[i:i + self.n_batch]
+            self._set_abort(len(chunk) > 1)
             if len(chunk) == 1 and not logits_all:
                 self._one[0] = chunk[0]
                 batch = self.lib.llama_batch_get_one(self._one, 1)
@@ -209,6 +275,7 @@ class Decoder:
         finish = "stop"
         t_first = t_last = 0.0
         drafted = accepted = 0
+        lookup = PromptLookup(r.tokens) if r.lookup and r.draft is None else None
         longest_stop = max((len(s) for s in r.stops), default=0)
         try:
             self._decode(r.tokens[len(self.kv_tokens):])
@@ -217,10 +284,9 @@ class Decoder:
             while not done:
                 # sample the next token (or several, when a draft is verified)
                 outputs: list[int]
-                draft = []
+                draft: list[int] = []
                 if r.lookup and completion:
-                    history = r.tokens + completion
-                    draft = r.draft(history, r.lookup) if r.draft is not None else draft_from_context(history, r.lookup)
+                    draft = lookup.draft(r.lookup) if lookup is not None else r.draft(r.tokens + completion, r.lookup)  # type: ignore[misc]
                 room = self.n_ctx - len(self.kv_tokens) - 2
                 draft = draft[:max(min(room, self.n_batch - len(pending)), 0)]
                 if pending and draft:
@@ -234,6 +300,8 @@ class Decoder:
                         if i == len(draft) or tok != draft[i] or lib.llama_vocab_is_eog(self.vocab, tok):
                             break
                     accepted += len(outputs) - 1
+                    if lookup is not None:
+                        lookup.verified(len(outputs) - 1)
                     # drop the rejected draft tokens from the cache
                     keep = len(self.kv_tokens) - len(draft) + len(outputs) - 1
                     if keep < len(self.kv_tokens):
@@ -257,6 +325,8 @@ class Decoder:
                         finish, done = "cancelled", True
                         break
                     completion.append(token)
+                    if lookup is not None:
+                        lookup.extend((token,))
                     before = len(text)
                     text += decoder.decode(self.piece(token))
                     cut = _find_stop(text, r.stops, max(0, before - longest_stop))
@@ -268,6 +338,8 @@ class Decoder:
                         for f in forced:
                             lib.llama_sampler_accept(chain, f)
                             completion.append(f)
+                            if lookup is not None:
+                                lookup.extend((f,))
                             text += decoder.decode(self.piece(f))
                         self._decode(pending + forced[:-1])
                         pending = [forced[-1]]

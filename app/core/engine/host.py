@@ -41,9 +41,10 @@ class Host:
         self.llm: Any = None
         self.fmt: Any = None
         self.path: str | None = None
-        self._keep: list[Any] = []  # ctypes callbacks must outlive their registration
         self._decoded = False  # has this process decoded a token yet (the CPU-build fallback's window)
         self._dec: Any = None  # the decode loop of the loaded model (app.core.engine.decode)
+        self._tuner: Any = None  # prompt lookup on or off for the loaded model (engine.speculation.Tuner)
+        self._speed_key = ""  # what the loaded model's speed depends on besides its file
         self.draft: Any = None  # the draft model of speculative decoding (engine.decode.DraftModel), or None
         self.kv: Any = None  # saved KV caches of the loaded model (app.core.engine.kvstore), or None
         self._dirty = False  # a reply changed the KV cache since it was last saved
@@ -128,6 +129,9 @@ class Host:
         except Exception as exc:
             raise RuntimeError(explain_load_failure(path, exc)) from None
         self.llm, self.path = llm, path
+        self._tuner = None
+        build = (cpu_variants.active() or cpu_variants.baseline()).name
+        self._speed_key = f"{build} gpu_layers={kwargs['n_gpu_layers']} flash_attn={kwargs['flash_attn']}"
         from app.core.engine.kvstore import KVStore
 
         self.kv = KVStore.from_env(path, params)
@@ -136,7 +140,6 @@ class Host:
         from app.core.engine.chat_format import choose_chat_format
 
         self.fmt = choose_chat_format(llm)
-        self._install_abort_callback()
         offload = llama_cpp.llama_supports_gpu_offload() and kwargs["n_gpu_layers"] != 0
         n_layer = llama_cpp.llama_model_n_layer(llm.model)
         self.emit(
@@ -176,17 +179,6 @@ class Host:
             small.close()
             raise RuntimeError(f"{draft['path']}: cannot draft for {os.path.basename(path)}: {why}")
         return DraftModel(small, usable_ctx(small))
-
-    def _install_abort_callback(self) -> None:
-        """Let Stop interrupt a long prompt evaluation, not only the token loop."""
-        import llama_cpp
-
-        @llama_cpp.ggml_abort_callback
-        def should_abort(_data: Any) -> bool:
-            return self.cancelled()
-
-        self._keep = [should_abort]
-        llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, should_abort, None)
 
     def _save_kv(self) -> None:
         if self._dirty and self._dec is not None and self.llm is not None:
@@ -281,13 +273,21 @@ class Host:
         if not self._decoded:
             cpu_variants.simulate_decode_crash(self.path or "")
             self._decoded = True
+        tuner = None
+        if msg.get("draft_tokens"):
+            lookup = int(msg["draft_tokens"])
+        elif msg.get("lookup") == "auto":  # on for this model only once measured to win here
+            tuner = self._speculation()
+            lookup = tuner.lookup()
+        else:
+            lookup = int(msg.get("lookup") or 0)
         request = Request(
             tokens=tokens, temperature=sp.temperature, top_k=sp.top_k, top_p=sp.top_p, min_p=sp.min_p,
             repeat_penalty=sp.repeat_penalty, presence_penalty=sp.presence_penalty,
             frequency_penalty=sp.frequency_penalty, seed=sp.seed if sp.seed >= 0 else random.randrange(2**31),
             logit_bias={int(k): float(v) for k, v in (msg.get("logit_bias") or {}).items()},
             grammar=msg.get("grammar"), max_tokens=sp.max_tokens, stops=stops,
-            lookup=int(msg.get("draft_tokens") or msg.get("lookup") or 0),
+            lookup=lookup,
             draft=self.draft if msg.get("draft_tokens") and self.draft is not None else None,
         )
         out = _Batcher(lambda text: self.emit("token", id=rid, text=text))
@@ -296,6 +296,10 @@ class Host:
         finally:
             self._dirty = True
         out.flush()
+        speculation = ""
+        if tuner is not None:
+            tuner.record(lookup, len(result.completion), result.tokens_per_s)
+            speculation = tuner.describe()
         self.emit(
             "done",
             id=rid,
@@ -310,8 +314,17 @@ class Host:
                 "dropped_messages": dropped,
                 "drafted_tokens": result.drafted,
                 "accepted_tokens": result.accepted,
+                "speculation": speculation,
             },
         )
+
+    def _speculation(self) -> Any:
+        """The prompt-lookup tuner of the loaded model (engine.speculation), made on first use."""
+        from app.core.engine.speculation import Tuner
+
+        if self._tuner is None:
+            self._tuner = Tuner.from_env(self.path or "", self._speed_key)
+        return self._tuner
 
     def _decoder(self, llm: Any) -> Any:
         from app.core.engine.decode import Decoder

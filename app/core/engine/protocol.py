@@ -78,6 +78,7 @@ class Reply:
     dropped_messages: int = 0
     drafted_tokens: int = 0  # speculative decoding: tokens proposed by the draft
     accepted_tokens: int = 0  # ... and accepted by the model (each saved one decode step)
+    speculation: str = ""  # with lookup "auto": where the per-model measurement of prompt lookup stands
 
     @property
     def evaluated_prompt_tokens(self) -> int:

@@ -109,6 +109,14 @@ class SettingsDialog(QDialog):
         self.cpu_variant.setCurrentIndex(max(self.cpu_variant.findData(s.cpu_variant), 0))
         self.cpu_variant.setToolTip("The build of llama.cpp's CPU backend the engine runs; takes effect when the engine restarts")
         form.addRow("CPU build", self.cpu_variant)
+        self.speculation = QComboBox()
+        self.speculation.addItem("Auto (on for a model once measured to be faster with it here)", "auto")
+        self.speculation.addItem("On", "on")
+        self.speculation.addItem("Off", "off")
+        self.speculation.setCurrentIndex(max(self.speculation.findData(s.speculation), 0))
+        self.speculation.setToolTip("Prompt-lookup speculative decoding: drafts taken from the conversation, checked "
+                                    "by the model in one batch; the reply is the same, only its speed changes")
+        form.addRow("Speculative decoding", self.speculation)
         layout.addWidget(engine)
 
         chats = QGroupBox("New chats start with")
@@ -187,6 +195,7 @@ class SettingsDialog(QDialog):
             "default_ctx": self.default_ctx.value() or None,
             "engine_threads": self.threads.value() or None,
             "cpu_variant": self.cpu_variant.currentData(),
+            "speculation": self.speculation.currentData(),
             "default_system_prompt": system,
             "default_preset": preset,
             "default_sampling": sampling.to_dict(),

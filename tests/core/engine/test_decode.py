@@ -90,6 +90,33 @@ def test_prompt_lookup_drafts_from_the_prompt_and_keeps_the_reply(engine: Engine
     assert plain.drafted_tokens == 0
 
 
+def test_the_incremental_lookup_index_drafts_what_a_full_scan_would() -> None:
+    import random
+
+    from app.core.engine.decode import PromptLookup, draft_from_context
+
+    rng = random.Random(7)
+    for _ in range(40):
+        history = [rng.randrange(12) for _ in range(rng.randrange(1, 300))]
+        index = PromptLookup(history[:5])
+        for k in range(5, len(history)):
+            assert index.draft(6) == draft_from_context(history[:k], 6), k
+            index.extend([history[k]])
+
+
+def test_lookup_backs_off_after_rejected_drafts() -> None:
+    from app.core.engine.decode import PromptLookup
+
+    index = PromptLookup([1, 2, 3, 1, 2])  # "1 2" was followed by 3: a draft is ready
+    assert index.draft(4) == [3, 1, 2]
+    index.verified(0)  # rejected: the next chance is passed up, then two, then four ...
+    assert index.draft(4) == [] and index.draft(4) == [3, 1, 2]
+    index.verified(0)
+    assert [index.draft(4) for _ in range(3)] == [[], [], [3, 1, 2]]
+    index.verified(2)  # accepted: drafting resumes at once
+    assert index.draft(4) == [3, 1, 2]
+
+
 def test_a_draft_model_of_the_same_vocabulary_speeds_the_reply(starter_model: Path, tmp_path: Path) -> None:
     import ctypes
 
