@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--lookup", default=None, metavar="auto|N",
                       help="prompt-lookup speculative decoding: N-token drafts, 0 off, or auto: on for a model once "
                            "measured to be faster with it on this machine (default: the Settings choice, auto)")
-    chat.add_argument("--draft-model", default=None, metavar="GGUF",
-                      help="speculative decoding with this small model of the same vocabulary")
+    chat.add_argument("--draft-model", default=None, metavar="GGUF|auto",
+                      help="speculative decoding with this small model of the same vocabulary; auto: the largest "
+                           "such model in the library (at most a quarter of the model's parameters)")
     chat.add_argument("--draft", type=int, default=8, metavar="N", help="draft length with --draft-model (default 8)")
     chat.add_argument("--json", action="store_true", help="print one JSON object with the text and stats")
 
@@ -120,13 +121,29 @@ def _sampling(args: argparse.Namespace) -> "SamplingParams":
     return SamplingParams.from_dict(base.to_dict() | {k: v for k, v in values.items() if v is not None})
 
 
+def _draft_model(asked: str | None, model: Path) -> Path | None:
+    """``--draft-model``: a file, or 'auto' for the library's best match (a notice when none)."""
+    if asked != "auto":
+        return resolve_model(asked) if asked else None
+    from app.core.gguf.header import read_header
+    from app.core.library.drafts import library_draft
+
+    found = library_draft(read_header(model))
+    if found is None:
+        print(f"quantdesk: no model in the library can draft for {model.name} (a much smaller one with the same "
+              "vocabulary); decoding without a draft", file=sys.stderr)
+        return None
+    print(f"quantdesk: drafting with {found.path.name}", file=sys.stderr)
+    return found.path
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     from app.core.engine.client import EngineClient
 
     sampling = _sampling(args)
     model = resolve_model(args.model)
     with EngineClient() as engine:
-        draft = resolve_model(args.draft_model) if args.draft_model else None
+        draft = _draft_model(args.draft_model, model)
         engine.load_model(model, ctx=args.ctx, gpu_layers=args.gpu_layers, draft_model=draft)
         spec = {"draft_tokens": args.draft} if draft else {"lookup": args.lookup}
         messages = [{"role": "system", "content": args.system}] if args.system else []
