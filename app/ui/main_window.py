@@ -159,7 +159,7 @@ class MainWindow(QMainWindow):
     def open_load_dialog(self, path: str) -> LoadDialog:
         # the dialog starts the engine off the GUI thread: it says whether this llama.cpp build can offload
         dialog = LoadDialog(path, engine=self.bridge.client, runner=self.runner, parent=self)
-        dialog.accepted.connect(lambda: dialog.params and self.bridge.load_model(path, params=dialog.params))
+        dialog.accepted.connect(lambda: dialog.params and self.bridge.load_model(path, params=dialog.params, draft=dialog.draft))
         dialog.open()
         self.load_dialog = dialog
         return dialog

@@ -141,14 +141,15 @@ class EngineBridge(QObject):
         thread.start()
 
     def load_model(self, path: str, *, ctx: int | None = None, gpu_layers: int | None = None,
-                   params: LoadParams | None = None) -> None:
-        """Load ``path`` with the planner's parameters ("Auto"), or exactly ``params``."""
+                   params: LoadParams | None = None, draft: dict[str, Any] | None = None) -> None:
+        """Load ``path`` with the planner's parameters ("Auto"), or exactly ``params`` (and a draft
+        model for speculative decoding placed by the planner: memory.DraftPlan.to_dict())."""
         self.model_loading.emit(path)
 
         def job() -> None:
             try:
                 if params is not None:
-                    info: ModelInfo = self.client.load(path, params)
+                    info: ModelInfo = self.client.load(path, params, draft)
                 else:
                     info = self.client.load_model(path, ctx=ctx, gpu_layers=gpu_layers)
             except Exception as exc:  # a bug's exception too: a message, never a dead window

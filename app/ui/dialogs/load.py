@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from app.core import hardware
 from app.core.gguf.header import GGUFHeader, read_header
 from app.core.planner.auto import auto_plan
-from app.core.planner.memory import GPU_MARGIN, MemoryEstimate, Plan, budget, estimate, human_bytes
+from app.core.planner.memory import GPU_MARGIN, DraftPlan, MemoryEstimate, Plan, budget, estimate, human_bytes, plan_draft
 from app.core.planner.params import LoadParams
 from app.ui.messages import user_text
 from app.ui.tasks import TaskRunner
@@ -95,6 +95,8 @@ class LoadDialog(QDialog):
         self.header: GGUFHeader | None = None
         self.auto_plan: Plan | None = None
         self.params: LoadParams | None = None
+        self.draft_header: GGUFHeader | None = None  # a library model that can draft for this one
+        self.draft: dict[str, object] | None = None  # the draft's placement once accepted (DraftPlan.to_dict)
         self.error = ""
         layout = QVBoxLayout(self)
         self.status = plain_label("Reading the model's header…")
@@ -118,6 +120,11 @@ class LoadDialog(QDialog):
         form.addRow("", self.layers_label)
         form.addRow("KV cache", self.kv_type)
         form.addRow("", self.flash)
+        self.use_draft = QCheckBox()
+        self.use_draft.setVisible(False)  # shown when the library has a model that can draft for this one
+        self.use_draft.setToolTip("Speculative decoding: the small model guesses a few tokens, the model checks "
+                                  "them in one batch; the reply is the same, the speed changes")
+        form.addRow("", self.use_draft)
         layout.addLayout(form)
         self.gpu_bar = MemoryBar("GPU")
         self.cpu_bar = MemoryBar("RAM")
@@ -138,7 +145,7 @@ class LoadDialog(QDialog):
         self.auto.toggled.connect(self._on_auto)
         self.ctx.valueChanged.connect(self._on_ctx_spin)
         self.ctx_slider.valueChanged.connect(lambda v: self.ctx.setValue(v * 256))
-        for signal in (self.layers.valueChanged, self.kv_type.currentTextChanged, self.flash.toggled):
+        for signal in (self.layers.valueChanged, self.kv_type.currentTextChanged, self.flash.toggled, self.use_draft.toggled):
             signal.connect(self._on_manual_change)
         self._updating = False
         self.runner = runner or TaskRunner(self)
@@ -147,11 +154,16 @@ class LoadDialog(QDialog):
                         lambda exc: self.header_ready.emit(user_text(exc)))
 
     def _prepare(self, engine: EngineClient | None, gpu_offload: bool) -> tuple[GGUFHeader, hardware.Hardware, bool]:
-        """On a worker thread: the header, this machine, and whether the engine build can offload."""
+        """On a worker thread: the header, this machine, whether the engine build can offload, and a
+        draft model from the library."""
+        from app.core.library.drafts import library_draft
+
         if engine is not None:
             engine.start()
             gpu_offload = engine.gpu_offload
-        return read_header(self.path), self.hw or hardware.detect(), gpu_offload
+        header = read_header(self.path)
+        self.draft_header = library_draft(header)
+        return header, self.hw or hardware.detect(), gpu_offload
 
     def _ready(self, found: tuple[GGUFHeader, hardware.Hardware, bool]) -> None:
         header, self.hw, offload = found
@@ -184,6 +196,11 @@ class LoadDialog(QDialog):
         self._updating = False
         self.auto_plan = auto_plan(h, self.hw, gpu_offload=self.gpu_offload)  # the same Auto as plan_load
         self._show_params(self.auto_plan.params)
+        if self.draft_header is not None:
+            d = self.draft_header
+            self.use_draft.setText(f"Speculative decoding with {d.path.name} ({d.n_params / 1e6:.0f} M parameters, "
+                                   "the same vocabulary)")
+            self.use_draft.setVisible(True)
         self.gpu_bar.setVisible(self.gpu_offload)
         self.cpu_bar.setVisible(True)
         self._set_enabled(True)
@@ -239,10 +256,23 @@ class LoadDialog(QDialog):
         reasons = list(self.auto_plan.reasons) if self.auto.isChecked() and self.auto_plan else list(p.reasons)
         if over:
             reasons.append("over budget: lower the context or the GPU layers, or use a q8_0 KV cache")
+        elif self.use_draft.isChecked():
+            placed = self._draft_plan(p, m)
+            reasons.append(placed.reason if placed is not None else "the draft model does not fit beside the model")
+            over = placed is None
         self.reasons.setText("\n".join(f"• {r}" for r in reasons))
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(not over)
+
+    def _draft_plan(self, p: LoadParams, m: MemoryEstimate) -> DraftPlan | None:
+        """Where the draft model goes beside the model at ``p`` (the planner counts its memory)."""
+        if self.draft_header is None or self.auto_plan is None or self.hw is None:
+            return None
+        return plan_draft(replace(self.auto_plan, params=p, memory=m), self.draft_header, self.hw)
 
     def _accept(self) -> None:
         self.params = self.current_params()
         if self.params is not None:
+            if self.use_draft.isChecked() and self.header is not None:
+                placed = self._draft_plan(self.params, estimate(self.header, self.params, gpu_offload=self.gpu_offload))
+                self.draft = placed.to_dict() if placed is not None else None
             self.accept()

@@ -289,6 +289,30 @@ def test_load_dialog_memory_bars_follow_the_settings(qtbot, window: MainWindow, 
     assert loaded.args[0].n_ctx == 8192 and "context 8192" in window.model_label.text()
 
 
+def test_load_dialog_offers_a_draft_model_from_the_library(qtbot, window: MainWindow, starter_model: Path,  # type: ignore[no-untyped-def]
+                                                          tiny_f16: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from app.core.library.catalog import Library
+
+    lib = Library()
+    draft = Path(shutil.copy(tiny_f16, tmp_path / "tiny-draft.gguf"))
+    lib.register(draft)
+    lib.close()
+    dialog = window.open_load_dialog(str(starter_model))
+    qtbot.waitUntil(lambda: dialog.header is not None, timeout=WAIT_MS)
+    assert not dialog.use_draft.isHidden() and "tiny-draft.gguf" in dialog.use_draft.text()
+    dialog.use_draft.setChecked(True)
+    assert "draft model tiny-llama" in dialog.reasons.text() and "in RAM" in dialog.reasons.text()
+    try:
+        with qtbot.waitSignal(window.bridge.model_loaded, timeout=WAIT_MS) as loaded:
+            qtbot.mouseClick(dialog.buttons.button(dialog.buttons.StandardButton.Ok), Qt.MouseButton.LeftButton)
+        assert loaded.args[0].draft_model == str(draft)
+    finally:
+        with qtbot.waitSignal(window.bridge.model_loaded, timeout=WAIT_MS):
+            window.bridge.load_model(str(starter_model))  # the module's later tests: the starter alone
+
+
 def test_load_dialog_refuses_an_over_budget_choice(qtbot, window: MainWindow, starter_model: Path) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
