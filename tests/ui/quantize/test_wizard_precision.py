@@ -12,6 +12,7 @@ from app.core.gguf.header import read_header
 from app.core.gguf.origin import original_repo
 from app.core.quant.pipeline import source_bits
 from app.ui.quantize.wizard import QuantizeWizard
+from tests.support.hub_server import HubRepo, HubServer
 
 WAIT_MS = 120_000
 
@@ -48,7 +49,7 @@ def with_base_model(src: Path, out: Path, repo: str) -> Path:
 @pytest.fixture(scope="module")
 def starter_with_base(starter_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return with_base_model(starter_model, tmp_path_factory.mktemp("based") / "starter-based.gguf",
-                           "HuggingFaceTB/SmolLM2-135M-Instruct")
+                           "qd/SmolLM2-135M-Instruct")
 
 
 def test_quantized_source_lists_only_levels_below_its_precision(qtbot, starter_model: Path) -> None:  # type: ignore[no-untyped-def]
@@ -69,16 +70,22 @@ def test_quantized_source_lists_only_levels_below_its_precision(qtbot, starter_m
     assert not wizard.original_button.isVisible()  # the starter names no base model
 
 
-def test_base_model_metadata_is_offered_in_one_click(qtbot, starter_with_base: Path) -> None:  # type: ignore[no-untyped-def]
-    assert original_repo(starter_with_base) == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    wizard = QuantizeWizard(None, str(starter_with_base))
+def test_base_model_metadata_is_offered_in_one_click(qtbot, starter_with_base: Path, starter_hf: Path,  # type: ignore[no-untyped-def]
+                                                    hub: HubServer) -> None:
+    files = {p.name: p for p in starter_hf.iterdir() if p.is_file()}
+    hub.add_repo(HubRepo("qd/SmolLM2-135M-Instruct", files=files, tags=["safetensors"]))
+    assert original_repo(starter_with_base) == "qd/SmolLM2-135M-Instruct"
+    wizard = QuantizeWizard(None, str(starter_with_base), endpoint=hub.url)
     qtbot.addWidget(wizard)
     wizard.show()
     qtbot.waitUntil(lambda: wizard.original_button.isVisible(), timeout=WAIT_MS)
-    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in wizard.original_button.text()
+    assert "qd/SmolLM2-135M-Instruct" in wizard.original_button.text()
     wizard.original_button.click()
-    assert wizard.source_edit.text() == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert wizard.source_edit.text() == "qd/SmolLM2-135M-Instruct"
     assert not wizard.original_button.isVisible()
+    qtbot.waitUntil(lambda: "Hub repo with safetensors" in wizard.source_note.text(), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: wizard.levels.rowCount() > 0, timeout=WAIT_MS)
+    assert wizard.proposals[0].qtype.name == "Q8_0"  # from the original weights the whole ladder makes sense
 
 
 def test_unquantized_source_keeps_the_whole_ladder(tiny_f16: Path) -> None:
