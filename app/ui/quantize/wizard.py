@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.errors import Cancelled
+from app.core.gguf.origin import original_repo
 from app.core.jobs import CancelToken, Progress
 from app.core.planner.memory import human_bytes
 from app.core.quant.pipeline import (
@@ -43,7 +44,6 @@ from app.core.quant.pipeline import (
     run_pipeline,
     source_bits,
 )
-from app.core.gguf.origin import original_repo
 from app.core.settings import models_dir
 from app.ui.messages import user_text
 from app.ui.safe_text import plain_label, plain_tooltip, rich_label
