@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QDockWidget, QHBoxLayout, QHeaderView, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from app.ui.safe_text import plain_label, plain_tooltip
@@ -33,6 +33,7 @@ class JobInfo:
 
 class JobsPanel(QDockWidget):
     active_changed = Signal(int)  # number of active jobs
+    finished_clear_ms = 8000  # a finished job leaves the panel after this long; an empty panel hides
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Jobs", parent)
@@ -69,6 +70,8 @@ class JobsPanel(QDockWidget):
             if cancel is not None:
                 job.cancel = cancel
         self._show(job)
+        if not job.active:
+            QTimer.singleShot(self.finished_clear_ms, self, lambda key=key: self._expire(key))
         after = self.active_count()
         if after != before:
             self.active_changed.emit(after)
@@ -116,6 +119,22 @@ class JobsPanel(QDockWidget):
 
     def active_titles(self) -> list[str]:
         return [j.title for j in self.jobs.values() if j.active]
+
+    def _expire(self, key: str) -> None:
+        job = self.jobs.get(key)
+        if job is None or job.active:
+            return  # cleared already, or restarted meanwhile
+        self._remove(key)
+        if not self.jobs:
+            self.hide()
+
+    def _remove(self, key: str) -> None:
+        self.jobs.pop(key, None)
+        row = self._rows.pop(key, None)
+        if row is None:
+            return
+        self.table.removeRow(row)
+        self._rows = {k: (r - 1 if r > row else r) for k, r in self._rows.items()}
 
     def clear_finished(self) -> None:
         keep = [j for j in self.jobs.values() if j.active]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QTabWidget, QWidget
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QPushButton, QTabWidget, QWidget
 
 from app import APP_NAME
 from app.core import settings as app_settings
@@ -73,7 +73,11 @@ class MainWindow(QMainWindow):
         self.jobs.hide()
         self.jobs.active_changed.connect(self._on_jobs_changed)
         self._build_menus()
-        self.jobs_label = plain_label("")
+        self.jobs_label = QPushButton("")  # the compact running-jobs indicator; a click opens the panel
+        self.jobs_label.setFlat(True)
+        self.jobs_label.setToolTip("Show the jobs panel (Ctrl+J)")
+        self.jobs_label.hide()
+        self.jobs_label.clicked.connect(self.jobs.show)
         self.statusBar().addWidget(self.jobs_label)
         self.quit_box: QMessageBox | None = None
         self._quit_confirmed = False
@@ -195,7 +199,8 @@ class MainWindow(QMainWindow):
             self.jobs.show()
 
     def _on_jobs_changed(self, active: int) -> None:
-        self.jobs_label.setText(f"{active} job{'s' if active != 1 else ''} running" if active else "")
+        self.jobs_label.setText(f"⟳ {active} job{'s' if active != 1 else ''} running" if active else "")
+        self.jobs_label.setVisible(bool(active))
 
     def cancel_load(self) -> None:
         self._load_cancelled = True

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.core.errors import Cancelled, ModelFileError, QuantDeskError
 from app.core.gguf.header import GGUFHeader, read_header
-from app.core.gguf.quant_types import LADDER, QUANT_TYPES, QuantType, quant_type
+from app.core.gguf.quant_types import LADDER, QUANT_TYPES, UNQUANTIZED, QuantType, by_ftype, quant_type
 from app.core.jobs import CancelToken, Progress, ProgressFn, no_progress
 from app.core.planner.memory import human_bytes
 from app.core.proc.runner import ensure_free_space
@@ -45,6 +45,24 @@ def scaled_header(h: GGUFHeader, t: QuantType) -> GGUFHeader:
                    output_bytes=int(h.output_bytes * ratio), file_type=t.ftype)
 
 
+def source_bits(h: GGUFHeader) -> float | None:
+    """The bits per weight of an already-quantized source (its type's nominal figure, else the
+    measured one), or None for an unquantized (F32/F16/BF16) or unknown one."""
+    if h.file_type is None or h.file_type in UNQUANTIZED:
+        return None
+    t = by_ftype(h.file_type)
+    return t.bits_per_weight if t is not None and t.bits_per_weight else (h.bits_per_weight or None)
+
+
+def below_source(h: GGUFHeader, names: tuple[str, ...] = LADDER) -> tuple[str, ...]:
+    """The levels worth making from ``h``: for a quantized source only those below its precision
+    (bits per weight), since requantizing upwards adds size and no quality."""
+    bits = source_bits(h)
+    if bits is None:
+        return names
+    return tuple(n for n in names if quant_type(n).bits_per_weight < bits - 1e-6)
+
+
 def propose_levels(h: GGUFHeader, *, ctx: int | None = None, hw: object | None = None,
                    gpu_mem: int | None = None, ram: int | None = None, names: tuple[str, ...] = LADDER) -> list[LevelProposal]:
     """The planner's verdict for each quant level; the best quality that fits fully is proposed
@@ -54,7 +72,7 @@ def propose_levels(h: GGUFHeader, *, ctx: int | None = None, hw: object | None =
 
     hw = hw or detect()
     out = []
-    for name in names:
+    for name in below_source(h, names):
         t = quant_type(name)
         sh = scaled_header(h, t)
         p = plan(sh, hw, ctx=ctx, gpu_mem=gpu_mem, ram=ram, gpu_offload=True if gpu_mem else None)  # type: ignore[arg-type]
@@ -283,7 +301,7 @@ def record_output(path: Path, *, origin: str, source: Source | None = None, quan
 
 
 __all__ = ["QUANT_TYPES", "LevelProposal", "OutputRow", "PipelineOptions", "PipelineResult", "Source",
-           "propose_levels", "record_output", "run_pipeline"]
+           "below_source", "propose_levels", "record_output", "source_bits", "run_pipeline"]
 
 
 def inspect_source(text: str, *, endpoint: str | None = None) -> tuple[str, Any]:

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.errors import Cancelled
+from app.core.gguf.origin import original_repo
 from app.core.jobs import CancelToken, Progress
 from app.core.planner.memory import human_bytes
 from app.core.quant.pipeline import (
@@ -41,6 +42,7 @@ from app.core.quant.pipeline import (
     propose_levels,
     propose_levels_by_size,
     run_pipeline,
+    source_bits,
 )
 from app.core.settings import models_dir
 from app.ui.messages import user_text
@@ -137,6 +139,10 @@ class QuantizeWizard(QDialog):
         row.addWidget(pick_dir)
         self.source_note = plain_label("")
         self.source_note.setWordWrap(True)
+        self.original_button = QPushButton("")  # "Start from the original weights (owner/name)"
+        self.original_button.hide()
+        self.original_button.clicked.connect(self._start_from_original)
+        self.original_repo: str | None = None
         self.ctx = QSpinBox()
         self.ctx.setRange(256, 1 << 20)
         self.ctx.setSingleStep(1024)
@@ -172,6 +178,10 @@ class QuantizeWizard(QDialog):
         v.addWidget(rich_label("<b>1. Source</b>"))
         v.addLayout(row)
         v.addWidget(self.source_note)
+        origin_row = QHBoxLayout()
+        origin_row.addWidget(self.original_button)
+        origin_row.addStretch(1)
+        v.addLayout(origin_row)
         v.addWidget(rich_label("<b>2. Quant levels</b> — ticked: the best quality that fits fully on this machine at the context you want"))
         v.addLayout(opts)
         v.addWidget(self.levels, 1)
@@ -202,7 +212,10 @@ class QuantizeWizard(QDialog):
         self.source_edit.setText(text)
         self._source_text = text
         self.runner.invalidate("wizard-propose")  # levels for the previous source are dropped
+        self.runner.invalidate("wizard-origin")
         self.hub_repo = None
+        self.original_repo = None
+        self.original_button.hide()
         self.levels.setRowCount(0)
         self.proposals = []
         self.source_note.setText("Reading the source…")
@@ -217,7 +230,12 @@ class QuantizeWizard(QDialog):
             if kind == "gguf":
                 note = f"GGUF, {info.architecture}, {info.n_params / 1e9:.2f} B parameters, {info.file_type_name}"
                 if quantized:
-                    note += ": already quantized; requantizing loses quality (start from F16/BF16 when you can)"
+                    bits = source_bits(info)
+                    note += (f": already quantized ({bits:.2f} bits per weight). Only levels below that are listed: "
+                             f"requantizing to more bits adds size and no quality, and each requantization loses some"
+                             if bits else ": already quantized; requantizing loses quality")
+                    note += ". Best: start from the original F16/BF16 weights."
+                    self._find_original(Path(text).expanduser())
             elif kind == "folder":
                 note = (f"Hugging Face folder, {info.architecture}, {info.n_params / 1e9:.2f} B parameters: "
                         f"converted to F16 with llama.cpp's converter first")
@@ -238,6 +256,24 @@ class QuantizeWizard(QDialog):
         self.runner.run("wizard-source", lambda: inspect_source(text, endpoint=self.endpoint), shown,
                         lambda exc: self.source_note.setText(user_text(exc)), key="wizard-source")
 
+    def _find_original(self, path: Path) -> None:
+        """Read the GGUF metadata naming the original weights off the GUI thread; offer them."""
+        def found(repo: str | None) -> None:
+            if repo is None:
+                return
+            self.original_repo = repo
+            self.original_button.setText(f"Start from the original weights ({repo})")
+            self.original_button.setToolTip(plain_tooltip(
+                f"The file's metadata names {repo} as its source: download its safetensors and convert to F16"))
+            self.original_button.show()
+
+        self.runner.run("wizard-origin", lambda: original_repo(path), found,
+                        lambda exc: log.info("no original weights found for %s: %s", path, exc), key="wizard-origin")
+
+    def _start_from_original(self) -> None:
+        if self.original_repo:
+            self.set_source(self.original_repo)
+
     def _propose(self) -> None:
         kind = getattr(self, "kind", None)
         if kind is None:
@@ -255,6 +291,8 @@ class QuantizeWizard(QDialog):
 
     def _show_levels(self, proposals: list[LevelProposal]) -> None:
         self.proposals = proposals
+        if not proposals and getattr(self, "kind", None) == "gguf":
+            self.source_note.setText(self.source_note.text() + " No listed level is below this file's precision.")
         self.levels.blockSignals(True)
         self.levels.setRowCount(len(proposals))
         for row, lp in enumerate(proposals):
