@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+MAX_BASE_MODELS = 16  # a merge names a few; the count comes from the file
 HF_URL = re.compile(r"^https?://(?:www\.)?huggingface\.co/([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)/?$")
 
 
@@ -22,22 +23,21 @@ def _repo_id(value: object) -> str | None:
 
 
 def original_repo(path: str | Path) -> str | None:
-    """The Hub repo of the original (unquantized) weights the file's metadata names, or None."""
-    import gguf
+    """The Hub repo of the original (unquantized) weights the file's metadata names, or None (also
+    for a file whose header cannot be read: the bounded walk of scan.py, as for every header)."""
+    from app.core.gguf.scan import Corrupt, Incomplete, Skipped, scan
 
-    reader = gguf.GGUFReader(str(path), "r")
+    try:
+        fields = scan(Path(path)).fields
+    except (Corrupt, Incomplete, OSError, ValueError):
+        return None
 
     def value(key: str) -> object:
-        f = reader.fields.get(key)
-        if f is None:
-            return None
-        try:
-            return f.contents()
-        except Exception:  # noqa: BLE001 (a malformed field reads as absent)
-            return None
+        v = fields.get(key)
+        return None if isinstance(v, Skipped) else v
 
     count = value("general.base_model.count")
-    for i in range(int(count) if isinstance(count, int) else 0):
+    for i in range(min(count, MAX_BASE_MODELS) if isinstance(count, int) else 0):  # a hostile count stays bounded
         key = f"general.base_model.{i}"
         found = _repo_id(value(f"{key}.repo_url"))
         org, name = value(f"{key}.organization"), value(f"{key}.name")

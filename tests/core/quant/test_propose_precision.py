@@ -29,3 +29,11 @@ def test_an_f16_source_gets_the_whole_ladder(tiny_f16: Path) -> None:
 
 def test_the_starter_names_no_original_weights(starter_model: Path) -> None:
     assert original_repo(starter_model) is None
+
+
+def test_original_repo_reads_a_hostile_header_through_the_bounded_walk(tmp_path: Path) -> None:
+    import struct
+
+    hostile = tmp_path / "hostile.gguf"  # claims 2**62 metadata pairs in 41 bytes
+    hostile.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 2**62) + b"\xff" * 21)
+    assert original_repo(hostile) is None
