@@ -29,6 +29,15 @@ class EngineCrashed(EngineError):
     """The engine process died (native crash, abort, out of memory, killed)."""
 
 
+class ContextOverflow(EngineError):
+    """A prompt (with the room asked for the reply) does not fit the model's context; the numbers
+    are kept for the API server's error."""
+
+    def __init__(self, message: str, *, prompt_tokens: int, reserve: int, n_ctx: int) -> None:
+        super().__init__(message)
+        self.prompt_tokens, self.reserve, self.n_ctx = prompt_tokens, reserve, n_ctx
+
+
 class JobFailed(QuantDeskError):
     """A job's child process failed. ``failure`` (an ``app.core.proc.failure.Failure``, or None
     when the job failed before or after its child) says how: crashed with which signal, out of
