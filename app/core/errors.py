@@ -104,3 +104,17 @@ class EvalError(JobFailed):
 
 class RemoteCodeRefused(RuntimeError):
     """A model folder asks to run its own Python code (trust_remote_code), which QuantDesk never does."""
+
+
+# -- the API server ----------------------------------------------------------------------------
+class ApiError(QuantDeskError):
+    """A request to the API server that cannot be served: the HTTP status, and what the OpenAI and
+    Anthropic APIs put in their error objects (``kind``: the error type; ``param``: the field at
+    fault; ``code``: a machine-readable reason); ``retry_after``: seconds, for 429."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 kind: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.retry_after = status, message, param, code, retry_after
+        self.kind = kind or {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                             404: "not_found_error", 429: "rate_limit_error"}.get(status, "server_error")

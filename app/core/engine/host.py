@@ -156,6 +156,7 @@ class Host:
                 "template_source": self.fmt.source,
                 "template_name": self.fmt.name,
                 "template_note": self.fmt.note,
+                "template_tools": self.fmt.tools_in_template,
                 "draft_model": msg["draft"]["path"] if msg.get("draft") else None,
                 "load_seconds": time.perf_counter() - t0,
                 "params": params,
