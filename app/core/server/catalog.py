@@ -56,6 +56,9 @@ def served_models(entries: Iterable[LibraryEntry]) -> list[ServedModel]:
     counts: dict[str, int] = {}
     for e in entries:
         counts[e.name.lower()] = counts.get(e.name.lower(), 0) + 1
+    from app.core.starter import starter_model_path
+
+    starter = starter_model_path()
     out: list[ServedModel] = []
     taken: set[str] = set()
     for e in entries:
@@ -67,7 +70,7 @@ def served_models(entries: Iterable[LibraryEntry]) -> list[ServedModel]:
         while mid.lower() in taken:  # still a clash (two copies in one repo): number them
             mid, n = f"{base}-{n}", n + 1
         taken.add(mid.lower())
-        aliases = [path.name, mid.lower(), str(path)] + (["starter"] if e.origin == STARTER else [])
+        aliases = [path.name, mid.lower(), str(path)] + (["starter"] if e.origin == STARTER or path == starter else [])
         out.append(ServedModel(id=mid, path=path, kind=kind_of(e), aliases=tuple(dict.fromkeys(a for a in aliases if a != mid)),
                                created=int(e.added), owned_by=e.source_repo.split("/")[0] if e.source_repo else "local",
                                arch=e.arch, quant=e.quant, size=e.size))

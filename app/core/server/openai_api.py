@@ -174,7 +174,8 @@ async def _chat_stream(request: Request, run: ChatRun, cid: str, created: int,
 
 
 def openai_error(exc: ApiError) -> dict[str, Any]:
-    return {"error": {"message": exc.message, "type": exc.kind, "param": exc.param, "code": exc.code}}
+    kind = "server_error" if exc.status >= 500 else "rate_limit_exceeded" if exc.status == 429 else "invalid_request_error"
+    return {"error": {"message": exc.message, "type": kind, "param": exc.param, "code": exc.code}}
 
 
 # -- /v1/completions -----------------------------------------------------------------------------
