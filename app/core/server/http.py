@@ -94,7 +94,9 @@ class Guard:
 
 async def health(request: Request) -> Response:
     svc: Service = request.app.state.service
-    return JSONResponse({"status": "ok", "loaded": svc.pool.status(), "requests": svc.requests})
+    pool = svc.pool
+    return JSONResponse({"status": "ok", "loaded": pool.status(), "requests": svc.requests, "active": svc.active,
+                         "loads": pool.loads, "unloads": pool.unloads, "max_loaded": pool.max_loaded})
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
