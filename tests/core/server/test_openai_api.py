@@ -172,7 +172,7 @@ def _busy(server: ServerProcess) -> bool:
 
 
 def test_a_client_that_disconnects_mid_stream_frees_the_engine(server: ServerProcess) -> None:
-    stream = client(server).chat.completions.create(model="starter", messages=QUESTION, max_tokens=2000, stream=True,  # type: ignore[arg-type]
+    stream = client(server).chat.completions.create(model="starter", messages=QUESTION, max_tokens=900, stream=True,  # type: ignore[arg-type]
                                                     logit_bias=NO_EOS)
     got = 0
     for chunk in stream:
@@ -199,7 +199,7 @@ def test_the_api_key_is_required_and_checked(keyed_server: ServerProcess) -> Non
 
 def test_a_full_queue_answers_429_with_retry_after(keyed_server: ServerProcess) -> None:
     c = client(keyed_server, KEY)
-    running = c.chat.completions.create(model="starter", messages=QUESTION, max_tokens=2000, stream=True,  # type: ignore[arg-type]
+    running = c.chat.completions.create(model="starter", messages=QUESTION, max_tokens=900, stream=True,  # type: ignore[arg-type]
                                         logit_bias=NO_EOS)
     next(iter(running))
     waited: list[Any] = []
