@@ -1,0 +1,78 @@
+"""Models under a memory budget: two models requested alternately where the budget holds one both
+answer, and never both are loaded; requests for one model are served first come, first served."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from app.core import hardware
+from app.core.gguf.header import read_header
+from app.core.planner import memory
+from tests.support.api_server import ServerProcess
+
+CTX = 512
+
+
+def need_bytes(model: Path) -> int:
+    plan = memory.plan(read_header(model), hardware.detect(), ctx=CTX, gpu_mem=0, ram=1 << 40)
+    return plan.memory.cpu_bytes
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory: pytest.TempPathFactory, starter_model: Path, no_template_model: Path) -> Path:
+    home = tmp_path_factory.mktemp("serve-home")
+    (home / "models").mkdir()
+    shutil.copy(no_template_model, home / "models" / "smollm2-plain.gguf")
+    return home
+
+
+def test_two_models_alternate_within_a_budget_that_holds_one(two_models: Path, starter_model: Path) -> None:
+    budget = int(need_bytes(starter_model) * 1.5)
+    server = ServerProcess(two_models, "--ctx", str(CTX), "--threads", "2", "--ram", str(budget))
+    try:
+        c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=120)
+        ids = sorted(m.id for m in c.models.list().data)
+        assert ids == ["SmolLM2-135M-Instruct.Q4_1", "smollm2-plain"]
+        for model in ids * 2:
+            reply = c.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=3, temperature=0)
+            assert reply.model == model and reply.choices[0].message.content is not None
+            assert len(server.health()["loaded"]) == 1
+        health = server.health()
+        assert health["max_loaded"] == 1 and health["loads"] == 4 and health["unloads"] == 3
+    finally:
+        assert server.stop() == 0
+
+
+def test_requests_for_one_model_are_served_in_arrival_order(tmp_path: Path, starter_model: Path) -> None:
+    server = ServerProcess(tmp_path, "--model", "starter", "--ctx", str(CTX), "--threads", "2")
+    try:
+        c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=120)
+        finished: list[int] = []
+        lock = threading.Lock()
+
+        def ask(i: int) -> None:
+            c.chat.completions.create(model="starter", messages=[{"role": "user", "content": f"Count to {i}"}], max_tokens=30,
+                                      temperature=0, logit_bias={"0": -100, "2": -100})
+            with lock:
+                finished.append(i)
+
+        threads: list[Any] = []
+        for i in range(5):
+            t = threading.Thread(target=ask, args=(i,))
+            t.start()
+            threads.append(t)
+            # the next one arrives after this one is running or queued
+            assert server.wait_for(lambda: server.health()["active"] - 1 + len(finished) >= i + 1, timeout=10)
+            time.sleep(0.05)
+        for t in threads:
+            t.join(120)
+        assert finished == [0, 1, 2, 3, 4]
+    finally:
+        server.stop()
