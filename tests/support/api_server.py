@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,11 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
-
-import json
-import urllib.request
 
 ROOT = Path(__file__).resolve().parents[2]
 READY = re.compile(r"API server on (http://\S+/v1)")

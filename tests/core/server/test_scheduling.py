@@ -69,7 +69,7 @@ def test_requests_for_one_model_are_served_in_arrival_order(tmp_path: Path, star
             t.start()
             threads.append(t)
             # the next one arrives after this one is running or queued
-            assert server.wait_for(lambda: server.health()["active"] - 1 + len(finished) >= i + 1, timeout=10)
+            assert server.wait_for(lambda n=i + 1: server.health()["active"] - 1 + len(finished) >= n, timeout=10)
             time.sleep(0.05)
         for t in threads:
             t.join(120)
