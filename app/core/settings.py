@@ -52,6 +52,11 @@ class Settings:
     last_page: str = ""  # the class name of the page shown last
     # the CPU build of llama.cpp (app.core.engine.cpu_variants): "auto" is the fastest usable one
     cpu_variant: str = "auto"
+    # the API server (Server menu): off by default; the key is only needed beyond loopback
+    server_enabled: bool = False
+    server_host: str = "127.0.0.1"
+    server_port: int = 8080
+    server_api_key: str = ""
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:
