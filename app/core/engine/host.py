@@ -276,7 +276,7 @@ class Host:
             if counts[-1] > n_ctx:
                 raise ContextOverflow(counts[-1], 0, n_ctx)
         self._dec = None  # embedding uses the context's KV cache: the chat prefix is gone
-        vectors = llm.embed(msg["texts"], normalize=bool(msg.get("normalize", True)), truncate=False)
+        vectors = [pooled(v, bool(msg.get("normalize", True))) for v in llm.embed(msg["texts"], normalize=False, truncate=False)]
         self.emit("embedded", id=msg.get("id"), vectors=vectors, tokens=sum(counts))
 
     def op_chat(self, msg: dict[str, Any]) -> None:
@@ -363,6 +363,17 @@ class ContextOverflow(ValueError):
         super().__init__(f"the prompt needs {prompt_tokens:,} tokens plus {reserve:,} for the reply, and the "
                          f"context holds {n_ctx:,}")
         self.fields = {"prompt_tokens": prompt_tokens, "reserve": reserve, "n_ctx": n_ctx}
+
+
+def pooled(vector: Any, normalize: bool) -> list[float]:
+    """One vector per input: a model without its own pooling gives one per token (mean-pooled here)."""
+    if vector and isinstance(vector[0], list):
+        n = len(vector)
+        vector = [sum(col) / n for col in zip(*vector)]
+    if normalize:
+        norm = sum(x * x for x in vector) ** 0.5 or 1.0
+        vector = [x / norm for x in vector]
+    return [float(x) for x in vector]
 
 
 def schema_grammar(schema: Any) -> str:
