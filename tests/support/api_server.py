@@ -19,11 +19,16 @@ READY = re.compile(r"API server on (http://\S+/v1)")
 
 
 class ServerProcess:
-    def __init__(self, home: Path, *args: str, timeout: float = 180.0) -> None:
-        env = {**os.environ, "QUANTDESK_HOME": str(home), "HF_HOME": str(home / "hf-home"), "PYTHONPATH": str(ROOT),
-               "HF_HUB_OFFLINE": "1"}
+    def __init__(self, home: Path, *args: str, timeout: float = 180.0, command: list[str] | None = None) -> None:
+        """``command``: what runs ``serve`` (default: this Python, ``-m app``; the bundle: its executable)."""
+        env = {**os.environ, "QUANTDESK_HOME": str(home), "HF_HOME": str(home / "hf-home"), "HF_HUB_OFFLINE": "1"}
         env.pop("QUANTDESK_API_KEY", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", "0", *args], cwd=ROOT, env=env,
+        if command is None:
+            command, env["PYTHONPATH"] = [sys.executable, "-m", "app"], str(ROOT)
+        else:
+            for name in ("PYTHONPATH", "PYTHONHOME", "QT_QPA_PLATFORM"):
+                env.pop(name, None)
+        self.proc = subprocess.Popen([*command, "serve", "--port", "0", *args], cwd=ROOT, env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._ready = threading.Event()
