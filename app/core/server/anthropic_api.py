@@ -138,42 +138,41 @@ def _event(name: str, data: dict[str, Any]) -> dict[str, Any]:
 async def _stream(request: Request, run: ChatRun, mid: str) -> AsyncIterator[dict[str, Any]]:
     t0, job = time.perf_counter(), run.job
     try:
-        if True:
-            index, text_open = 0, False
-            async for kind, value in run.deltas():
-                if kind == "start":
-                    yield _event("message_start", {"message": {
-                        "id": mid, "type": "message", "role": "assistant", "model": job.model.id, "content": [],
-                        "stop_reason": None, "stop_sequence": None,
-                        "usage": _usage(None, value.get("prompt_tokens", 0), value.get("cached_tokens", 0))}})
-                    yield _event("ping", {})
-                elif kind == "text":
-                    if not text_open:
-                        yield _event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
-                        text_open = True
-                    yield _event("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": value}})
-                elif kind == "done":
-                    out: Outcome = value
-                    if text_open:
-                        yield _event("content_block_stop", {"index": index})
-                        index += 1
-                    elif not out.tool_calls:  # an empty reply still has its (empty) text block
-                        yield _event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
-                        yield _event("content_block_stop", {"index": index})
-                        index += 1
-                    for block in _content(out):
-                        if block["type"] != "tool_use":
-                            continue
-                        yield _event("content_block_start", {"index": index, "content_block": {**block, "input": {}}})
-                        yield _event("content_block_delta", {"index": index, "delta": {
-                            "type": "input_json_delta", "partial_json": json.dumps(block["input"], ensure_ascii=False)}})
-                        yield _event("content_block_stop", {"index": index})
-                        index += 1
-                    yield _event("message_delta", {"delta": {"stop_reason": STOP_REASONS.get(out.finish_reason, "end_turn"),
-                                                             "stop_sequence": None},
-                                                   "usage": {"output_tokens": out.reply.completion_tokens}})
-                    yield _event("message_stop", {})
-            note_run(request, run)
+        index, text_open = 0, False
+        async for kind, value in run.deltas():
+            if kind == "start":
+                yield _event("message_start", {"message": {
+                    "id": mid, "type": "message", "role": "assistant", "model": job.model.id, "content": [],
+                    "stop_reason": None, "stop_sequence": None,
+                    "usage": _usage(None, value.get("prompt_tokens", 0), value.get("cached_tokens", 0))}})
+                yield _event("ping", {})
+            elif kind == "text":
+                if not text_open:
+                    yield _event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
+                    text_open = True
+                yield _event("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": value}})
+            elif kind == "done":
+                out: Outcome = value
+                if text_open:
+                    yield _event("content_block_stop", {"index": index})
+                    index += 1
+                elif not out.tool_calls:  # an empty reply still has its (empty) text block
+                    yield _event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
+                    yield _event("content_block_stop", {"index": index})
+                    index += 1
+                for block in _content(out):
+                    if block["type"] != "tool_use":
+                        continue
+                    yield _event("content_block_start", {"index": index, "content_block": {**block, "input": {}}})
+                    yield _event("content_block_delta", {"index": index, "delta": {
+                        "type": "input_json_delta", "partial_json": json.dumps(block["input"], ensure_ascii=False)}})
+                    yield _event("content_block_stop", {"index": index})
+                    index += 1
+                yield _event("message_delta", {"delta": {"stop_reason": STOP_REASONS.get(out.finish_reason, "end_turn"),
+                                                         "stop_sequence": None},
+                                               "usage": {"output_tokens": out.reply.completion_tokens}})
+                yield _event("message_stop", {})
+        note_run(request, run)
     except ApiError as exc:
         note(request, note=f"error {exc.status}: {exc.message[:120]} after {time.perf_counter() - t0:.1f} s")
         yield {"event": "error", "data": json.dumps(anthropic_error(exc))}

@@ -146,22 +146,21 @@ async def _chat_stream(request: Request, run: ChatRun, cid: str, created: int,
                        usage_chunk: bool) -> AsyncIterator[dict[str, Any]]:
     job = run.job
     try:
-        if True:
-            async for kind, value in run.deltas():
-                if kind == "start":
-                    yield {"data": _chunk(cid, created, job.model.id, {"role": "assistant", "content": ""})}
-                elif kind == "text":
-                    yield {"data": _chunk(cid, created, job.model.id, {"content": value})}
-                elif kind == "done":
-                    out: Outcome = value
-                    if out.tool_calls:
-                        yield {"data": _chunk(cid, created, job.model.id,
-                                              {"tool_calls": [c.to_openai(i) for i, c in enumerate(out.tool_calls)]})}
-                    yield {"data": _chunk(cid, created, job.model.id, {}, out.finish_reason)}
-                    if usage_chunk:
-                        yield {"data": json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
-                                                   "model": job.model.id, "choices": [], "usage": out.usage})}
-            note_run(request, run)
+        async for kind, value in run.deltas():
+            if kind == "start":
+                yield {"data": _chunk(cid, created, job.model.id, {"role": "assistant", "content": ""})}
+            elif kind == "text":
+                yield {"data": _chunk(cid, created, job.model.id, {"content": value})}
+            elif kind == "done":
+                out: Outcome = value
+                if out.tool_calls:
+                    yield {"data": _chunk(cid, created, job.model.id,
+                                          {"tool_calls": [c.to_openai(i) for i, c in enumerate(out.tool_calls)]})}
+                yield {"data": _chunk(cid, created, job.model.id, {}, out.finish_reason)}
+                if usage_chunk:
+                    yield {"data": json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
+                                               "model": job.model.id, "choices": [], "usage": out.usage})}
+        note_run(request, run)
     except ApiError as exc:  # after the 200 went out: the error as a last event, as OpenAI does
         note(request, note=f"error {exc.status}: {exc.message[:120]}")
         yield {"data": json.dumps(openai_error(exc))}
@@ -215,15 +214,14 @@ async def completions(request: Request) -> Response:
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         try:
-            if True:
-                async for kind, value in run.deltas():
-                    if kind == "text":
-                        yield {"data": json.dumps(body(value, None), ensure_ascii=False)}
-                    elif kind == "done":
-                        yield {"data": json.dumps(body("", value.finish_reason))}
-                        if usage_chunk:
-                            yield {"data": json.dumps({**body("", None), "choices": [], "usage": value.usage})}
-                note_run(request, run)
+            async for kind, value in run.deltas():
+                if kind == "text":
+                    yield {"data": json.dumps(body(value, None), ensure_ascii=False)}
+                elif kind == "done":
+                    yield {"data": json.dumps(body("", value.finish_reason))}
+                    if usage_chunk:
+                        yield {"data": json.dumps({**body("", None), "choices": [], "usage": value.usage})}
+            note_run(request, run)
         except ApiError as exc:
             yield {"data": json.dumps(openai_error(exc))}
         finally:
