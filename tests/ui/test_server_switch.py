@@ -60,6 +60,10 @@ def test_the_switch_starts_and_stops_the_server_and_is_remembered(qtbot, window:
     assert got and any(m["id"] == "SmolLM2-135M-Instruct.Q4_1" for m in got[0]["data"])  # type: ignore[index, union-attr]
     assert max(stalls) < 0.5
     qtbot.waitUntil(lambda: "1 request" in switch.label.text(), timeout=WAIT_MS)
+    switch.show_requests()
+    table = switch.requests_dialog.table
+    assert table.rowCount() == 1 and table.item(0, 2).text() == "GET /v1/models" and table.item(0, 3).text() == "200"
+    switch.requests_dialog.close()
 
     switch.action.trigger()
     qtbot.waitUntil(lambda: not switch.busy and switch.label.text() == "", timeout=WAIT_MS)

@@ -35,7 +35,9 @@ class ServerSwitch:
         self.action = QAction("&Run API server (OpenAI / Anthropic compatible)", window, checkable=True)
         self.action.toggled.connect(self._on_toggled)
         self.copy_action = QAction("&Copy API URL", window, triggered=self.copy_url, enabled=False)
-        menu.addActions([self.action, self.copy_action])
+        self.requests_action = QAction("&Requests…", window, triggered=self.show_requests)
+        menu.addActions([self.action, self.copy_action, self.requests_action])
+        self.requests_dialog: Any = None
         self.label: QLabel = plain_label("")
         self.label.setToolTip("The local API server: point OpenAI or Anthropic clients at this URL")
         window.statusBar().addPermanentWidget(self.label)
@@ -71,7 +73,7 @@ class ServerSwitch:
         def make() -> Any:
             config = ServerConfig(host=s.server_host, port=s.server_port, api_key=s.server_api_key or None)
             server = ApiServer(config)
-            server.service.listeners.append(lambda _rec: dispatch.post(self._count))
+            server.service.listeners.append(lambda rec: dispatch.post(lambda: self._on_record(rec)))
             server.start()
             server.started.wait(60)
             if server.error is not None:
@@ -93,6 +95,8 @@ class ServerSwitch:
 
     def _on_failed(self, exc: BaseException) -> None:
         self.busy = False
+        if self.dispatch is not None:
+            self.dispatch.stop()
         self.label.setText("")
         self.action.blockSignals(True)
         self.action.setChecked(False)
@@ -122,9 +126,20 @@ class ServerSwitch:
         if server is not None:
             server.stop(timeout=5)
 
-    def _count(self) -> None:
+    def _on_record(self, rec: Any) -> None:
         self.requests += 1
         self._show()
+        if self.requests_dialog is not None:
+            self.requests_dialog.add(rec)
+
+    def show_requests(self) -> None:
+        from app.ui.server.requests import RequestsDialog
+
+        if self.requests_dialog is None:
+            self.requests_dialog = RequestsDialog(self.window)
+        self.requests_dialog.set_url(self.url)
+        self.requests_dialog.fill(list(self.server.service.recent) if self.server is not None else [])
+        self.requests_dialog.show()
 
     def _show(self) -> None:
         if self.server is not None:
