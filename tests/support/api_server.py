@@ -31,6 +31,7 @@ class ServerProcess:
         self.proc = subprocess.Popen([*command, "serve", "--port", "0", *args], cwd=ROOT, env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
+        self.key = args[args.index("--api-key") + 1] if "--api-key" in args else None
         self._ready = threading.Event()
         self.url = ""
         threading.Thread(target=self._read, daemon=True).start()
@@ -53,7 +54,8 @@ class ServerProcess:
         return self.url.removesuffix("/v1")
 
     def health(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.root + "/health", timeout=10) as r:
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        with urllib.request.urlopen(urllib.request.Request(self.root + "/health", headers=headers), timeout=10) as r:
             return json.loads(r.read())  # type: ignore[no-any-return]
 
     def log_since(self, n: int) -> list[str]:

@@ -81,7 +81,7 @@ class Guard:
             return ApiError(403, f"Host '{headers.get('host', '')}' is not allowed: this server answers requests to "
                             "localhost or its own address (a guard against DNS rebinding); add the name with --allow-host.",
                             code="host_not_allowed", kind="permission_error")
-        if config.api_key and scope["method"] != "OPTIONS" and scope["path"] not in ("/health", "/"):
+        if config.api_key and scope["method"] != "OPTIONS":
             auth = headers.get("authorization", "")
             given = auth[7:].strip() if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
             if not given:

@@ -38,7 +38,7 @@ async def read(request: Request) -> P.Fields:
 
 async def list_models(request: Request) -> Response:
     svc = service_of(request)
-    svc.catalog.refresh()
+    await asyncio.to_thread(svc.catalog.refresh)  # a library scan: off the event loop
     return JSONResponse({"object": "list", "data": [m.to_openai() for m in svc.catalog.models()]})
 
 
