@@ -107,3 +107,14 @@ def test_model_ids_are_readable_unique_and_aliased() -> None:
                                       "nomic-embed-text-v1.5.Q8_0"]
     assert [m.kind for m in models] == [CHAT, CHAT, EMBEDDING]
     assert "nomic-embed-text-v1.5.Q8_0.gguf" in models[2].aliases
+
+
+def test_serve_is_headless() -> None:
+    """``quantdesk serve`` loads neither Qt nor llama.cpp in its own process (the engine does)."""
+    root = Path(__file__).resolve().parents[3]
+    code = ("import sys; from app.cli.main import build_parser; build_parser(); import app.core.server.run, app.core.server.http; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'PySide6', 'llama_cpp', 'shiboken6'}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
