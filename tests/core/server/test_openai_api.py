@@ -230,3 +230,13 @@ def test_sigterm_stops_the_server_and_its_engine(tmp_path: Any, starter_model: A
         return False
 
     assert proc.wait_for(gone, timeout=10)
+
+
+def test_a_follow_up_reuses_the_conversations_kv_cache(server: ServerProcess) -> None:
+    c = client(server)
+    first = c.chat.completions.create(model="starter", messages=QUESTION, temperature=0, max_tokens=8)  # type: ignore[arg-type]
+    follow = [*QUESTION, {"role": "assistant", "content": first.choices[0].message.content or ""},
+              {"role": "user", "content": "And of Italy?"}]
+    second = c.chat.completions.create(model="starter", messages=follow, temperature=0, max_tokens=8)  # type: ignore[arg-type]
+    assert first.usage is not None and second.usage is not None and second.usage.prompt_tokens_details is not None
+    assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1
