@@ -79,6 +79,7 @@ class ModelPool:
         hw = hw or hardware.detect()
         self.budget = memory.budget(hw, self.options.gpu_mem, self.options.ram)
         self._slots: dict[Path, Slot] = {}
+        self._draining: set[Path] = set()  # busy models a load waits for: their next turn waits until it is done
         self._load_lock: asyncio.Lock | None = None
         self._released: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -130,17 +131,26 @@ class ModelPool:
         return slot
 
     def release(self, slot: Slot) -> None:
-        """End the holder's turn: the next waiter gets it (still busy), or the model is idle."""
+        """End the holder's turn: the next waiter gets it (still busy), or the model is idle. When
+        another model's load waits for this one's memory, its waiters keep their places until that
+        load is done (models take turns instead of one model's queue starving the other)."""
         slot.last_used = time.monotonic()
         slot.generation = None
-        while slot.waiters:
-            turn = slot.waiters.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
+        if slot.model.path not in self._draining and self._hand_over(slot):
+            return
         slot.busy = False
         if self._released is not None:
             self._released.set()
+
+    @staticmethod
+    def _hand_over(slot: Slot) -> bool:
+        while slot.waiters:
+            turn = slot.waiters.popleft()
+            if not turn.done():
+                slot.busy = True
+                turn.set_result(None)
+                return True
+        return False
 
     # -- loading ---------------------------------------------------------------------------------
     async def _ensure_loaded(self, slot: Slot) -> None:
@@ -148,44 +158,55 @@ class ModelPool:
             return
         assert self._load_lock is not None and self._released is not None
         async with self._load_lock:
-            if slot.loaded:
-                return
-            deadline = time.monotonic() + WAIT_FOR_MEMORY_S
-            client = slot.client or EngineClient(log_path=self.options.log_path, env=self.options.engine_env)
-            slot.client = client
-            header = await asyncio.to_thread(_start_and_read, client, slot.model.path)
-            while True:
-                ideal = self._plan(header, client.gpu_offload, whole=True)
-                others = [s for s in self.loaded() if s is not slot]
-                if self._fits(ideal[1], ideal[2]):
-                    params, gpu, cpu = ideal
-                    break
-                idle = sorted((s for s in others if not s.busy), key=lambda s: s.last_used)
-                if idle:
-                    await self._unload(idle[0], why=f"to make room for {slot.model.id}")
-                    continue
-                if any(s.busy for s in others) and time.monotonic() < deadline:
-                    self._released.clear()
-                    try:
-                        await asyncio.wait_for(self._released.wait(), timeout=5.0)
-                    except asyncio.TimeoutError:
-                        pass
-                    continue
-                params, gpu, cpu = self._plan(header, client.gpu_offload, whole=False)
-                break
-            t0 = time.perf_counter()
             try:
-                info = await asyncio.to_thread(client.load, slot.model.path, params, embedding=slot.model.kind == EMBEDDING)
-            except QuantDeskError as exc:
-                await asyncio.to_thread(client.close)
-                slot.client = None
-                raise ApiError(500, f"Model '{slot.model.id}' could not be loaded: {exc}", code="model_load_failed",
-                               kind="server_error") from None
-            slot.info, slot.params, slot.gpu_bytes, slot.cpu_bytes = info, params, gpu, cpu
-            self.loads += 1
-            self.max_loaded = max(self.max_loaded, len(self.loaded()))
-            log.info("loaded %s (context %s, %s GPU layers, ~%s) in %.1f s", slot.model.id, info.n_ctx, info.n_gpu_layers,
-                     memory.human_bytes(gpu + cpu), time.perf_counter() - t0)
+                await self._load_within_budget(slot)
+            finally:
+                self._draining.clear()
+                for other in self._slots.values():  # turns held back while this load waited
+                    if not other.busy and other is not slot:
+                        self._hand_over(other)
+
+    async def _load_within_budget(self, slot: Slot) -> None:
+        assert self._released is not None
+        if slot.loaded:
+            return
+        deadline = time.monotonic() + WAIT_FOR_MEMORY_S
+        client = slot.client or EngineClient(log_path=self.options.log_path, env=self.options.engine_env)
+        slot.client = client
+        header = await asyncio.to_thread(_start_and_read, client, slot.model.path)
+        while True:
+            ideal = self._plan(header, client.gpu_offload, whole=True)
+            others = [s for s in self.loaded() if s is not slot]
+            if self._fits(ideal[1], ideal[2]):
+                params, gpu, cpu = ideal
+                break
+            idle = sorted((s for s in others if not s.busy), key=lambda s: s.last_used)
+            if idle:
+                await self._unload(idle[0], why=f"to make room for {slot.model.id}")
+                continue
+            if any(s.busy for s in others) and time.monotonic() < deadline:
+                self._draining = {s.model.path for s in others if s.busy}
+                self._released.clear()
+                try:
+                    await asyncio.wait_for(self._released.wait(), timeout=5.0)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            params, gpu, cpu = self._plan(header, client.gpu_offload, whole=False)
+            break
+        t0 = time.perf_counter()
+        try:
+            info = await asyncio.to_thread(client.load, slot.model.path, params, embedding=slot.model.kind == EMBEDDING)
+        except QuantDeskError as exc:
+            await asyncio.to_thread(client.close)
+            slot.client = None
+            raise ApiError(500, f"Model '{slot.model.id}' could not be loaded: {exc}", code="model_load_failed",
+                           kind="server_error") from None
+        slot.info, slot.params, slot.gpu_bytes, slot.cpu_bytes = info, params, gpu, cpu
+        self.loads += 1
+        self.max_loaded = max(self.max_loaded, len(self.loaded()))
+        log.info("loaded %s (context %s, %s GPU layers, ~%s) in %.1f s", slot.model.id, info.n_ctx, info.n_gpu_layers,
+                 memory.human_bytes(gpu + cpu), time.perf_counter() - t0)
 
     def _plan(self, header: Any, gpu_offload: bool, *, whole: bool) -> tuple[LoadParams, int, int]:
         """Auto parameters within the whole budget (``whole``) or within what the loaded models

@@ -76,3 +76,36 @@ def test_requests_for_one_model_are_served_in_arrival_order(tmp_path: Path, star
         assert finished == [0, 1, 2, 3, 4]
     finally:
         server.stop()
+
+
+def test_under_memory_pressure_models_take_turns(two_models: Path, starter_model: Path) -> None:
+    """A request for the other model is not starved by a busy model's queue: it runs as soon as the
+    running request ends, before the requests that queued behind it for the first model."""
+    budget = int(need_bytes(starter_model) * 1.5)
+    server = ServerProcess(two_models, "--ctx", str(CTX), "--threads", "2", "--ram", str(budget))
+    try:
+        c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=120)
+        a, b = "SmolLM2-135M-Instruct.Q4_1", "smollm2-plain"
+        c.chat.completions.create(model=a, messages=[{"role": "user", "content": "Hi"}], max_tokens=1)  # a is loaded
+        order: list[str] = []
+        lock = threading.Lock()
+
+        def ask(name: str, model: str, tokens: int) -> None:
+            c.chat.completions.create(model=model, messages=[{"role": "user", "content": "Tell a story"}], max_tokens=tokens,
+                                      temperature=0, logit_bias={"0": -100, "2": -100})
+            with lock:
+                order.append(name)
+
+        threads = []
+        for n, (name, model, tokens) in enumerate((("a1", a, 60), ("a2", a, 4), ("b1", b, 4)), start=1):
+            t = threading.Thread(target=ask, args=(name, model, tokens))
+            t.start()
+            threads.append(t)
+            assert server.wait_for(lambda n=n: server.health()["active"] - 1 + len(order) >= n, timeout=10)
+            time.sleep(0.1)
+        for t in threads:
+            t.join(120)
+        assert order == ["a1", "b1", "a2"]
+        assert server.health()["max_loaded"] == 1
+    finally:
+        server.stop()
