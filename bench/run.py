@@ -210,12 +210,22 @@ def main() -> int:
                          lambda: engine_bench.reopen_ttft_ratio(model, Path(os.environ["QUANTDESK_HOME"])))
     server_row = measure(Row("decode tok/s, QuantDesk ÷ llama-server", 0.99, True, "x"),
                          lambda: server_bench.decode_ratio(model, Path(os.environ["QUANTDESK_HOME"])))
+    from bench import api_bench
+
+    home = Path(os.environ["QUANTDESK_HOME"])
+    api_rows = [
+        measure(Row("decode tok/s, API server (streaming) ÷ engine", 0.97, True, "x"), lambda: api_bench.decode_ratio(model, home)),
+        measure(Row("TTFT added by the API server", 15, False, "ms"), lambda: api_bench.added_ttft(model, home), 1000),
+        measure(Row("API server, 8 concurrent clients: completed", 8, True, "x"), lambda: api_bench.concurrent(model, home)),
+        measure(Row("API server RSS, idle (report)", 400, False, "MB"), lambda: api_bench.rss(model, home, False)),
+        measure(Row("API server RSS, one model loaded (report)", 800, False, "MB"), lambda: api_bench.rss(model, home, True)),
+    ]
     cpu_rows = [server_row, reopen_row,
         measure(Row("decode tok/s, chosen CPU build ÷ native minus AMX", 0.97, True, "x"), lambda: cpu_bench.chosen_vs_native(model)),
         measure(Row("decode tok/s, baseline CPU build ÷ native (report)", 0.0, True, "x"), lambda: cpu_bench.baseline_vs_native(model)),
         measure(Row("engine cold build, wheel + CPU builds (report)", 3600, False, "s"), cpu_bench.cold_build_seconds),
     ]
-    rows = [row for row, _, _ in engine_rows] + cpu_rows + [gui_row, hostile_row, start_row, rss_row] + download_rows + quantize_rows()
+    rows = [row for row, _, _ in engine_rows] + cpu_rows + api_rows + [gui_row, hostile_row, start_row, rss_row] + download_rows + quantize_rows()
 
     print_table(rows)
     elapsed = time.perf_counter() - started

@@ -15,7 +15,7 @@ from tests.support import imports as graph
 LAYERS: list[tuple[str, ...]] = [
     ("app.__main__", "app.cli"),
     ("app.ui",),
-    ("app.core.quant", "app.core.chat"),
+    ("app.core.quant", "app.core.chat", "app.core.server"),
     ("app.core.hub", "app.core.engine"),
     ("app.core.library", "app.core.planner"),
     # which CPU build of llama.cpp to load: below the runner, whose environment names it
@@ -27,7 +27,7 @@ BASE_MODULES = 8  # app/core's top level: cross-cutting modules only (STYLE.md)
 CHILDREN = ["app.core.engine.host", "app.core.planner.dry_run", "app.core.quant.children.convert",
             "app.core.quant.children.quantize", "app.core.quant.children.imatrix", "app.core.quant.children.evaluate"]
 PARENT_SIDE = ("app.cli", "app.ui", "app.core.engine.client", "app.core.planner.auto", "app.core.planner.memory",
-               "app.core.hub", "app.core.library", "app.core.chat", "app.core.quant.pipeline")
+               "app.core.hub", "app.core.library", "app.core.chat", "app.core.quant.pipeline", "app.core.server")
 
 
 def _layer(module: str) -> int | None:

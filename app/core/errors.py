@@ -29,6 +29,15 @@ class EngineCrashed(EngineError):
     """The engine process died (native crash, abort, out of memory, killed)."""
 
 
+class ContextOverflow(EngineError):
+    """A prompt (with the room asked for the reply) does not fit the model's context; the numbers
+    are kept for the API server's error."""
+
+    def __init__(self, message: str, *, prompt_tokens: int, reserve: int, n_ctx: int) -> None:
+        super().__init__(message)
+        self.prompt_tokens, self.reserve, self.n_ctx = prompt_tokens, reserve, n_ctx
+
+
 class JobFailed(QuantDeskError):
     """A job's child process failed. ``failure`` (an ``app.core.proc.failure.Failure``, or None
     when the job failed before or after its child) says how: crashed with which signal, out of
@@ -95,3 +104,17 @@ class EvalError(JobFailed):
 
 class RemoteCodeRefused(RuntimeError):
     """A model folder asks to run its own Python code (trust_remote_code), which QuantDesk never does."""
+
+
+# -- the API server ----------------------------------------------------------------------------
+class ApiError(QuantDeskError):
+    """A request to the API server that cannot be served: the HTTP status, and what the OpenAI and
+    Anthropic APIs put in their error objects (``kind``: the error type; ``param``: the field at
+    fault; ``code``: a machine-readable reason); ``retry_after``: seconds, for 429."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 kind: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.retry_after = status, message, param, code, retry_after
+        self.kind = kind or {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                             404: "not_found_error", 429: "rate_limit_error"}.get(status, "server_error")

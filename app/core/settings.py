@@ -55,6 +55,11 @@ class Settings:
     # prompt-lookup speculative decoding (app.core.engine.speculation): "auto" turns it on for a model
     # once measured to be faster with it on this machine; "on" or "off" always
     speculation: str = "auto"
+    # the API server (Server menu): off by default; the key is only needed beyond loopback
+    server_enabled: bool = False
+    server_host: str = "127.0.0.1"
+    server_port: int = 8080
+    server_api_key: str = ""
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:

@@ -53,6 +53,7 @@ def create_window(*, hub_endpoint: str | None = None):  # type: ignore[no-untype
     else:
         window.chat.new_conversation()  # first run: an empty chat, ready to type in
     restore_window_state(window)
+    window.server_switch.restore()  # the API server, when it was on last time
     from app.core.proc.runner import sweep_stale_partials
     from app.core.settings import models_dir
 

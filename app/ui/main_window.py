@@ -27,6 +27,7 @@ from app.ui.jobs_panel import JobsPanel
 from app.ui.library.page import DownloadsPage, LibraryPage
 from app.ui.messages import Messages, user_text
 from app.ui.safe_text import plain_label
+from app.ui.server.switch import ServerSwitch
 from app.ui.tasks import DownloadsBridge, EngineBridge, TaskRunner
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class MainWindow(QMainWindow):
         self._load_cancelled = False
         self.model_label = plain_label("No model loaded")
         self.statusBar().addPermanentWidget(self.model_label)
+        self.server_switch = ServerSwitch(self, self.runner, on_error=lambda exc: self.funnel.error(exc, title="API server"))
         bridge.model_loading.connect(self._on_loading)
         bridge.model_loaded.connect(self._on_loaded)
         bridge.load_failed.connect(self._on_load_failed)
@@ -328,5 +330,6 @@ class MainWindow(QMainWindow):
                 self.funnel.error(exc, title="Settings not saved")
         self.chat.stop()
         self.downloads.shutdown()  # running downloads pause; their .part files resume next time
+        self.server_switch.shutdown()  # the API server and its engines stop with the window
         self.runner.wait_idle(2.0)
         super().closeEvent(event)

@@ -147,6 +147,26 @@ def test_the_bundled_engine_answers_with_the_starter_model(bundle: Path, tmp_pat
     assert reply["text"].strip() and reply["completion_tokens"] > 0
 
 
+def test_the_bundle_serves_the_api(bundle: Path, tmp_path: Path) -> None:
+    """``QuantDesk serve`` from the bundle (uvicorn and its protocol modules are frozen in): the
+    model list, a chat completion, and a clean stop on SIGTERM."""
+    import urllib.request
+
+    from tests.support.api_server import ServerProcess
+
+    server = ServerProcess(tmp_path / "home", "--model", "starter", "--ctx", "512", command=[str(bundle)])
+    try:
+        with urllib.request.urlopen(server.url + "/models", timeout=30) as r:
+            assert json.loads(r.read())["data"][0]["id"] == "SmolLM2-135M-Instruct.Q4_1"
+        body = json.dumps({"model": "starter", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4,
+                           "temperature": 0}).encode()
+        request = urllib.request.Request(server.url + "/chat/completions", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as r:
+            assert json.loads(r.read())["usage"]["completion_tokens"] > 0
+    finally:
+        assert server.stop() == 0
+
+
 def test_the_bundle_runs_its_own_child_processes(bundle: Path, tmp_path: Path) -> None:
     """`plan` measures compute buffers with a llama.cpp dry run in a child process: in the bundle
     that child is the bundle itself (--run-module), not a Python that may not exist."""

@@ -24,7 +24,7 @@ from app.core import paths
 from app.core.engine import cpu_policy
 from app.core.engine import cpu_variants as cv
 from app.core.engine.protocol import ModelInfo, Reply, SamplingParams, send
-from app.core.errors import Cancelled, EngineCrashed, EngineError, ModelFileError
+from app.core.errors import Cancelled, ContextOverflow, EngineCrashed, EngineError, ModelFileError
 from app.core.gguf.header import read_header
 from app.core.planner.auto import plan_load
 from app.core.planner.params import LoadParams
@@ -81,6 +81,7 @@ class EngineClient:
         # prompt-lookup speculative decoding for requests that do not say: "auto" (on per model once
         # measured to win here, engine.speculation), 0 (off), a draft length, or None: the setting
         self.lookup: int | str | None = None
+        self._embedding = False  # the model was loaded for embeddings (load(embedding=True))
 
     # -- process --------------------------------------------------------------------------------
     @property
@@ -264,6 +265,7 @@ class EngineClient:
         """Check the file, choose load parameters for it, and load it; ``draft_model``: a small
         model of the same vocabulary for speculative decoding, placed by the planner beside it."""
         self._load_aborted = False
+        self._embedding = False
         header = read_header(path)
         self.start()
         params = plan_load(header, ctx=ctx, gpu_layers=gpu_layers, gpu_offload_supported=self.gpu_offload)
@@ -283,10 +285,13 @@ class EngineClient:
             draft = placed.to_dict()
         return self._load_locked(str(header.path), params, draft)
 
-    def load(self, path: str | Path, params: LoadParams, draft: dict[str, Any] | None = None) -> ModelInfo:
+    def load(self, path: str | Path, params: LoadParams, draft: dict[str, Any] | None = None, *,
+             embedding: bool = False) -> ModelInfo:
         """Load ``path`` with ``params`` (replacing any loaded model); raise with the cause.
-        ``draft``: {"path", "n_gpu_layers"} of a draft model for speculative decoding."""
+        ``draft``: {"path", "n_gpu_layers"} of a draft model for speculative decoding;
+        ``embedding``: load an embedding model, for ``embed``."""
         self._load_aborted = False
+        self._embedding = embedding
         return self._load_locked(str(Path(path).expanduser().absolute()), params, draft)
 
     def _load_locked(self, path: str, params: LoadParams, draft: dict[str, Any] | None = None) -> ModelInfo:
@@ -299,7 +304,8 @@ class EngineClient:
         self._wanted = (path, params, draft)
         self.start()
         rid = next(self._ids)
-        self._send({"op": "load", "id": rid, "path": path, "params": params.to_dict(), "draft": draft})
+        self._send({"op": "load", "id": rid, "path": path, "params": params.to_dict(), "draft": draft,
+                    **({"embedding": True} if self._embedding else {})})
         try:
             self._loading = abortable
             if abortable and self._load_aborted:
@@ -354,14 +360,35 @@ class EngineClient:
                 raise EngineError(event["message"])
             return int(event["tokens"])
 
-    def stream(self, messages: list[dict[str, str]], sampling: SamplingParams | None = None, *,
+    def embed(self, texts: list[str], *, normalize: bool = True) -> tuple[list[list[float]], int]:
+        """Embeddings of ``texts`` and the tokens they took (the model loaded with ``embedding``)."""
+        with self._request_lock:
+            self._ensure_loaded()
+            rid = next(self._ids)
+            self._send({"op": "embed", "id": rid, "texts": texts, "normalize": normalize})
+            event = self._next_event(rid)
+            if event["ev"] == "error":
+                raise self._error(event)
+            return event["vectors"], int(event["tokens"])
+
+    @staticmethod
+    def _error(event: dict[str, Any]) -> EngineError:
+        if event.get("kind") == "ContextOverflow":
+            return ContextOverflow(event["message"], prompt_tokens=int(event.get("prompt_tokens", 0)),
+                                   reserve=int(event.get("reserve", 0)), n_ctx=int(event.get("n_ctx", 0)))
+        return EngineError(event["message"])
+
+    def stream(self, messages: list[dict[str, Any]], sampling: SamplingParams | None = None, *,
                grammar: str | None = None, logit_bias: dict[int, float] | None = None,
-               lookup: int | str | None = None, draft_tokens: int = 0) -> Iterator[dict[str, Any]]:
+               lookup: int | str | None = None, draft_tokens: int = 0, **api: Any) -> Iterator[dict[str, Any]]:
         """Yield ``start`` and ``token`` events, then the final ``done`` event with the ``Reply``.
         ``grammar``: GBNF the reply must follow; ``logit_bias``: token id -> bias; ``lookup``: draft
         length of prompt-lookup speculative decoding (0: off; "auto": on for this model once measured to
         win on this machine; None: ``self.lookup``); ``draft_tokens``: draft length with
-        the loaded draft model."""
+        the loaded draft model. ``api``, for the API server: ``tools`` (to the template), ``stop``
+        (more stop strings), ``json_schema`` (the reply is JSON of it; {}: any object), ``trim``
+        (False: a prompt that does not fit raises ContextOverflow, no turn is dropped) and
+        ``prompt`` (raw text instead of messages, no template)."""
         with self._request_lock:
             self._ensure_loaded()
             rid = next(self._ids)
@@ -371,7 +398,8 @@ class EngineClient:
             try:
                 request = {"op": "chat", "messages": messages, "sampling": (sampling or SamplingParams()).to_dict(),
                            "grammar": grammar, "logit_bias": {str(k): v for k, v in (logit_bias or {}).items()},
-                           "lookup": self._lookup(lookup), "draft_tokens": draft_tokens}
+                           "lookup": self._lookup(lookup), "draft_tokens": draft_tokens,
+                           **{k: v for k, v in api.items() if v is not None}}
                 self._send({**request, "id": rid})
                 while True:
                     try:
@@ -390,7 +418,7 @@ class EngineClient:
                     if kind == "token":
                         partial.append(event["text"])
                     elif kind == "error":
-                        raise EngineError(event["message"])
+                        raise self._error(event)
                     elif kind == "done":
                         event["reply"] = Reply.from_dict(event["reply"])
                     if kind == "done":

@@ -102,7 +102,8 @@ class Host:
             try:
                 handler(msg)
             except Exception as exc:  # reported to the parent, which shows it to the user
-                self.emit("error", id=msg.get("id"), kind=type(exc).__name__, message=str(exc), log=list(LOG_TAIL)[-20:])
+                self.emit("error", id=msg.get("id"), kind=type(exc).__name__, message=str(exc), log=list(LOG_TAIL)[-20:],
+                          **getattr(exc, "fields", {}))
 
     # -- ops ------------------------------------------------------------------------------------
     def op_load(self, msg: dict[str, Any]) -> None:
@@ -122,6 +123,8 @@ class Host:
             "type_v": GGML_TYPES[params.get("type_v", "f16")],
             "swa_full": params.get("swa_full", False),
         }
+        if msg.get("embedding"):  # an embedding model, for ``embed`` requests (the API server's /v1/embeddings)
+            kwargs["embedding"] = True
         t0 = time.perf_counter()
         LOG_TAIL.clear()
         try:
@@ -156,6 +159,7 @@ class Host:
                 "template_source": self.fmt.source,
                 "template_name": self.fmt.name,
                 "template_note": self.fmt.note,
+                "template_tools": self.fmt.tools_in_template,
                 "draft_model": msg["draft"]["path"] if msg.get("draft") else None,
                 "load_seconds": time.perf_counter() - t0,
                 "params": params,
@@ -208,19 +212,29 @@ class Host:
             raise RuntimeError("no model is loaded")
         return self.llm
 
-    def _fit(self, messages: list[dict[str, str]], reserve: int) -> tuple[list[int], list[str], int]:
+    def _fit(self, messages: list[dict[str, str]], reserve: int, *, tools: list[dict[str, Any]] | None = None,
+             trim: bool = True, prompt: str | None = None) -> tuple[list[int], list[str], int]:
         """Tokens of the prompt, dropping the oldest turns (never the system prompt) to leave
-        ``reserve`` tokens for the reply. Returns tokens, stop strings, messages dropped."""
+        ``reserve`` tokens for the reply. Returns tokens, stop strings, messages dropped.
+        ``tools`` go to the template; ``trim=False`` refuses a prompt that does not fit
+        (ContextOverflow) instead of dropping turns; ``prompt``: raw text, no template."""
         llm = self._require_model()
         n_ctx = usable_ctx(llm)
+        if prompt is not None:
+            tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+            if len(tokens) + reserve > n_ctx:
+                raise ContextOverflow(len(tokens), reserve, n_ctx)
+            return tokens, [], 0
         msgs = list(messages)
         dropped = 0
         while True:
             with render_limit(TEMPLATE_S, self.cancelled):
-                formatted = self.fmt.render(msgs)
+                formatted = self.fmt.render(msgs, tools) if tools else self.fmt.render(msgs)
             tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=formatted.add_bos, special=True)
             if len(tokens) + reserve <= n_ctx:
                 return tokens, formatted.stop, dropped
+            if not trim:
+                raise ContextOverflow(len(tokens), reserve, n_ctx)
             first = next((i for i, m in enumerate(msgs) if m["role"] != "system"), None)
             rest = sum(1 for m in msgs if m["role"] != "system")
             if first is None or rest <= 1:
@@ -243,12 +257,28 @@ class Host:
         tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=formatted.add_bos, special=True)
         self.emit("counted", id=msg.get("id"), tokens=len(tokens), n_ctx=usable_ctx(llm))
 
+    def op_embed(self, msg: dict[str, Any]) -> None:
+        """Embeddings of ``texts`` (the model must have been loaded with ``embedding``)."""
+        llm = self._require_model()
+        if not getattr(llm, "context_params", None) or not llm.context_params.embeddings:
+            raise ValueError("the model was not loaded for embeddings")
+        n_ctx, counts = usable_ctx(llm), []
+        for text in msg["texts"]:
+            counts.append(len(llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)))
+            if counts[-1] > n_ctx:
+                raise ContextOverflow(counts[-1], 0, n_ctx)
+        self._dec = None  # embedding uses the context's KV cache: the chat prefix is gone
+        vectors = [pooled(v, bool(msg.get("normalize", True))) for v in llm.embed(msg["texts"], normalize=False, truncate=False)]
+        self.emit("embedded", id=msg.get("id"), vectors=vectors, tokens=sum(counts))
+
     def op_chat(self, msg: dict[str, Any]) -> None:
         import llama_cpp
 
         llm = self._require_model()
         rid = msg.get("id")
         self.current_id = rid
+        if msg.get("json_schema") is not None:  # the reply must be JSON of this schema (or any JSON object: {})
+            msg = {**msg, "grammar": schema_grammar(msg["json_schema"])}
         try:
             self._chat(llm, llama_cpp, rid, msg)
         finally:
@@ -260,7 +290,12 @@ class Host:
         sp = SamplingParams.from_dict(msg.get("sampling", {}))
         n_ctx = usable_ctx(llm)
         reserve = min(sp.max_tokens or n_ctx // 4, n_ctx // 2)
-        tokens, stops, dropped = self._fit(msg["messages"], max(reserve, 1))
+        trim = msg.get("trim", True)
+        if not trim:  # the API: the prompt and max_tokens must fit as they are
+            reserve = sp.max_tokens or 1
+        tokens, stops, dropped = self._fit(msg.get("messages") or [], max(reserve, 1), tools=msg.get("tools"), trim=trim,
+                                           prompt=msg.get("prompt"))
+        stops = stops + [s for s in msg.get("stop") or [] if s]
         decoder = self._decoder(llm)
         restored = 0
         if self.kv is not None:  # an old conversation, or one from before a restart: its saved cache
@@ -332,6 +367,39 @@ class Host:
         if self._dec is None or self._dec.llm is not llm:
             self._dec = Decoder(llm, usable_ctx(llm), self.cancelled)
         return self._dec
+
+
+class ContextOverflow(ValueError):
+    """The prompt (and the reply's room) does not fit the context; the numbers go to the parent."""
+
+    def __init__(self, prompt_tokens: int, reserve: int, n_ctx: int) -> None:
+        super().__init__(f"the prompt needs {prompt_tokens:,} tokens plus {reserve:,} for the reply, and the "
+                         f"context holds {n_ctx:,}")
+        self.fields = {"prompt_tokens": prompt_tokens, "reserve": reserve, "n_ctx": n_ctx}
+
+
+def pooled(vector: Any, normalize: bool) -> list[float]:
+    """One vector per input: a model without its own pooling gives one per token (mean-pooled here)."""
+    if vector and isinstance(vector[0], list):
+        n = len(vector)
+        vector = [sum(col) / n for col in zip(*vector)]
+    if normalize:
+        norm = sum(x * x for x in vector) ** 0.5 or 1.0
+        vector = [x / norm for x in vector]
+    return [float(x) for x in vector]
+
+
+def schema_grammar(schema: Any) -> str:
+    """A GBNF grammar for JSON that follows ``schema`` (a JSON Schema; {} for any JSON object),
+    with llama-cpp-python's converter (the one behind ``LlamaGrammar.from_json_schema``)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    if not schema:
+        schema = {"type": "object"}
+    try:
+        return str(json_schema_to_gbnf(json.dumps(schema)))
+    except Exception as exc:  # the converter raises plain errors for schemas it cannot express
+        raise ValueError(f"the JSON schema cannot be turned into a grammar: {exc}") from None
 
 
 class _Batcher:

@@ -60,6 +60,7 @@ class ModelInfo:
     load_seconds: float
     params: dict[str, Any] = field(default_factory=dict)
     draft_model: str | None = None  # the draft model of speculative decoding, when one is loaded
+    template_tools: bool = False  # the model's template renders the ``tools`` of a request itself
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":

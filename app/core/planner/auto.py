@@ -25,11 +25,13 @@ def preferences(header: GGUFHeader) -> tuple[int | None, int | None]:
 
 
 def auto_plan(header: GGUFHeader, hw: hardware.Hardware, *, ctx: int | None = None,
-              gpu_offload: bool = False) -> planner.Plan:
+              gpu_offload: bool = False, gpu_mem: int | None = None, ram: int | None = None) -> planner.Plan:
     """The planner's choice ("Auto") with the Settings page's default context and threads: what
-    ``plan_load`` loads and what the load dialog shows as Auto."""
+    ``plan_load`` loads and what the load dialog shows as Auto. ``gpu_mem``/``ram``: plan within
+    these instead of the detected free memory (the API server's share beside its loaded models)."""
     pref_ctx, threads = preferences(header)
-    return planner.plan(header, hw, ctx=ctx if ctx is not None else pref_ctx, gpu_offload=gpu_offload, n_threads=threads)
+    return planner.plan(header, hw, ctx=ctx if ctx is not None else pref_ctx, gpu_offload=gpu_offload, n_threads=threads,
+                        gpu_mem=gpu_mem, ram=ram)
 
 
 def plan_load(
@@ -38,6 +40,8 @@ def plan_load(
     ctx: int | None = None,
     gpu_layers: int | None = None,
     gpu_offload_supported: bool = False,
+    gpu_mem: int | None = None,
+    ram: int | None = None,
 ) -> LoadParams:
     """The load parameters the engine uses by default ("Auto"), from the memory planner; every
     caller (CLI, GUI) comes through this function. ``ctx`` and ``gpu_layers`` are the user's;
@@ -46,7 +50,7 @@ def plan_load(
         raise BadValueError(f"context size {ctx}: must be between 1 and {MAX_CTX:,} tokens")
     if gpu_layers is not None and gpu_layers < -1:
         raise BadValueError(f"GPU layers {gpu_layers}: use -1 (all), 0 (CPU only) or a positive count")
-    plan = auto_plan(header, hardware.detect(), ctx=ctx, gpu_offload=gpu_offload_supported)
+    plan = auto_plan(header, hardware.detect(), ctx=ctx, gpu_offload=gpu_offload_supported, gpu_mem=gpu_mem, ram=ram)
     if not plan.fits:
         raise BadValueError(f"{header.path.name}: {plan.reasons[-1]}")
     params = plan.params
