@@ -34,6 +34,28 @@ def _gpu_layers(value: str) -> int | None:
         raise argparse.ArgumentTypeError(f"{value!r}: use a number of layers or 'auto'") from None
 
 
+def _budget(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--thinking-budget: {value!r} is not a number of tokens") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"--thinking-budget: {n} is below 0")
+    return n
+
+
+def _thinking(args: argparse.Namespace, model: Path) -> dict[str, Any]:
+    """The model's saved thinking options, with the command line's on top."""
+    from app.core import settings
+
+    options = settings.thinking_for(model)
+    if args.thinking is not None:
+        options["enabled"] = args.thinking == "on"
+    if args.thinking_budget is not None:
+        options["budget"] = args.thinking_budget
+    return options
+
+
 def resolve_model(name: str) -> Path:
     """A model path, or 'starter' for the bundled starter model."""
     if name == "starter":
@@ -71,7 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="speculative decoding with this small model of the same vocabulary; auto: the largest "
                            "such model in the library (at most a quarter of the model's parameters)")
     chat.add_argument("--draft", type=int, default=8, metavar="N", help="draft length with --draft-model (default 8)")
-    chat.add_argument("--json", action="store_true", help="print one JSON object with the text and stats")
+    chat.add_argument("--thinking", choices=["on", "off"], default=None,
+                      help="reasoning models: think before answering, or not (default: the model's setting, else its template's)")
+    chat.add_argument("--thinking-budget", type=_budget, default=None, metavar="N",
+                      help="at most N reasoning tokens; then the block is closed and the model answers")
+    chat.add_argument("--json", action="store_true",
+                      help='print one JSON object: the answer in "text", the reasoning in "reasoning", and stats')
 
     hw = sub.add_parser("hw", help="what this machine has: CPU, RAM, GPUs")
     hw.add_argument("--json", action="store_true")
@@ -146,6 +173,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     with EngineClient() as engine:
         draft = _draft_model(args.draft_model, model)
         engine.load_model(model, ctx=args.ctx, gpu_layers=args.gpu_layers, draft_model=draft)
+        engine.thinking = _thinking(args, model)
         spec = {"draft_tokens": args.draft} if draft else {"lookup": args.lookup}
         messages = [{"role": "system", "content": args.system}] if args.system else []
         if args.prompt is not None:
@@ -154,6 +182,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 reply = engine.chat(messages, sampling, **spec)
                 print(json.dumps({
                     "text": reply.text,
+                    "reasoning": reply.reasoning,
+                    "reasoning_tokens": reply.reasoning_tokens,
                     "prompt_tokens": reply.prompt_tokens,
                     "completion_tokens": reply.completion_tokens,
                     "ttft_s": reply.ttft_s,
@@ -164,12 +194,37 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     **({"speculation": reply.speculation} if reply.speculation else {}),
                 }))
             else:
-                engine.chat(messages, sampling, on_token=lambda t: print(t, end="", flush=True), **spec)
+                shown = _Shown()
+                engine.chat(messages, sampling, on_token=shown.answer, on_reasoning=shown.reasoning, **spec)
                 print()
             for notice in engine.take_notices():  # e.g. a step down to a safer CPU build
                 print(f"quantdesk: {notice}", file=sys.stderr)
             return 0
         return _prompt_loop(engine, messages, sampling)
+
+
+class _Shown:
+    """Reasoning to stderr (dim on a terminal) as it streams, then the answer to stdout."""
+
+    def __init__(self) -> None:
+        self.thinking = False
+        self.dim = sys.stderr.isatty()
+
+    def reasoning(self, text: str) -> None:
+        if not self.thinking:
+            self.thinking = True
+            text = text.lstrip()
+            sys.stderr.write("\x1b[2m" if self.dim else "")
+            sys.stderr.write("[thinking] ")
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    def answer(self, text: str) -> None:
+        if self.thinking:
+            sys.stderr.write(("\x1b[0m" if self.dim else "") + "\n")
+            sys.stderr.flush()
+            self.thinking = False
+        print(text, end="", flush=True)
 
 
 def _prompt_loop(engine: "EngineClient", messages: list[dict[str, str]], sampling: "SamplingParams") -> int:
@@ -202,7 +257,8 @@ def _session_loop(session: Any, engine: "EngineClient") -> int:
         if not text.strip():
             return 0
         try:
-            message = session.send(text, on_token=lambda t: print(t, end="", flush=True))
+            shown = _Shown()
+            message = session.send(text, on_token=shown.answer, on_reasoning=shown.reasoning)
         except KeyboardInterrupt:  # the session stopped the reply and kept what came
             print("\n[stopped]", file=sys.stderr)
             continue

@@ -60,6 +60,9 @@ class Settings:
     server_host: str = "127.0.0.1"
     server_port: int = 8080
     server_api_key: str = ""
+    # per model file name: thinking on/off ("enabled": true, false or null for the template's
+    # default), "budget" (reasoning tokens, null: no limit), "tags" (custom [open, close] pairs)
+    thinking: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:
@@ -159,3 +162,11 @@ def models_dir() -> Path:
         except OSError:
             pass  # an unplugged drive or a folder without write access: fall back, never fail
     return paths.sub("models")
+
+
+def thinking_for(model: str | Path | None, settings: Settings | None = None) -> dict[str, Any]:
+    """The thinking options saved for a model (by file name): {} for the template's default."""
+    if not model:
+        return {}
+    options = (settings or load()).thinking.get(Path(model).name)
+    return dict(options) if isinstance(options, dict) else {}

@@ -85,7 +85,8 @@ class MainWindow(QMainWindow):
         self._load_cancelled = False
         self.model_label = plain_label("No model loaded")
         self.statusBar().addPermanentWidget(self.model_label)
-        self.server_switch = ServerSwitch(self, self.runner, on_error=lambda exc: self.funnel.error(exc, title="API server"))
+        self.server_switch = ServerSwitch(self, self.runner, on_error=lambda exc: self.funnel.error(exc, title="API server"),
+                                          bridge=self.bridge)
         bridge.model_loading.connect(self._on_loading)
         bridge.model_loaded.connect(self._on_loaded)
         bridge.load_failed.connect(self._on_load_failed)

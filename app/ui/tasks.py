@@ -99,6 +99,7 @@ class EngineBridge(QObject):
     model_unloaded = Signal()
     reply_started = Signal(dict)
     token_received = Signal(str)
+    reasoning_received = Signal(str)  # the reply's reasoning as it streams (apart from the answer)
     reply_finished = Signal(object)  # Reply
     reply_failed = Signal(object, str)  # the exception (EngineCrashed when the engine died), partial text
     tokens_counted = Signal(int, int)  # tokens, n_ctx
@@ -108,6 +109,9 @@ class EngineBridge(QObject):
     def __init__(self, client: EngineClient | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.client = client or EngineClient(nice=ENGINE_NICE)
+        self.before_load: list[Callable[[str], None]] = []  # in the load's thread, before it (the API server's copy goes)
+        self._reply_id: int | None = None  # the engine's id of the window's running reply
+        self._stop_asked = False  # Stop before the reply had its id (it waited for the engine)
         self._threads: list[threading.Thread] = []
         self._dispatch = Dispatcher(self)
 
@@ -147,6 +151,8 @@ class EngineBridge(QObject):
         self.model_loading.emit(path)
 
         def job() -> None:
+            for hook in self.before_load:
+                hook(path)
             try:
                 if params is not None:
                     info: ModelInfo = self.client.load(path, params, draft)
@@ -174,14 +180,22 @@ class EngineBridge(QObject):
     def chat(self, messages: list[dict[str, str]], sampling: SamplingParams) -> None:
         def job() -> None:
             partial: list[str] = []
+            self._reply_id, self._stop_asked = None, False
             try:
                 for event in self.client.stream(messages, sampling):
                     kind = event["ev"]
+                    if self._reply_id is None:
+                        self._reply_id = event.get("id")
+                        if self._stop_asked:
+                            self.client.cancel(self._reply_id)
                     if kind == "start":
                         self._post("reply_started", event)
                     elif kind == "token":
-                        partial.append(event["text"])
-                        self._post("token_received", event["text"])
+                        if event.get("reasoning"):
+                            self._post("reasoning_received", event["reasoning"])
+                        if event["text"]:
+                            partial.append(event["text"])
+                            self._post("token_received", event["text"])
                     elif kind == "done":
                         reply: Reply = event["reply"]
                         self._post("reply_finished", reply)
@@ -205,7 +219,11 @@ class EngineBridge(QObject):
         self._run("engine-count", job)
 
     def cancel(self) -> None:
-        self.client.cancel()
+        """Stop the window's reply (never another request on a shared engine: the API server's)."""
+        if self._reply_id is None:
+            self._stop_asked = True
+        else:
+            self.client.cancel(self._reply_id)
 
     def shutdown(self) -> None:
         self.client.cancel()

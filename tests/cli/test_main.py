@@ -26,8 +26,9 @@ def test_chat_json_greedy_matches_llama_cpp_python(starter_model: Path) -> None:
                        "--ctx", "2048", "--gpu-layers", "0", "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(out) == {"text", "prompt_tokens", "completion_tokens", "ttft_s", "tokens_per_s", "cpu_variant",
-                        "drafted_tokens", "accepted_tokens"}
+    assert set(out) == {"text", "reasoning", "reasoning_tokens", "prompt_tokens", "completion_tokens", "ttft_s",
+                        "tokens_per_s", "cpu_variant", "drafted_tokens", "accepted_tokens"}
+    assert out["reasoning"] == "" and out["reasoning_tokens"] == 0  # the starter does not reason
     assert out["drafted_tokens"] == 0  # speculation off (tests/conftest.py): no "speculation" line either
     assert out["cpu_variant"] == cpu_variants.choose().variant.name  # the build the in-process reference runs too
     assert out["completion_tokens"] > 0 and out["prompt_tokens"] > 0
@@ -38,6 +39,22 @@ def test_chat_json_greedy_matches_llama_cpp_python(starter_model: Path) -> None:
     ref = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}], temperature=0.0, max_tokens=40, repeat_penalty=1.1)
     llm.close()
     assert out["text"] == ref["choices"][0]["message"]["content"]
+
+
+def test_chat_json_puts_reasoning_apart_and_thinking_can_be_turned_off(starter_model: Path, tmp_path: Path) -> None:
+    from tests.core.engine.test_reasoning import OPENS_WITH_SWITCH
+    from tests.core.engine.test_template_limits import with_template
+
+    thinker = with_template(starter_model, tmp_path / "thinker.gguf", OPENS_WITH_SWITCH)
+    common = ["chat", str(thinker), "--prompt", "Write a long story about a dragon.", "--temperature", "0",
+              "--max-tokens", "40", "--ctx", "1024", "--gpu-layers", "0", "--json"]
+    out = json.loads(quantdesk(*common, "--thinking-budget", "6").stdout.strip().splitlines()[-1])
+    assert out["reasoning"] and out["text"] and 0 < out["reasoning_tokens"] <= 7
+    assert all(tag not in out["text"] + out["reasoning"] for tag in ("<think>", "</think>"))
+    off = json.loads(quantdesk(*common, "--thinking", "off").stdout.strip().splitlines()[-1])
+    assert off["reasoning"] == "" and off["text"]
+    bad = quantdesk(*common, "--thinking-budget", "lots")
+    assert bad.returncode == 2 and "--thinking-budget" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_chat_plain_text_with_system_prompt(starter_model: Path) -> None:

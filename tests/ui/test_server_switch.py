@@ -79,3 +79,49 @@ def test_a_public_address_without_a_key_is_refused_with_a_message(qtbot, window:
     assert not window.server_switch.action.isChecked()
     box = window.error_box
     assert box is not None and "API key" in box.text()
+
+
+def test_the_server_shares_the_windows_model_and_never_loads_one_twice(qtbot, window: MainWindow,  # type: ignore[no-untyped-def]
+                                                                      starter_model: Path) -> None:
+    import subprocess
+    import sys
+
+    import openai
+
+    copy = app_settings.models_dir() / "local" / "SmolCopy.Q4_1.gguf"  # another model: the starter renamed
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--force", "--general-name", "SmolCopy",
+                    str(starter_model), str(copy)], check=True, capture_output=True)
+    with qtbot.waitSignal(window.bridge.model_loaded, timeout=120_000):
+        window.open_initial_model()
+    switch = window.server_switch
+    switch.action.trigger()
+    qtbot.waitUntil(lambda: switch.url is not None, timeout=WAIT_MS)
+    pool = switch.server.service.pool
+    client = openai.OpenAI(base_url=switch.url, api_key="unused", max_retries=0, timeout=120)
+
+    def ask(model: str) -> str:
+        got: list[str] = []
+        worker = threading.Thread(target=lambda: got.append(client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=6, temperature=0).choices[0].message.content or ""))
+        worker.start()
+        while worker.is_alive():
+            qtbot.wait(20)
+        assert got, "the request failed"
+        return got[0]
+
+    # (models by path: an alias of every model's id)
+    # the window's model is served on the window's engine: no second load, no second process
+    assert ask(str(starter_model))
+    [slot] = pool.loaded()
+    assert pool.loads == 0 and slot.shared and slot.client is window.bridge.client
+    # another model gets the server's own engine ...
+    other = str(copy.resolve())
+    assert ask(other)
+    assert pool.loads == 1
+    # ... until the window loads it too: the server's copy goes first, and the window's is shared
+    with qtbot.waitSignal(window.bridge.model_loaded, timeout=120_000):
+        window.bridge.load_model(str(copy))
+    assert pool.unloads == 1
+    assert ask(other)
+    assert pool.loads == 1 and [s.shared for s in pool.loaded()] == [True]

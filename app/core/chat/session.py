@@ -88,10 +88,12 @@ class ChatSession:
         placeholder = self.store.add_message(conv.id, "assistant", "", status=STREAMING)
         return ReplyTurn(self.store, placeholder.id, history, self.sampling)
 
-    def send(self, text: str, *, on_token: Callable[[str], None] | None = None, editing: int | None = None) -> Message:
+    def send(self, text: str, *, on_token: Callable[[str], None] | None = None, editing: int | None = None,
+             on_reasoning: Callable[[str], None] | None = None) -> Message:
         """Add the user's ``text`` (replacing message ``editing`` and everything after it) and
-        stream the reply; returns the saved assistant message."""
-        return self._stream(self.begin_send(text, editing=editing), on_token)
+        stream the reply (the answer to ``on_token``, the reasoning to ``on_reasoning``);
+        returns the saved assistant message."""
+        return self._stream(self.begin_send(text, editing=editing), on_token, on_reasoning)
 
     def regenerate(self, message_id: int, *, on_token: Callable[[str], None] | None = None) -> Message:
         """Drop the reply ``message_id`` (and anything after it) and answer again."""
@@ -101,12 +103,15 @@ class ChatSession:
         """Stop the reply being streamed (safe from another thread); what came is kept."""
         self.engine.cancel()
 
-    def _stream(self, turn: ReplyTurn, on_token: Callable[[str], None] | None) -> Message:
+    def _stream(self, turn: ReplyTurn, on_token: Callable[[str], None] | None,
+                on_reasoning: Callable[[str], None] | None = None) -> Message:
         try:
             for event in self.engine.stream(turn.history, turn.sampling):
                 if event["ev"] == "token":
-                    turn.add(event["text"])
-                    if on_token is not None:
+                    turn.add(event["text"], event.get("reasoning", ""))
+                    if on_reasoning is not None and event.get("reasoning"):
+                        on_reasoning(event["reasoning"])
+                    if on_token is not None and event["text"]:
                         on_token(event["text"])
                 elif event["ev"] == "done":
                     turn.finish(event["reply"])
@@ -133,6 +138,7 @@ class ReplyTurn:
     def __init__(self, store: ChatStore, message_id: int, history: list[dict[str, str]], sampling: SamplingParams) -> None:
         self.store, self.message_id, self.history, self.sampling = store, message_id, history, sampling
         self._parts: list[str] = []
+        self._thoughts: list[str] = []
         self._last_save = time.monotonic()
         self.ended = False
 
@@ -140,26 +146,35 @@ class ReplyTurn:
     def text(self) -> str:
         return "".join(self._parts)
 
-    def add(self, token: str) -> None:
+    @property
+    def reasoning(self) -> str:
+        return "".join(self._thoughts)
+
+    def add(self, token: str, reasoning: str = "") -> None:
         self._parts.append(token)
+        if reasoning:
+            self._thoughts.append(reasoning)
         if time.monotonic() - self._last_save >= SAVE_INTERVAL_S:
-            self.store.update_message(self.message_id, content=self.text)
+            self.store.update_message(self.message_id, content=self.text, reasoning=self.reasoning)
             self._last_save = time.monotonic()
 
-    def _end(self, text: str, status: str, stats: dict[str, Any] | None = None) -> Message:
+    def _end(self, text: str, status: str, stats: dict[str, Any] | None = None, reasoning: str | None = None) -> Message:
         self.ended = True
         self._parts = [text]
-        self.store.update_message(self.message_id, content=text, status=status, stats=stats or {})
+        reasoning = self.reasoning.strip() if reasoning is None else reasoning
+        self._thoughts = [reasoning]
+        self.store.update_message(self.message_id, content=text, status=status, stats=stats or {}, reasoning=reasoning)
         return self.store.get_message(self.message_id)
 
     def finish(self, reply: Reply) -> Message:
-        return self._end(reply.text, status_for(reply), reply.stats())
+        return self._end(reply.text, status_for(reply), reply.stats(), reply.reasoning)
 
     def stopped(self) -> Message:
         return self._end(self.text, STOPPED)
 
-    def fail(self, *, crashed: bool, partial: str = "") -> Message:
+    def fail(self, *, crashed: bool, partial: str = "", partial_reasoning: str = "") -> Message:
         """The reply broke off: keep the longer of what arrived here and ``partial`` (what the
         streaming side had received when the engine crashed, which may be ahead of this turn)."""
         text = partial if len(partial) > len(self.text) else self.text
-        return self._end(text, INTERRUPTED if crashed else FAILED)
+        reasoning = partial_reasoning if len(partial_reasoning) > len(self.reasoning) else self.reasoning
+        return self._end(text, INTERRUPTED if crashed else FAILED, reasoning=reasoning.strip())

@@ -54,6 +54,8 @@ MIGRATIONS: list[str] = [
     """,
     # 2: the preset name shown in the settings panel
     "ALTER TABLE conversations ADD COLUMN preset TEXT NOT NULL DEFAULT 'Balanced';",
+    # 3: a reply's reasoning, kept apart from its answer (content)
+    "ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT '';",
 ]
 
 
@@ -78,6 +80,7 @@ class Message:
     status: str = COMPLETE
     stats: dict[str, Any] = field(default_factory=dict)
     created: float = 0.0
+    reasoning: str = ""  # what the model thought before the answer (``content``)
 
 
 class ChatStore:
@@ -225,6 +228,7 @@ class ChatStore:
             status=row["status"],
             stats=json.loads(row["stats"] or "{}"),
             created=row["created"],
+            reasoning=row["reasoning"] or "",
         )
 
     def add_message(self, conversation_id: int, role: str, content: str, *, status: str = COMPLETE) -> Message:
@@ -246,9 +250,13 @@ class ChatStore:
         return [self._message(r) for r in rows]
 
     def update_message(
-        self, message_id: int, *, content: str | None = None, status: str | None = None, stats: dict[str, Any] | None = None
+        self, message_id: int, *, content: str | None = None, status: str | None = None, stats: dict[str, Any] | None = None,
+        reasoning: str | None = None,
     ) -> None:
         sets, values = [], []
+        if reasoning is not None:
+            sets.append("reasoning = ?")
+            values.append(reasoning)
         if content is not None:
             sets.append("content = ?")
             values.append(content)
@@ -268,12 +276,17 @@ class ChatStore:
         return cur.rowcount
 
     def engine_messages(self, conversation_id: int) -> list[dict[str, str]]:
-        """The conversation as the engine sees it: system prompt, then the turns with text."""
+        """The conversation as the engine sees it: system prompt, then the turns with text. A
+        reply's reasoning goes along as ``reasoning_content``: the model's template passes it back
+        or drops it by its own rule."""
         conv = self.get_conversation(conversation_id)
         out: list[dict[str, str]] = []
         if conv.system_prompt.strip():
             out.append({"role": "system", "content": conv.system_prompt})
         for m in self.messages(conversation_id):
             if m.content or m.role == "user":
-                out.append({"role": m.role, "content": m.content})
+                turn = {"role": m.role, "content": m.content}
+                if m.reasoning and m.role == "assistant":
+                    turn["reasoning_content"] = m.reasoning
+                out.append(turn)
         return out

@@ -12,6 +12,8 @@ import ctypes
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from app.core.engine.thinking import TemplateReasoning, template_reasoning
+
 # (special token that must exist as one token, llama.cpp built-in template, stop string)
 BUILTIN_GUESSES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("<|im_start|>", "<|im_end|>"), "chatml", "<|im_end|>"),
@@ -35,8 +37,9 @@ class ChatFormat:
     source: str  # "gguf" or "builtin" or "plain"
     name: str
     note: str
-    render: Callable[..., Formatted]  # (messages, tools=None) -> Formatted
+    render: Callable[..., Formatted]  # (messages, tools=None, variables=None) -> Formatted
     tools_in_template: bool = False  # the model's template renders a ``tools`` list itself
+    reasoning: TemplateReasoning = TemplateReasoning()  # what the template offers for thinking
 
 
 def _is_single_special_token(llm: Any, text: str) -> bool:
@@ -54,7 +57,8 @@ def _token_text(llm: Any, token_id: int) -> str:
 def _builtin_renderer(llm: Any, name: str, stop: str) -> Callable[..., Formatted]:
     import llama_cpp
 
-    def render(messages: list[dict[str, str]], tools: list[dict[str, Any]] | None = None) -> Formatted:
+    def render(messages: list[dict[str, str]], tools: list[dict[str, Any]] | None = None,
+               variables: dict[str, Any] | None = None) -> Formatted:
         keep = [(m["role"].encode("utf-8"), m["content"].encode("utf-8")) for m in messages]
         chat = (llama_cpp.llama_chat_message * len(keep))()
         for i, (role, content) in enumerate(keep):
@@ -74,7 +78,8 @@ def _builtin_renderer(llm: Any, name: str, stop: str) -> Callable[..., Formatted
     return render
 
 
-def _plain_render(messages: list[dict[str, str]], tools: list[dict[str, Any]] | None = None) -> Formatted:
+def _plain_render(messages: list[dict[str, str]], tools: list[dict[str, Any]] | None = None,
+                  variables: dict[str, Any] | None = None) -> Formatted:
     lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
     return Formatted(prompt="\n\n".join(lines) + "\n\nAssistant:", add_bos=True, stop=["\nUser:"])
 
@@ -94,7 +99,8 @@ def choose_chat_format(llm: Any) -> ChatFormat:
             template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id]
         )
 
-        def render_jinja(messages: list[dict[str, str]], tools: list[dict[str, Any]] | None = None) -> Formatted:
+        def render_jinja(messages: list[dict[str, str]], tools: list[dict[str, Any]] | None = None,
+                         variables: dict[str, Any] | None = None) -> Formatted:
             # Jinja2ChatFormatter.__call__'s variables, rendered as a stream so that a template that
             # writes without end is refused at MAX_PROMPT_CHARS (its time is bounded by the host)
             def raise_exception(message: str) -> None:
@@ -102,7 +108,7 @@ def choose_chat_format(llm: Any) -> ChatFormat:
 
             chunks, size = [], 0
             for chunk in formatter._environment.generate(
-                messages=messages, eos_token=formatter.eos_token, bos_token=formatter.bos_token,
+                **(variables or {}), messages=messages, eos_token=formatter.eos_token, bos_token=formatter.bos_token,
                 raise_exception=raise_exception, add_generation_prompt=formatter.add_generation_prompt,
                 functions=None, function_call=None, tools=tools or None, tool_choice=None, strftime_now=formatter.strftime_now,
             ):
@@ -114,7 +120,7 @@ def choose_chat_format(llm: Any) -> ChatFormat:
             return Formatted(prompt="".join(chunks), add_bos=False, stop=[s for s in [eos] if s])
 
         return ChatFormat("gguf", "model's template", "Chat format: the model's own template (from the GGUF file).", render_jinja,
-                          tools_in_template="tools" in template)
+                          tools_in_template="tools" in template, reasoning=template_reasoning(template))
     for tokens, name, stop in BUILTIN_GUESSES:
         if all(_is_single_special_token(llm, t) for t in tokens):
             note = (

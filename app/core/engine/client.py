@@ -81,6 +81,8 @@ class EngineClient:
         # prompt-lookup speculative decoding for requests that do not say: "auto" (on per model once
         # measured to win here, engine.speculation), 0 (off), a draft length, or None: the setting
         self.lookup: int | str | None = None
+        # thinking options for requests that do not say (None: those saved for the model in Settings)
+        self.thinking: dict[str, Any] | None = None
         self._embedding = False  # the model was loaded for embeddings (load(embedding=True))
 
     # -- process --------------------------------------------------------------------------------
@@ -380,17 +382,23 @@ class EngineClient:
 
     def stream(self, messages: list[dict[str, Any]], sampling: SamplingParams | None = None, *,
                grammar: str | None = None, logit_bias: dict[int, float] | None = None,
-               lookup: int | str | None = None, draft_tokens: int = 0, **api: Any) -> Iterator[dict[str, Any]]:
+               lookup: int | str | None = None, draft_tokens: int = 0, thinking: dict[str, Any] | None = None,
+               **api: Any) -> Iterator[dict[str, Any]]:
         """Yield ``start`` and ``token`` events, then the final ``done`` event with the ``Reply``.
         ``grammar``: GBNF the reply must follow; ``logit_bias``: token id -> bias; ``lookup``: draft
         length of prompt-lookup speculative decoding (0: off; "auto": on for this model once measured to
         win on this machine; None: ``self.lookup``); ``draft_tokens``: draft length with
-        the loaded draft model. ``api``, for the API server: ``tools`` (to the template), ``stop``
+        the loaded draft model; ``thinking``: the reasoning options (``enabled``, ``budget``,
+        ``effort``, ``tags``; None: ``self.thinking``, else those saved for the model). ``api``, for the API server: ``tools`` (to the template), ``stop``
         (more stop strings), ``json_schema`` (the reply is JSON of it; {}: any object), ``trim``
         (False: a prompt that does not fit raises ContextOverflow, no turn is dropped) and
         ``prompt`` (raw text instead of messages, no template)."""
+        expect = api.pop("expect_model", None)  # a shared engine: the model the request was queued for
         with self._request_lock:
             self._ensure_loaded()
+            if expect is not None and (self.model is None or Path(self.model.path) != Path(expect)):
+                raise EngineError(f"the chat window switched the engine to another model than {Path(expect).name} "
+                                  "while this request waited; send it again")
             rid = next(self._ids)
             self._current_id = rid
             partial: list[str] = []
@@ -399,6 +407,7 @@ class EngineClient:
                 request = {"op": "chat", "messages": messages, "sampling": (sampling or SamplingParams()).to_dict(),
                            "grammar": grammar, "logit_bias": {str(k): v for k, v in (logit_bias or {}).items()},
                            "lookup": self._lookup(lookup), "draft_tokens": draft_tokens,
+                           "thinking": self._thinking(thinking),
                            **{k: v for k, v in api.items() if v is not None}}
                 self._send({**request, "id": rid})
                 while True:
@@ -431,6 +440,15 @@ class EngineClient:
                     self.cancel()  # the consumer gave up on the reply: stop generating it
                 self._current_id = None
 
+    def _thinking(self, asked: dict[str, Any] | None) -> dict[str, Any]:
+        if asked is not None:
+            return asked
+        if self.thinking is not None:
+            return self.thinking
+        from app.core import settings
+
+        return settings.thinking_for(self.wanted_model)
+
     def _lookup(self, asked: int | str | None) -> int | str:
         if asked is not None:
             return asked
@@ -447,21 +465,30 @@ class EngineClient:
         messages: list[dict[str, str]],
         sampling: SamplingParams | None = None,
         on_token: Callable[[str], None] | None = None,
+        on_reasoning: Callable[[str], None] | None = None,
         **options: Any,
     ) -> Reply:
-        """The whole reply; ``options`` as for ``stream``."""
+        """The whole reply; ``on_token`` gets the answer's text as it comes, ``on_reasoning`` the
+        reasoning's; ``options`` as for ``stream``."""
         reply: Reply | None = None
         for event in self.stream(messages, sampling, **options):
-            if event["ev"] == "token" and on_token is not None:
-                on_token(event["text"])
+            if event["ev"] == "token":
+                if on_reasoning is not None and event.get("reasoning"):
+                    on_reasoning(event["reasoning"])
+                if on_token is not None and event["text"]:
+                    on_token(event["text"])
             elif event["ev"] == "done":
                 reply = event["reply"]
         assert reply is not None
         return reply
 
-    def cancel(self) -> None:
-        """Stop the running reply (safe from any thread); the reply ends with reason 'cancelled'."""
+    def cancel(self, request_id: int | None = None) -> None:
+        """Stop the running reply (safe from any thread); the reply ends with reason 'cancelled'.
+        ``request_id`` (the ``id`` of the reply's events): only that reply, when the engine is
+        shared (the chat window's engine serving the API server too)."""
         rid = self._current_id
+        if request_id is not None and rid != request_id:
+            return
         if rid is not None and self.alive:
             try:
                 self._send({"op": "cancel", "id": rid})

@@ -52,6 +52,7 @@ class Request:
     draft: Callable[[list[int], int], list[int]] | None = None  # (history, n) -> draft; None: prompt lookup
     on_token: Callable[[str], list[int] | None] | None = None
     prefix: Callable[[int], int] | None = None
+    preserve: set[int] = field(default_factory=set)  # special tokens rendered as text (reasoning markers)
 
 
 @dataclass
@@ -252,11 +253,11 @@ class Decoder:
             add(lib.llama_sampler_init_dist(r.seed & 0xFFFFFFFF))
         return chain
 
-    def piece(self, token: int) -> bytes:
-        n = self.lib.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
+    def piece(self, token: int, special: bool = False) -> bytes:
+        n = self.lib.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, special)
         if n < 0:
             self._piece = ctypes.create_string_buffer(-n)
-            n = self.lib.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
+            n = self.lib.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, special)
         return self._piece.raw[:n]
 
     # -- one reply -----------------------------------------------------------------------------
@@ -328,7 +329,7 @@ class Decoder:
                     if lookup is not None:
                         lookup.extend((token,))
                     before = len(text)
-                    text += decoder.decode(self.piece(token))
+                    text += decoder.decode(self.piece(token, token in r.preserve))
                     cut = _find_stop(text, r.stops, max(0, before - longest_stop))
                     if cut is not None:
                         text, done = text[:cut], True
@@ -340,7 +341,7 @@ class Decoder:
                             completion.append(f)
                             if lookup is not None:
                                 lookup.extend((f,))
-                            text += decoder.decode(self.piece(f))
+                            text += decoder.decode(self.piece(f, f in r.preserve))
                         self._decode(pending + forced[:-1])
                         pending = [forced[-1]]
                     safe = len(text) - _partial_stop_len(text, r.stops)

@@ -44,6 +44,7 @@ class Host:
         self._decoded = False  # has this process decoded a token yet (the CPU-build fallback's window)
         self._dec: Any = None  # the decode loop of the loaded model (app.core.engine.decode)
         self._tuner: Any = None  # prompt lookup on or off for the loaded model (engine.speculation.Tuner)
+        self._preserve: tuple[tuple[tuple[str, str], ...], set[int]] | None = None  # reasoning markers rendered as text
         self._speed_key = ""  # what the loaded model's speed depends on besides its file
         self.draft: Any = None  # the draft model of speculative decoding (engine.decode.DraftModel), or None
         self.kv: Any = None  # saved KV caches of the loaded model (app.core.engine.kvstore), or None
@@ -133,6 +134,7 @@ class Host:
             raise RuntimeError(explain_load_failure(path, exc)) from None
         self.llm, self.path = llm, path
         self._tuner = None
+        self._preserve = None
         build = (cpu_variants.active() or cpu_variants.baseline()).name
         self._speed_key = f"{build} gpu_layers={kwargs['n_gpu_layers']} flash_attn={kwargs['flash_attn']}"
         from app.core.engine.kvstore import KVStore
@@ -160,6 +162,7 @@ class Host:
                 "template_name": self.fmt.name,
                 "template_note": self.fmt.note,
                 "template_tools": self.fmt.tools_in_template,
+                "reasoning": self.fmt.reasoning.to_dict(),
                 "draft_model": msg["draft"]["path"] if msg.get("draft") else None,
                 "load_seconds": time.perf_counter() - t0,
                 "params": params,
@@ -212,27 +215,29 @@ class Host:
             raise RuntimeError("no model is loaded")
         return self.llm
 
-    def _fit(self, messages: list[dict[str, str]], reserve: int, *, tools: list[dict[str, Any]] | None = None,
-             trim: bool = True, prompt: str | None = None) -> tuple[list[int], list[str], int]:
+    def _fit(self, messages: list[dict[str, Any]], reserve: int, *, tools: list[dict[str, Any]] | None = None,
+             trim: bool = True, prompt: str | None = None,
+             variables: dict[str, Any] | None = None) -> tuple[list[int], list[str], int, str]:
         """Tokens of the prompt, dropping the oldest turns (never the system prompt) to leave
-        ``reserve`` tokens for the reply. Returns tokens, stop strings, messages dropped.
-        ``tools`` go to the template; ``trim=False`` refuses a prompt that does not fit
-        (ContextOverflow) instead of dropping turns; ``prompt``: raw text, no template."""
+        ``reserve`` tokens for the reply. Returns tokens, stop strings, messages dropped and the
+        prompt's text. ``tools`` and ``variables`` go to the template; ``trim=False`` refuses a
+        prompt that does not fit (ContextOverflow) instead of dropping turns; ``prompt``: raw
+        text, no template."""
         llm = self._require_model()
         n_ctx = usable_ctx(llm)
         if prompt is not None:
             tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
             if len(tokens) + reserve > n_ctx:
                 raise ContextOverflow(len(tokens), reserve, n_ctx)
-            return tokens, [], 0
+            return tokens, [], 0, prompt
         msgs = list(messages)
         dropped = 0
         while True:
             with render_limit(TEMPLATE_S, self.cancelled):
-                formatted = self.fmt.render(msgs, tools) if tools else self.fmt.render(msgs)
+                formatted = self.fmt.render(msgs, tools or None, variables or None)
             tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=formatted.add_bos, special=True)
             if len(tokens) + reserve <= n_ctx:
-                return tokens, formatted.stop, dropped
+                return tokens, formatted.stop, dropped, formatted.prompt
             if not trim:
                 raise ContextOverflow(len(tokens), reserve, n_ctx)
             first = next((i for i, m in enumerate(msgs) if m["role"] != "system"), None)
@@ -286,6 +291,7 @@ class Host:
 
     def _chat(self, llm: Any, llama_cpp: Any, rid: Any, msg: dict[str, Any]) -> None:
         from app.core.engine.decode import Request
+        from app.core.engine.thinking import ReplyThinking, template_variables
 
         sp = SamplingParams.from_dict(msg.get("sampling", {}))
         n_ctx = usable_ctx(llm)
@@ -293,9 +299,14 @@ class Host:
         trim = msg.get("trim", True)
         if not trim:  # the API: the prompt and max_tokens must fit as they are
             reserve = sp.max_tokens or 1
-        tokens, stops, dropped = self._fit(msg.get("messages") or [], max(reserve, 1), tools=msg.get("tools"), trim=trim,
-                                           prompt=msg.get("prompt"))
+        options = msg.get("thinking") or {}  # enabled (None: the template's default), budget, effort, tags
+        messages = self._past_reasoning(msg.get("messages") or [])
+        tokens, stops, dropped, prompt = self._fit(messages, max(reserve, 1), tools=msg.get("tools"), trim=trim,
+                                                   prompt=msg.get("prompt"),
+                                                   variables=template_variables(self.fmt.reasoning, options))
         stops = stops + [s for s in msg.get("stop") or [] if s]
+        thinking = ReplyThinking(self.fmt.reasoning, options, prompt, self._tokenize_special, grammar=bool(msg.get("grammar")))
+        tokens = tokens + thinking.prefill
         decoder = self._decoder(llm)
         restored = 0
         if self.kv is not None:  # an old conversation, or one from before a restart: its saved cache
@@ -324,12 +335,14 @@ class Host:
             grammar=msg.get("grammar"), max_tokens=sp.max_tokens, stops=stops,
             lookup=lookup,
             draft=self.draft if msg.get("draft_tokens") and self.draft is not None else None,
+            on_token=thinking.on_token, preserve=self._preserved(thinking.pairs),
         )
-        out = _Batcher(lambda text: self.emit("token", id=rid, text=text))
+        out = _Batcher(lambda text, reasoning: self.emit("token", id=rid, text=text, **({"reasoning": reasoning} if reasoning else {})))
         try:
-            result = decoder.generate(request, out.add)
+            result = decoder.generate(request, lambda text: out.add(thinking.feed(text)))
         finally:
             self._dirty = True
+        out.add(thinking.finish())
         out.flush()
         speculation = ""
         if tuner is not None:
@@ -339,7 +352,10 @@ class Host:
             "done",
             id=rid,
             reply={
-                "text": result.text,
+                "text": thinking.answer,
+                "reasoning": thinking.reasoning.strip(),
+                "reasoning_tokens": thinking.reasoning_tokens,
+                "thought_s": round(thinking.thought_s, 3),
                 "finish_reason": result.finish,
                 "prompt_tokens": result.prompt_tokens,
                 "cached_tokens": result.cached_tokens,
@@ -352,6 +368,30 @@ class Host:
                 "speculation": speculation,
             },
         )
+
+    def _tokenize_special(self, text: str) -> list[int]:
+        return list(self._require_model().tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _preserved(self, pairs: list[tuple[str, str]]) -> set[int]:
+        """The reasoning markers that are one token each, rendered as text (engine.thinking)."""
+        from app.core.engine.thinking import preserved_tokens
+
+        key = tuple(pairs)
+        if self._preserve is None or self._preserve[0] != key:
+            self._preserve = (key, preserved_tokens(self._tokenize_special, pairs))
+        return self._preserve[1]
+
+    def _past_reasoning(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Earlier turns' reasoning goes to the template as ``reasoning_content`` (``thinking`` for
+        harmony), which passes it back or drops it by its own rule; a template that knows neither
+        never sees it."""
+        harmony = self.fmt is not None and self.fmt.reasoning.harmony
+        out = []
+        for m in messages:
+            if m.get("reasoning_content") and harmony:
+                m = {**m, "thinking": m["reasoning_content"]}
+            out.append(m)
+        return out
 
     def _speculation(self) -> Any:
         """The prompt-lookup tuner of the loaded model (engine.speculation), made on first use."""
@@ -409,13 +449,18 @@ class _Batcher:
     FLUSH_S = 0.02
 
     def __init__(self, send_text: Any) -> None:
-        self.send_text = send_text
+        self.send_text = send_text  # (answer text, reasoning text)
         self.parts: list[str] = []
+        self.thoughts: list[str] = []
         self.last = 0.0
         self.first = True
 
-    def add(self, text: str) -> None:
-        self.parts.append(text)
+    def add(self, part: Any) -> None:
+        """A reply's new text split into reasoning and answer (engine.reasoning.Split)."""
+        if not (part.answer or part.reasoning):
+            return
+        self.parts.append(part.answer)
+        self.thoughts.append(part.reasoning)
         now = time.perf_counter()
         if self.first or now - self.last >= self.FLUSH_S:
             self.flush()
@@ -424,8 +469,9 @@ class _Batcher:
 
     def flush(self) -> None:
         if self.parts:
-            self.send_text("".join(self.parts))
+            self.send_text("".join(self.parts), "".join(self.thoughts))
             self.parts.clear()
+            self.thoughts.clear()
 
 
 @contextlib.contextmanager

@@ -61,6 +61,8 @@ class ModelInfo:
     params: dict[str, Any] = field(default_factory=dict)
     draft_model: str | None = None  # the draft model of speculative decoding, when one is loaded
     template_tools: bool = False  # the model's template renders the ``tools`` of a request itself
+    # what the template offers for thinking (engine.thinking.TemplateReasoning): reasons, switch, harmony, effort
+    reasoning: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
@@ -80,13 +82,16 @@ class Reply:
     drafted_tokens: int = 0  # speculative decoding: tokens proposed by the draft
     accepted_tokens: int = 0  # ... and accepted by the model (each saved one decode step)
     speculation: str = ""  # with lookup "auto": where the per-model measurement of prompt lookup stands
+    reasoning: str = ""  # the reasoning before the answer (``text`` is the answer only), tags removed
+    reasoning_tokens: int = 0
+    thought_s: float = 0.0  # how long the reasoning streamed
 
     @property
     def evaluated_prompt_tokens(self) -> int:
         return self.prompt_tokens - self.cached_tokens
 
     def stats(self) -> dict[str, Any]:
-        return asdict(self) | {"text": None}
+        return {k: v for k, v in asdict(self).items() if k not in ("text", "reasoning")}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Reply":

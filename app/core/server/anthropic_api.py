@@ -49,6 +49,7 @@ def messages_job(svc: Service, f: P.Fields) -> ChatJob:
         if not isinstance(content, list):
             raise P.bad(m.name("content"), "must be a string or a list of content blocks")
         text: list[str] = []
+        thoughts: list[str] = []
         calls: list[dict[str, Any]] = []
         for j, block in enumerate(content):
             where = f"{m.name('content')}[{j}]"
@@ -62,12 +63,16 @@ def messages_job(svc: Service, f: P.Fields) -> ChatJob:
                 result = block.get("content", "")
                 out.append({"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")),
                             "content": result if isinstance(result, str) else _blocks_text(result, f"{where}.content")})
+            elif kind == "thinking" and role == "assistant":  # goes to the template, which keeps or drops it
+                thoughts.append(str(block.get("thinking", "")))
             elif kind in ("thinking", "redacted_thinking"):
                 continue
             else:
                 raise P.bad(where, f"'{kind}' content is not supported here: QuantDesk's API serves text and tool use")
         if text or calls or role == "assistant":
             msg: dict[str, Any] = {"role": role, "content": "".join(text)}
+            if thoughts:
+                msg["reasoning_content"] = "".join(thoughts)
             if calls:
                 msg["tool_calls"] = calls
             out.append(msg)
@@ -93,12 +98,14 @@ def messages_job(svc: Service, f: P.Fields) -> ChatJob:
         else:
             choice = P.ToolChoice(kind if tools else "none")
     sampling = P.sampling(f, max_key=("max_tokens",), openai=False)
-    return ChatJob(model=model, messages=out, sampling=sampling, stop=P.stop_list(f, "stop_sequences"),
+    return ChatJob(model=model, messages=out, sampling=sampling, stop=P.stop_list(f, "stop_sequences"), thinking=P.anthropic_thinking(f),
                    tools=tools, tool_choice=choice)
 
 
 def _content(out: Outcome) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": out.content}] if out.content or not out.tool_calls else []
+    blocks: list[dict[str, Any]] = [{"type": "thinking", "thinking": out.reasoning, "signature": ""}] if out.reasoning else []
+    if out.content or not out.tool_calls:
+        blocks.append({"type": "text", "text": out.content})
     for call in out.tool_calls:
         blocks.append({"type": "tool_use", "id": "toolu_" + call.id.removeprefix("call_"), "name": call.name, "input": call.input()})
     return blocks
@@ -138,7 +145,7 @@ def _event(name: str, data: dict[str, Any]) -> dict[str, Any]:
 async def _stream(request: Request, run: ChatRun, mid: str) -> AsyncIterator[dict[str, Any]]:
     t0, job = time.perf_counter(), run.job
     try:
-        index, text_open = 0, False
+        index, text_open, thinking_open = 0, False, False
         async for kind, value in run.deltas():
             if kind == "start":
                 yield _event("message_start", {"message": {
@@ -146,13 +153,27 @@ async def _stream(request: Request, run: ChatRun, mid: str) -> AsyncIterator[dic
                     "stop_reason": None, "stop_sequence": None,
                     "usage": _usage(None, value.get("prompt_tokens", 0), value.get("cached_tokens", 0))}})
                 yield _event("ping", {})
+            elif kind == "reasoning":
+                if text_open:  # a later block of reasoning after some answer
+                    yield _event("content_block_stop", {"index": index})
+                    index, text_open = index + 1, False
+                if not thinking_open:
+                    yield _event("content_block_start", {"index": index, "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+                    thinking_open = True
+                yield _event("content_block_delta", {"index": index, "delta": {"type": "thinking_delta", "thinking": value}})
             elif kind == "text":
+                if thinking_open:  # the answer began: the thinking block ends
+                    yield _event("content_block_stop", {"index": index})
+                    index, thinking_open = index + 1, False
                 if not text_open:
                     yield _event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
                     text_open = True
                 yield _event("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": value}})
             elif kind == "done":
                 out: Outcome = value
+                if thinking_open:
+                    yield _event("content_block_stop", {"index": index})
+                    index += 1
                 if text_open:
                     yield _event("content_block_stop", {"index": index})
                     index += 1

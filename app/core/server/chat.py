@@ -32,6 +32,7 @@ class ChatJob:
     tools: list[dict[str, Any]] = field(default_factory=list)
     tool_choice: ToolChoice = ToolChoice("none")
     prompt: str | None = None  # /v1/completions: raw text, no template
+    thinking: dict[str, Any] | None = None  # enabled, budget, effort; None: the model's saved setting
 
 
 @dataclass
@@ -40,6 +41,10 @@ class Outcome:
     tool_calls: list[toolcalls.ToolCall]
     finish_reason: str  # OpenAI's: stop, length, tool_calls
     reply: Reply
+
+    @property
+    def reasoning(self) -> str:
+        return self.reply.reasoning
 
     @property
     def usage(self) -> dict[str, Any]:
@@ -134,7 +139,9 @@ class ChatRun:
             schema = toolcalls.call_schema(tools, job.tool_choice.name if job.tool_choice.mode == "function" else None)
         options: dict[str, Any] = {"stop": job.stop or None, "json_schema": schema, "trim": False,
                                    "logit_bias": job.logit_bias or None, "tools": tools if in_template and tools else None,
-                                   "prompt": job.prompt}
+                                   "prompt": job.prompt,
+                                   # a raw prompt is completed as it is: nothing is split off as reasoning
+                                   "thinking": {"split": False} if job.prompt is not None else job.thinking}
         return messages, options
 
     async def _next(self) -> dict[str, Any] | None:
@@ -162,6 +169,8 @@ class ChatRun:
             elif kind == "token":
                 if self.ttft_s is None:
                     self.ttft_s = time.perf_counter() - self.started
+                if event.get("reasoning"):
+                    yield "reasoning", event["reasoning"]
                 parts.append(event["text"])
                 out = "" if self.forced else filt.feed(event["text"]) if filt is not None else event["text"]
                 if out:

@@ -56,7 +56,7 @@ def chat_job(svc: Service, f: P.Fields) -> ChatJob:
     tools = P.openai_tools(f)
     choice = P.openai_tool_choice(f, tools)
     return ChatJob(model=model, messages=messages, sampling=P.sampling(f), stop=P.stop_list(f), logit_bias=P.logit_bias(f),
-                   json_schema=P.response_schema(f), tools=tools, tool_choice=choice)
+                   json_schema=P.response_schema(f), tools=tools, tool_choice=choice, thinking=P.openai_thinking(f))
 
 
 def stream_options(f: P.Fields, stream: bool) -> bool:
@@ -107,6 +107,8 @@ def note_run(request: Request, run: ChatRun) -> None:
 
 def _message(out: Outcome) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": "assistant", "content": out.content if out.content or not out.tool_calls else None}
+    if out.reasoning:  # as llama-server, LM Studio and DeepSeek's API give it
+        msg["reasoning_content"] = out.reasoning
     if out.tool_calls:
         msg["tool_calls"] = [c.to_openai() for c in out.tool_calls]
     return msg
@@ -151,6 +153,8 @@ async def _chat_stream(request: Request, run: ChatRun, cid: str, created: int,
                 yield {"data": _chunk(cid, created, job.model.id, {"role": "assistant", "content": ""})}
             elif kind == "text":
                 yield {"data": _chunk(cid, created, job.model.id, {"content": value})}
+            elif kind == "reasoning":
+                yield {"data": _chunk(cid, created, job.model.id, {"reasoning_content": value})}
             elif kind == "done":
                 out: Outcome = value
                 if out.tool_calls:

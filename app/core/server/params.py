@@ -171,12 +171,48 @@ def chat_messages(f: Fields) -> list[dict[str, Any]]:
                     raise bad(fn.name("arguments"), "must be a JSON object (as text)") from None
                 msg["tool_calls"].append({"id": c.get("id", "string", ""), "type": "function",
                                           "function": {"name": name, "arguments": parsed}})
+        if role == "assistant" and m.data.get("reasoning_content"):  # the reasoning of an earlier reply
+            msg["reasoning_content"] = m.get("reasoning_content", "string")
         if role in ("tool", "function"):
             msg["tool_call_id"] = m.get("tool_call_id", "string", "")
             if m.data.get("name"):
                 msg["name"] = m.get("name", "string")
         out.append(msg)
     return out
+
+
+EFFORTS = ("none", "minimal", "low", "medium", "high")
+
+
+def openai_thinking(f: Fields) -> dict[str, Any] | None:
+    """Thinking options from an OpenAI request: ``reasoning_effort`` ("none" turns thinking off)
+    and llama-server's ``chat_template_kwargs.enable_thinking``; None: the model's saved setting."""
+    out: dict[str, Any] = {}
+    effort = f.get("reasoning_effort", "string", choices=EFFORTS)
+    if effort is not None:
+        out["enabled"] = effort != "none"
+        if effort in ("low", "medium", "high"):
+            out["effort"] = effort
+        elif effort == "minimal":
+            out["effort"] = "low"
+    if f.data.get("chat_template_kwargs") is not None:
+        kwargs = f.sub("chat_template_kwargs")
+        enabled = kwargs.get("enable_thinking", "boolean")
+        if enabled is not None:
+            out["enabled"] = enabled
+    return out or None
+
+
+def anthropic_thinking(f: Fields) -> dict[str, Any] | None:
+    """``thinking: {"type": "enabled", "budget_tokens": N}`` or ``{"type": "disabled"}``."""
+    if f.data.get("thinking") is None:
+        return None
+    t = f.sub("thinking")
+    kind = t.get("type", "string", required=True, choices=("enabled", "disabled", "adaptive"))
+    if kind == "disabled":
+        return {"enabled": False}
+    budget = t.get("budget_tokens", "integer", lo=0)
+    return {"enabled": True, **({"budget": budget} if budget is not None else {})}
 
 
 def openai_tools(f: Fields) -> list[dict[str, Any]]:

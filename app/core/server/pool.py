@@ -54,10 +54,43 @@ class Slot:
     waiters: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
     last_used: float = 0.0
     generation: "Generation | None" = None
+    shared: bool = False  # served on the chat window's engine (SharedEngine), not one of the pool's
 
     @property
     def loaded(self) -> bool:
         return self.client is not None and self.info is not None
+
+
+class SharedEngine:
+    """The chat window's engine, lent to the in-app server: the model the window has loaded is
+    served on it (never loaded a second time), and the memory it holds is kept out of the server's
+    budget. The window's model can change at any time; the pool looks at each turn."""
+
+    def __init__(self, client: EngineClient) -> None:
+        self.client = client
+        self._bytes: tuple[str, int, int] | None = None  # (path, GPU, CPU) of the last estimate
+
+    def loaded(self) -> tuple[Path, ModelInfo] | None:
+        info = self.client.model
+        if info is None or not self.client.alive:
+            return None
+        return Path(info.path), info
+
+    def memory(self) -> tuple[int, int]:
+        """GPU and CPU bytes the window's model holds (the planner's estimate for its parameters)."""
+        now = self.loaded()
+        if now is None:
+            return 0, 0
+        path, info = now
+        if self._bytes is None or self._bytes[0] != str(path):
+            known = {k: v for k, v in info.params.items() if k in LoadParams.__dataclass_fields__ and k != "reasons"}
+            try:
+                m = memory.estimate(read_header(path), LoadParams(**known), gpu_offload=self.client.gpu_offload)
+                self._bytes = (str(path), m.gpu_bytes, m.cpu_bytes)
+            except (QuantDeskError, OSError, TypeError) as exc:
+                log.info("the window's model: no estimate (%s)", exc)
+                self._bytes = (str(path), 0, 0)
+        return self._bytes[1], self._bytes[2]
 
 
 @dataclass(frozen=True)
@@ -74,10 +107,14 @@ class PoolOptions:
 class ModelPool:
     """Owned by one event loop (the server's); engine work runs in threads."""
 
-    def __init__(self, options: PoolOptions | None = None, *, hw: hardware.Hardware | None = None) -> None:
+    def __init__(self, options: PoolOptions | None = None, *, hw: hardware.Hardware | None = None,
+                 shared: SharedEngine | None = None) -> None:
         self.options = options or PoolOptions()
         hw = hw or hardware.detect()
         self.budget = memory.budget(hw, self.options.gpu_mem, self.options.ram)
+        self.shared = shared
+        # the window's model when the free memory was measured: already outside the budget
+        self._shared_at_start = shared.memory() if shared is not None else (0, 0)
         self._slots: dict[Path, Slot] = {}
         self._draining: set[Path] = set()  # busy models a load waits for: their next turn waits until it is done
         self._load_lock: asyncio.Lock | None = None
@@ -95,6 +132,10 @@ class ModelPool:
             self._released = asyncio.Event()
 
     def loaded(self) -> list[Slot]:
+        now = self.shared.loaded() if self.shared is not None else None
+        for s in self._slots.values():  # the window moved to another model: that slot is no longer loaded
+            if s.shared and (now is None or now[0] != s.model.path) and not s.busy:
+                s.client, s.info, s.shared = None, None, False
         return [s for s in self._slots.values() if s.loaded]
 
     def status(self) -> list[dict[str, Any]]:
@@ -153,8 +194,39 @@ class ModelPool:
         return False
 
     # -- loading ---------------------------------------------------------------------------------
+    def _shared_now(self) -> tuple[int, int]:
+        """What the window's model holds beyond what it held when the budget was measured."""
+        if self.shared is None:
+            return 0, 0
+        gpu, cpu = self.shared.memory()
+        return gpu - self._shared_at_start[0], cpu - self._shared_at_start[1]
+
+    async def _use_shared(self, slot: Slot) -> bool:
+        """Serve ``slot`` on the window's engine when the window has its model loaded (the pool's
+        own copy, if any, is unloaded: never two copies); let go of the window's engine when the
+        window has moved to another model. True when the slot is served by the window's engine."""
+        if self.shared is None:
+            return False
+        now = self.shared.loaded()
+        if slot.shared and (now is None or now[0] != slot.model.path):
+            slot.client, slot.info, slot.shared = None, None, False
+        if now is not None and now[0] == slot.model.path and slot.model.kind != EMBEDDING:
+            if slot.loaded and not slot.shared:
+                await self._unload(slot, why="(the chat window has it loaded: served on the window's engine)")
+            slot.client, slot.info, slot.shared = self.shared.client, now[1], True
+            slot.gpu_bytes = slot.cpu_bytes = 0
+            return True
+        return False
+
+    async def drop_copy(self, path: Path) -> None:
+        """The window is about to load ``path``: unload the pool's own idle copy first (a busy one
+        goes when its turn ends: its next turn finds the window's)."""
+        slot = self._slots.get(path)
+        if slot is not None and slot.loaded and not slot.shared and not slot.busy:
+            await self._unload(slot, why="(the chat window is loading it)")
+
     async def _ensure_loaded(self, slot: Slot) -> None:
-        if slot.loaded:
+        if await self._use_shared(slot) or slot.loaded:
             return
         assert self._load_lock is not None and self._released is not None
         async with self._load_lock:
@@ -213,8 +285,9 @@ class ModelPool:
         leave, and the memory they take (GPU, CPU)."""
         used_gpu = sum(s.gpu_bytes for s in self.loaded())
         used_cpu = sum(s.cpu_bytes for s in self.loaded())
-        gpu = self.budget.gpu - (0 if whole else used_gpu)
-        cpu = self.budget.cpu - (0 if whole else used_cpu)
+        window_gpu, window_cpu = self._shared_now()
+        gpu = self.budget.gpu - window_gpu - (0 if whole else used_gpu)
+        cpu = self.budget.cpu - window_cpu - (0 if whole else used_cpu)
         try:
             params = plan_load(header, ctx=self.options.ctx, gpu_offload_supported=gpu_offload,
                                gpu_mem=gpu + memory.GPU_MARGIN if gpu > 0 else 0, ram=max(cpu, 0))
@@ -229,13 +302,17 @@ class ModelPool:
         return params, m.gpu_bytes, m.cpu_bytes
 
     def _fits(self, gpu: int, cpu: int) -> bool:
-        used_gpu = sum(s.gpu_bytes for s in self.loaded())
-        used_cpu = sum(s.cpu_bytes for s in self.loaded())
+        window_gpu, window_cpu = self._shared_now()
+        used_gpu = sum(s.gpu_bytes for s in self.loaded()) + window_gpu
+        used_cpu = sum(s.cpu_bytes for s in self.loaded()) + window_cpu
         return used_gpu + gpu <= self.budget.gpu + (memory.GPU_MARGIN if gpu else 0) and used_cpu + cpu <= self.budget.cpu
 
     async def _unload(self, slot: Slot, *, why: str) -> None:
         client, slot.client, slot.info = slot.client, None, None
         slot.gpu_bytes = slot.cpu_bytes = 0
+        if slot.shared:  # the window's engine is the window's: let go of it only
+            slot.shared = False
+            return
         if client is not None:
             await asyncio.to_thread(client.close)
         self.unloads += 1
@@ -260,7 +337,7 @@ class ModelPool:
         self.cancel_all()
         for slot in list(self._slots.values()):
             client, slot.client, slot.info = slot.client, None, None
-            if client is not None:
+            if client is not None and not slot.shared:
                 client.close()
 
 
@@ -281,6 +358,7 @@ class Generation:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.cancelled = threading.Event()
         self.finished = threading.Event()
+        self.request_id: int | None = None  # the engine's id of this reply (a shared engine serves others too)
         self.started = time.perf_counter()
         self.on_finish: list[Callable[[], None]] = []
 
@@ -297,9 +375,12 @@ class Generation:
         client = self.slot.client
         try:
             assert client is not None
-            for event in client.stream(self.messages, self.sampling, **self.options):
+            shared: dict[str, Any] = {"expect_model": str(self.slot.model.path)} if self.slot.shared else {}
+            for event in client.stream(self.messages, self.sampling, **self.options, **shared):
+                if self.request_id is None:
+                    self.request_id = event.get("id")
                 if self.cancelled.is_set():
-                    client.cancel()  # again: a cancel that came before the request had its id is lost
+                    client.cancel(self.request_id)  # again: a cancel that came before the request had its id is lost
                 self._put(event)
         except BaseException as exc:  # delivered to the request's handler
             self._put(exc)
@@ -316,8 +397,8 @@ class Generation:
         if not self.finished.is_set():
             self.cancelled.set()
             client = self.slot.client
-            if client is not None:
-                client.cancel()
+            if client is not None and self.request_id is not None:  # not yet running: cancelled at its first event
+                client.cancel(self.request_id)
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """``start``, ``token`` ... and ``done`` events; an engine error is raised here."""

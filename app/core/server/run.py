@@ -64,11 +64,12 @@ class ApiServer:
     """One API server: ``run()`` in the foreground, or ``start()`` / ``stop()`` on a thread."""
 
     def __init__(self, config: ServerConfig, *, library: Library | None = None, log_path: Path | None = None,
-                 engine_env: dict[str, str] | None = None, on_started: Callable[["ApiServer"], None] | None = None) -> None:
+                 engine_env: dict[str, str] | None = None, on_started: Callable[["ApiServer"], None] | None = None,
+                 shared: Any = None) -> None:
         self.config = config
         self.sock = bind(config.host, config.port)
         self.port = int(self.sock.getsockname()[1])
-        self.service = Service.create(config, library=library, log_path=log_path, engine_env=engine_env)
+        self.service = Service.create(config, library=library, log_path=log_path, engine_env=engine_env, shared=shared)
         self.started = threading.Event()
         self._on_started = on_started
         self._server: Any = None
@@ -126,6 +127,17 @@ class ApiServer:
 
         self._thread = threading.Thread(target=work, name="api-server", daemon=True)
         self._thread.start()
+
+    def drop_copy(self, path: str | Path, timeout: float = 30.0) -> None:
+        """The chat window is about to load ``path``: the server's own idle copy goes first (from
+        any thread but the server's)."""
+        loop = self.service.pool._loop
+        if loop is None or loop.is_closed():
+            return  # nothing was loaded yet
+        try:
+            asyncio.run_coroutine_threadsafe(self.service.pool.drop_copy(Path(path)), loop).result(timeout)
+        except Exception as exc:  # a load must not fail for it: the planner sees the memory that is free
+            log.info("the server kept its copy of %s: %s", path, exc)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the generations and the server, then every engine process (blocking)."""

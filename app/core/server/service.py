@@ -131,11 +131,12 @@ class Service:
 
     @classmethod
     def create(cls, config: ServerConfig, *, library: Library | None = None, log_path: Path | None = None,
-               engine_env: dict[str, str] | None = None) -> "Service":
+               engine_env: dict[str, str] | None = None, shared: Any = None) -> "Service":
+        """``shared``: the chat window's engine (pool.SharedEngine) when the server runs in the app."""
         catalog = ModelCatalog(library or Library(), list(config.models) if config.models is not None else None)
         catalog.refresh()
         pool = ModelPool(PoolOptions(ctx=config.ctx, gpu_mem=config.gpu_mem, ram=config.ram, queue=config.queue,
-                                     threads=config.threads, log_path=log_path, engine_env=engine_env))
+                                     threads=config.threads, log_path=log_path, engine_env=engine_env), shared=shared)
         return cls(config, catalog, pool)
 
     def model(self, name: Any, *, kind: str | None = CHAT, param: str = "model") -> ServedModel:

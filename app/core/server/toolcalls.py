@@ -8,7 +8,9 @@ of most families follow. The reply is parsed for the common formats:
 - Mistral: ``[TOOL_CALLS][{"name": ..., "arguments": {...}}]`` or ``[TOOL_CALLS]name[ARGS]{...}``;
 - Llama 3.x: the whole reply is ``{"name": ..., "parameters": {...}}`` (after ``<|python_tag|>``),
   several separated by ``;``; also a bare JSON list of calls (Mistral's marker is a control token
-  the engine does not print).
+  the engine does not print);
+- gpt-oss (harmony): ``<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>{...}``,
+  as the engine's reasoning splitter (engine.reasoning) keeps it in the answer.
 
 A call names one of the request's tools, or the text is left as content. A ``tool_choice`` that
 names a function, or ``required``, is enforced by a grammar (the JSON schemas below).
@@ -24,7 +26,9 @@ from typing import Any
 
 HERMES = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 MISTRAL_ARGS = re.compile(r"\[TOOL_CALLS\]\s*([A-Za-z0-9_.\-]+)\s*\[ARGS\]", re.DOTALL)
-MARKERS = ("<tool_call>", "[TOOL_CALLS]", "<|python_tag|>")
+HARMONY = re.compile(r"<\|channel\|>[^<]*?\bto=functions\.([A-Za-z0-9_.\-]+)[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>(.*?)"
+                     r"(?=<\|call\|>|<\|channel\|>|$)", re.DOTALL)
+MARKERS = ("<tool_call>", "[TOOL_CALLS]", "<|python_tag|>", "<|channel|>")
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,15 @@ def _json_prefix(text: str) -> tuple[Any, str] | None:
 def parse(text: str, tools: list[dict[str, Any]]) -> tuple[str, list[ToolCall]]:
     """Split a reply into its content and tool calls (no calls: the text unchanged)."""
     names = set(tool_names(tools))
+    if "<|channel|>" in text and HARMONY.search(text):
+        calls = []
+        for name, body in HARMONY.findall(text):
+            found = _json_prefix(body.strip())
+            call = _call({"name": name, "arguments": found[0]}, names) if found else None
+            if call is None:
+                return text, []
+            calls.append(call)
+        return text[:text.index("<|channel|>")].strip(), calls
     if "<tool_call>" in text:
         calls = []
         for block in HERMES.findall(text):

@@ -43,6 +43,7 @@ class ChatPage(QWidget):
         self.model: ModelInfo | None = None
         self.turn: ReplyTurn | None = None  # the assistant reply being written
         self._painted = ""
+        self._painted_thought = 0  # how much of the streaming reply's reasoning is painted
         self.editing_id: int | None = None
         self.last_deleted: int | None = None
 
@@ -94,6 +95,7 @@ class ChatPage(QWidget):
         self.settings_panel.changed.connect(self._on_settings_changed)
         bridge.reply_started.connect(self._on_started)
         bridge.token_received.connect(self._on_token)
+        bridge.reasoning_received.connect(self._on_reasoning)
         bridge.reply_finished.connect(self._on_finished)
         bridge.reply_failed.connect(self._on_failed)
         bridge.tokens_counted.connect(self._on_counted)
@@ -160,6 +162,7 @@ class ChatPage(QWidget):
     # -- model ----------------------------------------------------------------------------------
     def set_model(self, info: ModelInfo | None) -> None:
         self.model = info
+        self.settings_panel.thinking.show_model(info.path if info else None, info.reasoning if info else None)
         if info is None:
             self.template_label.setText("")
             self.context_meter.setFormat("context: no model loaded")
@@ -258,13 +261,17 @@ class ChatPage(QWidget):
         if self.turn is not None:
             self.turn.add(text)  # saved by the turn every SAVE_INTERVAL_S
 
+    def _on_reasoning(self, text: str) -> None:
+        if self.turn is not None:
+            self.turn.add("", text)
+
     def _paint(self) -> None:
-        if self.turn is None or self.turn.text == self._painted:
+        if self.turn is None or (self.turn.text, len(self.turn.reasoning)) == (self._painted, self._painted_thought):
             return
-        self._painted = self.turn.text
+        self._painted, self._painted_thought = self.turn.text, len(self.turn.reasoning)
         widget = self.messages.widget_for(self.turn.message_id)
         if widget is not None:
-            widget.set_text(self._painted)
+            widget.set_text(self._painted, self.turn.reasoning)
 
     def _end_stream(self, message: chats.Message | None) -> None:
         self.paint_timer.stop()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLineEdit,
     QListWidget,
@@ -19,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core import settings as app_settings
 from app.core.chat.store import Conversation
 from app.core.engine.protocol import PRESETS, SamplingParams
 from app.ui.safe_text import plain_label, rich_label
@@ -138,6 +144,8 @@ class ConversationSettings(QWidget):
         ):
             form.addRow(label, widget)
         layout.addLayout(form)
+        self.thinking = ThinkingOptions()
+        layout.addWidget(self.thinking)
         layout.addStretch(1)
 
     def _double(self, lo: float, hi: float, step: float) -> QDoubleSpinBox:
@@ -205,6 +213,53 @@ class ConversationSettings(QWidget):
     def _emit(self) -> None:
         if not self._loading:
             self.changed.emit(self.system.toPlainText(), self.preset.currentText(), self.sampling())
+
+
+class ThinkingOptions(QGroupBox):
+    """Thinking for the loaded model, when its template reasons: on or off, and a budget in
+    tokens. Saved per model file (Settings.thinking); the engine client reads them for each reply."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Thinking (this model)", parent)
+        self.model: str | None = None
+        self._loading = False
+        self.enabled = QCheckBox("Think before answering")
+        self.enabled.setToolTip("Off: the model answers at once (through its template's switch where it has one)")
+        self.budget = QSpinBox()
+        self.budget.setRange(0, 1 << 20)
+        self.budget.setSingleStep(256)
+        self.budget.setSpecialValueText("no limit")
+        self.budget.setSuffix(" tokens")
+        self.budget.setToolTip("Past this many reasoning tokens the thinking is closed and the model answers")
+        form = QFormLayout(self)
+        form.addRow(self.enabled)
+        form.addRow("Budget", self.budget)
+        self.enabled.toggled.connect(self._save)
+        self.budget.valueChanged.connect(self._save)
+        self.hide()
+
+    def show_model(self, path: str | None, reasoning: dict[str, Any] | None) -> None:
+        """The loaded model and what its template offers (ModelInfo.reasoning); hidden for a model
+        that does not reason."""
+        self.model = path
+        self.setVisible(bool(path and reasoning and reasoning.get("reasons")))
+        options = app_settings.thinking_for(path)
+        self._loading = True
+        try:
+            self.enabled.setChecked(options.get("enabled") is not False)
+            self.budget.setValue(int(options.get("budget") or 0))
+            self.budget.setEnabled(self.enabled.isChecked())
+        finally:
+            self._loading = False
+
+    def _save(self) -> None:
+        self.budget.setEnabled(self.enabled.isChecked())
+        if self._loading or not self.model:
+            return
+        name = Path(self.model).name
+        current = app_settings.load().thinking
+        options = {**current.get(name, {}), "enabled": self.enabled.isChecked(), "budget": self.budget.value() or None}
+        app_settings.update(thinking={**current, name: options})
 
 
 class NoticeBar(QWidget):

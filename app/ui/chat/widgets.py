@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QGuiApplication, QKeyEvent
+from PySide6.QtGui import QGuiApplication, QKeyEvent, QPalette
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSizePolicy,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -80,6 +81,63 @@ class BodyLabel(QLabel):
         return QSize(width, self.heightForWidth(width))
 
 
+class ThoughtSection(QWidget):
+    """A reply's reasoning above its answer: "Thinking…" and open while it streams, collapsed to
+    "Thought for N s" once the answer starts (a click opens it again). Plain text: the reasoning
+    is the model's, untrusted, and not rendered."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.toggle = QToolButton()
+        self.toggle.setCheckable(True)
+        self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.toggle.setAutoRaise(True)
+        self.toggle.toggled.connect(self._set_open)
+        self.text = plain_label()
+        self.text.setWordWrap(True)
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.text.setContentsMargins(14, 0, 0, 0)
+        muted = self.text.palette()  # the theme's placeholder colour: quieter than the answer, light or dark
+        muted.setColor(QPalette.ColorRole.WindowText, muted.color(QPalette.ColorRole.PlaceholderText))
+        self.text.setPalette(muted)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.toggle, 0, Qt.AlignmentFlag.AlignLeft)
+        layout.addWidget(self.text)
+        self._answered = False  # the answer has started: collapse once, then leave it to the user
+        self._set_open(False)
+        self.hide()
+
+    @property
+    def is_open(self) -> bool:
+        return self.toggle.isChecked()
+
+    def _set_open(self, on: bool) -> None:
+        self.toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.text.setVisible(on)
+        if self.toggle.isChecked() != on:
+            self.toggle.setChecked(on)
+
+    def show_for(self, m: chats.Message) -> None:
+        reasoning = m.reasoning.strip()
+        self.setVisible(bool(reasoning))
+        if not reasoning:
+            return
+        if self.text.text() != reasoning:
+            self.text.setText(reasoning)
+        thinking = m.status == chats.STREAMING and not m.content
+        if thinking:
+            self.toggle.setText("Thinking…")
+            self._set_open(True)
+            return
+        seconds = m.stats.get("thought_s")
+        self.toggle.setText(f"Thought for {max(1, round(seconds))} s" if isinstance(seconds, (int, float)) else "Thoughts")
+        if not self._answered:
+            self._answered = True
+            self._set_open(False)
+
+
 class MessageWidget(QFrame):
     copy_requested = Signal(str)
     edit_requested = Signal(int)
@@ -119,6 +177,8 @@ class MessageWidget(QFrame):
             self.regenerate_button.clicked.connect(lambda: self.regenerate_requested.emit(self.message.id))
             header.addWidget(self.regenerate_button)
         layout.addLayout(header)
+        self.thought = ThoughtSection()
+        layout.addWidget(self.thought)
         self.body = QVBoxLayout()
         self.body.setSpacing(2)
         layout.addLayout(self.body)
@@ -127,8 +187,10 @@ class MessageWidget(QFrame):
         layout.addWidget(self.stats_label)
         self.refresh()
 
-    def set_text(self, text: str) -> None:
+    def set_text(self, text: str, reasoning: str | None = None) -> None:
         self.message.content = text
+        if reasoning is not None:
+            self.message.reasoning = reasoning
         self.refresh()
 
     def body_html(self) -> str:
@@ -168,6 +230,7 @@ class MessageWidget(QFrame):
 
     def refresh(self) -> None:
         m = self.message
+        self.thought.show_for(m)
         if m.content != self._rendered_text:
             self._render_body(m.content)
             self._rendered_text = m.content

@@ -19,8 +19,14 @@ log = logging.getLogger(__name__)
 
 
 class ServerSwitch:
-    def __init__(self, window: QMainWindow, runner: TaskRunner, *, on_error: Callable[[BaseException], None]) -> None:
+    def __init__(self, window: QMainWindow, runner: TaskRunner, *, on_error: Callable[[BaseException], None],
+                 bridge: Any = None) -> None:
+        """``bridge``: the window's EngineBridge, whose engine the server shares (the window's
+        model is served on it, never loaded twice)."""
         self.window, self.runner, self.on_error = window, runner, on_error
+        self.bridge = bridge
+        if bridge is not None:
+            bridge.before_load.append(self._before_window_load)
         self.server: Any = None
         self.dispatch: Dispatcher | None = None  # request records, delivered on the GUI thread while serving
         self.requests = 0
@@ -72,7 +78,9 @@ class ServerSwitch:
 
         def make() -> Any:
             config = ServerConfig(host=s.server_host, port=s.server_port, api_key=s.server_api_key or None)
-            server = ApiServer(config)
+            from app.core.server.pool import SharedEngine
+
+            server = ApiServer(config, shared=SharedEngine(self.bridge.client) if self.bridge is not None else None)
             server.service.listeners.append(lambda rec: dispatch.post(lambda: self._on_record(rec)))
             server.start()
             server.started.wait(60)
@@ -102,6 +110,11 @@ class ServerSwitch:
         self.action.setChecked(False)
         self.action.blockSignals(False)
         self.on_error(exc)
+
+    def _before_window_load(self, path: str) -> None:
+        server = self.server
+        if server is not None:
+            server.drop_copy(path)
 
     def stop(self) -> None:
         server, self.server = self.server, None

@@ -37,6 +37,27 @@ def test_old_database_is_migrated_in_place(tmp_path: Path) -> None:
     assert conv.title == "kept" and conv.preset == "Balanced"
 
 
+def test_a_replys_reasoning_is_kept_apart_and_goes_back_as_reasoning_content(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite3"
+    db = sqlite3.connect(path)  # a database from before reasoning was stored (schema 2)
+    for script in chats.MIGRATIONS[:2]:
+        db.executescript(script)
+    db.execute("INSERT INTO conversations (title, created, updated) VALUES ('old', 1, 1)")
+    db.execute("INSERT INTO messages (conversation_id, role, content, created) VALUES (1, 'assistant', 'Hi', 1)")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    store = ChatStore(path)
+    [old] = store.messages(1)
+    assert old.content == "Hi" and old.reasoning == ""
+    store.add_message(1, "user", "Why?")
+    reply = store.add_message(1, "assistant", "")
+    store.update_message(reply.id, content="Because.", reasoning="The user asks why.")
+    assert store.get_message(reply.id).reasoning == "The user asks why."
+    assert store.engine_messages(1)[-1] == {"role": "assistant", "content": "Because.", "reasoning_content": "The user asks why."}
+    assert [c.title for c in store.list_conversations("user asks")] == []  # search hits the answers, not the reasoning
+
+
 def test_newer_database_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     path = tmp_path / "future.sqlite3"
     sqlite3.connect(path).execute("PRAGMA user_version = 999")

@@ -12,6 +12,7 @@ import pytest
 from app.core.engine import SamplingParams
 from app.core.engine.client import EngineClient
 from app.core.engine.host import _Batcher
+from app.core.engine.reasoning import Split
 
 CODE = "".join(f"def f{i}(a, b):\n    return a + b * {i}\n\n" for i in range(6))
 EDIT = [{"role": "user", "content": "Rename the parameter b to y everywhere and return the whole code:\n\n" + CODE}]
@@ -68,11 +69,13 @@ def test_tokens_reach_the_parent_in_time_batches(engine: EngineClient) -> None:
     assert 1 <= len(tokens) <= done.completion_tokens
     # the host's batcher: the first piece at once, then one message per FLUSH_S however fast they come
     sent: list[str] = []
-    batcher = _Batcher(sent.append)
+    thoughts: list[str] = []
+    batcher = _Batcher(lambda text, reasoning: (sent.append(text), thoughts.append(reasoning)))
     for i in range(500):
-        batcher.add(str(i % 10))
+        batcher.add(Split(reasoning="r" if i < 100 else "", answer="" if i < 100 else str(i % 10)))
     batcher.flush()
-    assert sent[0] == "0" and "".join(sent) == "".join(str(i % 10) for i in range(500)) and len(sent) < 50
+    assert thoughts[0] == "r" and "".join(thoughts) == "r" * 100
+    assert "".join(sent) == "".join(str(i % 10) for i in range(100, 500)) and len(sent) < 50
 
 
 def test_prompt_lookup_drafts_from_the_prompt_and_keeps_the_reply(engine: EngineClient) -> None:

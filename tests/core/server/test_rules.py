@@ -31,6 +31,9 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": 
     ('[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Oslo"}}]', "", [("get_weather", {"city": "Oslo"})]),
     ('[TOOL_CALLS]get_weather[ARGS]{"city": "Lima"}', "", [("get_weather", {"city": "Lima"})]),
     ('[{"name": "search", "arguments": "{\\"q\\": \\"z\\"}"}]', "", [("search", {"q": "z"})]),
+    # gpt-oss, as the reasoning splitter leaves it in the answer
+    ('<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city": "Kyiv"}', "",
+     [("get_weather", {"city": "Kyiv"})]),
 ])
 def test_tool_call_formats_are_parsed(text: str, content: str, calls: list[tuple[str, dict[str, object]]]) -> None:
     got_content, got = toolcalls.parse(text, TOOLS)
