@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
@@ -106,6 +107,8 @@ class ThoughtSection(QWidget):
         layout.addWidget(self.toggle, 0, Qt.AlignmentFlag.AlignLeft)
         layout.addWidget(self.text)
         self._answered = False  # the answer has started: collapse once, then leave it to the user
+        self._began = 0.0  # when the reasoning began to stream (monotonic), for the label until the stats come
+        self._took = 0.0
         self._set_open(False)
         self.hide()
 
@@ -128,10 +131,14 @@ class ThoughtSection(QWidget):
             self.text.setText(reasoning)
         thinking = m.status == chats.STREAMING and not m.content
         if thinking:
+            self._began = self._began or time.monotonic()
             self.toggle.setText("Thinking…")
             self._set_open(True)
             return
         seconds = m.stats.get("thought_s")
+        if seconds is None and self._began:  # still streaming the answer: the time seen here
+            self._took = self._took or time.monotonic() - self._began
+            seconds = self._took
         self.toggle.setText(f"Thought for {max(1, round(seconds))} s" if isinstance(seconds, (int, float)) else "Thoughts")
         if not self._answered:
             self._answered = True
