@@ -142,6 +142,10 @@ def test_settings_page_saves_and_applies(qtbot, window: MainWindow, tmp_path: Pa
     dialog.cpu_variant.setCurrentIndex(dialog.cpu_variant.findData(cv.baseline().name))
     assert dialog.speculation.currentData() == "auto"
     dialog.speculation.setCurrentIndex(dialog.speculation.findData("off"))
+    assert (dialog.server_host.text(), dialog.server_port.value(), dialog.server_key.text()) == ("127.0.0.1", 8080, "")
+    dialog.server_host.setText("0.0.0.0")
+    dialog.server_port.setValue(8111)
+    dialog.server_key.setText("sk-local")
     try:
         with qtbot.waitSignal(dialog.saved):
             dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
@@ -150,6 +154,7 @@ def test_settings_page_saves_and_applies(qtbot, window: MainWindow, tmp_path: Pa
         assert s.default_sampling == PRESETS["Precise"].to_dict()
         assert s.cpu_variant == cv.baseline().name  # the engine's next start runs it
         assert s.speculation == "off"  # read by the engine client at each reply
+        assert (s.server_host, s.server_port, s.server_api_key) == ("0.0.0.0", 8111, "sk-local")  # the next server start
         assert cpu_policy.current() == cv.Choice(cv.baseline(), "forced by the setting")
         assert models_dir() == tmp_path / "models here"
         assert QApplication.palette().color(QPalette.ColorRole.Window).lightness() < 100  # dark now

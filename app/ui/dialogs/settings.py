@@ -127,6 +127,24 @@ class SettingsDialog(QDialog):
         box.addWidget(self.chat_defaults)
         layout.addWidget(chats)
 
+        server = QGroupBox("API server (Server → Run API server)")
+        form = QFormLayout(server)
+        self.server_host = QLineEdit(s.server_host)
+        self.server_host.setToolTip("127.0.0.1: this computer only. Any other address needs an API key.")
+        form.addRow("Host", self.server_host)
+        self.server_port = QSpinBox()
+        self.server_port.setRange(0, 65535)
+        self.server_port.setSpecialValueText("any free port")
+        self.server_port.setValue(s.server_port)
+        form.addRow("Port", self.server_port)
+        self.server_key = QLineEdit(s.server_api_key)
+        self.server_key.setEchoMode(QLineEdit.EchoMode.Password)
+        self.server_key.setPlaceholderText("none (needed beyond 127.0.0.1)")
+        form.addRow("API key", self.server_key)
+        form.addRow("", plain_label("Clients send the key as 'Authorization: Bearer KEY' (or 'x-api-key'). "
+                                    "Changes apply when the server next starts."))
+        layout.addWidget(server)
+
         look = QGroupBox("Appearance")
         form = QFormLayout(look)
         self.theme = QComboBox()
@@ -200,6 +218,9 @@ class SettingsDialog(QDialog):
             "default_preset": preset,
             "default_sampling": sampling.to_dict(),
             "theme": self.theme.currentData(),
+            "server_host": self.server_host.text().strip() or "127.0.0.1",
+            "server_port": self.server_port.value(),
+            "server_api_key": self.server_key.text().strip(),
         }
 
     def accept(self) -> None:
