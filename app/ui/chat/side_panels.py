@@ -231,11 +231,17 @@ class ThinkingOptions(QGroupBox):
         self.budget.setSpecialValueText("no limit")
         self.budget.setSuffix(" tokens")
         self.budget.setToolTip("Past this many reasoning tokens the thinking is closed and the model answers")
+        self.effort = QComboBox()  # gpt-oss's reasoning_effort
+        for level in ("default", "low", "medium", "high"):
+            self.effort.addItem(level.capitalize(), None if level == "default" else level)
         form = QFormLayout(self)
         form.addRow(self.enabled)
         form.addRow("Budget", self.budget)
+        form.addRow("Effort", self.effort)
+        self.form = form
         self.enabled.toggled.connect(self._save)
         self.budget.valueChanged.connect(self._save)
+        self.effort.currentIndexChanged.connect(self._save)
         self.hide()
 
     def show_model(self, path: str | None, reasoning: dict[str, Any] | None) -> None:
@@ -249,6 +255,8 @@ class ThinkingOptions(QGroupBox):
             self.enabled.setChecked(options.get("enabled") is not False)
             self.budget.setValue(int(options.get("budget") or 0))
             self.budget.setEnabled(self.enabled.isChecked())
+            self.effort.setCurrentIndex(max(self.effort.findData(options.get("effort")), 0))
+            self.form.setRowVisible(self.effort, bool(reasoning and reasoning.get("effort")))
         finally:
             self._loading = False
 
@@ -258,7 +266,8 @@ class ThinkingOptions(QGroupBox):
             return
         name = Path(self.model).name
         current = app_settings.load().thinking
-        options = {**current.get(name, {}), "enabled": self.enabled.isChecked(), "budget": self.budget.value() or None}
+        options = {**current.get(name, {}), "enabled": self.enabled.isChecked(), "budget": self.budget.value() or None,
+                   "effort": self.effort.currentData()}
         app_settings.update(thinking={**current, name: options})
 
 
