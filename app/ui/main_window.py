@@ -65,6 +65,9 @@ class MainWindow(QMainWindow):
         self.hub_page.download_requested.connect(self.start_download)
         self.hub_page.convert_requested.connect(self.convert_repo)
         self.library_page.open_requested.connect(self.open_in_chat)
+        self.library_page.entries_changed.connect(self.chat.picker.set_entries)
+        self.chat.model_requested.connect(self.load_model)  # the header's picker: the same load path as My models
+        self.chat.discover_requested.connect(lambda: self.pages.setCurrentWidget(self.hub_page))
         self.library_page.quantize_requested.connect(self.quantize_file)
         self.downloads_page.download_ready.connect(self._on_download_ready)
         self.downloads.download_changed.connect(self._on_download_changed)
@@ -263,6 +266,8 @@ class MainWindow(QMainWindow):
         self.chat.set_model(info)
         self.report_job("engine-load", f"Load {Path(info.path).name}", "done", fraction=1.0, detail=info.device)
         self.library.mark_used(info.path)
+        if not self.library_page.entries:  # the chat header's picker lists the library's models
+            self.library_page.refresh()
         try:
             self.settings = app_settings.update(last_model=info.path)  # read-modify-write: never stale keys
         except QuantDeskError as exc:  # a read-only settings folder: say so, keep going

@@ -37,6 +37,7 @@ def _ago(ts: float | None) -> str:
 class LibraryPage(QWidget):
     open_requested = Signal(str)  # path: open in chat
     quantize_requested = Signal(str)  # path
+    entries_changed = Signal(list)  # the models listed (LibraryEntry), after each refresh
 
     def __init__(self, library: Library, runner: TaskRunner, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -121,6 +122,7 @@ class LibraryPage(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(7, QHeaderView.ResizeMode.Stretch)
         self.status.setText(f"{len(entries)} models · {human_bytes(sum(e.size for e in entries))}")
         self._sync_buttons()
+        self.entries_changed.emit(entries)
 
     def selected(self) -> LibraryEntry | None:
         rows = self.table.selectionModel().selectedRows()
