@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import Any
+from typing import Any, TypeVar
 
 os.environ.setdefault("QT_API", "pyside6")  # qtawesome draws through qtpy: the binding the app runs
 
 import qtawesome  # noqa: E402
-from PySide6.QtGui import QGuiApplication, QIcon, QPalette  # noqa: E402
+from PySide6.QtGui import QAction, QGuiApplication, QIcon, QPalette  # noqa: E402
 from PySide6.QtWidgets import QAbstractButton, QTabWidget  # noqa: E402
 
 ICONS = {
@@ -24,7 +24,10 @@ ICONS = {
     "regenerate": "fa5s.redo", "refresh": "fa5s.sync-alt", "open": "fa5s.folder-open", "quantize": "fa5s.compress-arrows-alt",
     "new": "fa5s.plus", "pause": "fa5s.pause", "resume": "fa5s.play", "cancel": "fa5s.times", "search": "fa5s.search",
     "load": "fa5s.sliders-h", "jobs": "fa5s.tasks", "start": "fa5s.play", "link": "fa5s.external-link-alt",
+    "clear": "fa5s.broom",
 }
+
+B = TypeVar("B", bound=QAbstractButton)
 
 _given: "weakref.WeakKeyDictionary[Any, tuple[str, int | None]]" = weakref.WeakKeyDictionary()
 
@@ -36,10 +39,17 @@ def icon(name: str) -> QIcon:
                           color_disabled=palette.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText))
 
 
-def set_icon(button: QAbstractButton, name: str) -> QAbstractButton:
+def set_icon(button: B, name: str) -> B:
+    """Give ``button`` the icon ``name``, redrawn by ``retint`` when the theme changes."""
     button.setIcon(icon(name))
     _given[button] = (name, None)
     return button
+
+
+def set_action_icon(action: QAction, name: str) -> QAction:
+    action.setIcon(icon(name))
+    _given[action] = (name, None)
+    return action
 
 
 def set_tab_icon(tabs: QTabWidget, index: int, name: str) -> None:

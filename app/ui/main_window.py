@@ -23,6 +23,7 @@ from app.ui.chat.page import ChatPage
 from app.ui.desktop import add_desktop_actions
 from app.ui.dialogs.load import LoadDialog
 from app.ui.hub.page import HubPage
+from app.ui.icons import set_action_icon, set_icon, set_tab_icon
 from app.ui.jobs_panel import JobsPanel
 from app.ui.library.page import DownloadsPage, LibraryPage
 from app.ui.messages import Messages, user_text
@@ -58,9 +59,9 @@ class MainWindow(QMainWindow):
         self.downloads_page = DownloadsPage(self.downloads)
         self.pages = QTabWidget()
         self.pages.setDocumentMode(True)
-        for page, title in ((self.chat, "Chat"), (self.hub_page, "Discover"), (self.library_page, "My models"),
-                            (self.downloads_page, "Downloads")):
-            self.pages.addTab(page, title)
+        for page, title, icon_name in ((self.chat, "Chat", "chat"), (self.hub_page, "Discover", "discover"),
+                                       (self.library_page, "My models", "models"), (self.downloads_page, "Downloads", "downloads")):
+            set_tab_icon(self.pages, self.pages.addTab(page, title), icon_name)
         self.setCentralWidget(self.pages)
         self.hub_page.download_requested.connect(self.start_download)
         self.hub_page.convert_requested.connect(self.convert_repo)
@@ -79,6 +80,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self.jobs_label = QPushButton("")  # the compact running-jobs indicator; a click opens the panel
         self.jobs_label.setFlat(True)
+        set_icon(self.jobs_label, "jobs")
         self.jobs_label.setToolTip("Show the jobs panel (Ctrl+J)")
         self.jobs_label.hide()
         self.jobs_label.clicked.connect(self.jobs.show)
@@ -108,6 +110,9 @@ class MainWindow(QMainWindow):
         self.unload_action = QAction("&Unload model", self, triggered=self.bridge.unload_model)
         self.quantize_action = QAction("&Quantize a model…", self, triggered=lambda: self.quantize_source(None))
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
+        set_action_icon(self.open_action, "open")
+        set_action_icon(self.options_action, "load")
+        set_action_icon(self.quantize_action, "quantize")
         file_menu.addActions([self.open_action, self.starter_action, self.options_action, self.unload_action])
         file_menu.addSeparator()
         file_menu.addAction(self.quantize_action)
@@ -204,7 +209,7 @@ class MainWindow(QMainWindow):
             self.jobs.show()
 
     def _on_jobs_changed(self, active: int) -> None:
-        self.jobs_label.setText(f"⟳ {active} job{'s' if active != 1 else ''} running" if active else "")
+        self.jobs_label.setText(f"{active} job{'s' if active != 1 else ''} running" if active else "")
         self.jobs_label.setVisible(bool(active))
 
     def cancel_load(self) -> None:

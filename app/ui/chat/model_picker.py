@@ -58,7 +58,8 @@ class ModelPicker(QWidget):
         self.combo.activated.connect(self._on_activated)
         self.status = plain_label("No model loaded")
         self.status.setObjectName("modelState")
-        self.status.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        # the combo keeps its width; a long state line is cut here (its tooltip holds it all)
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.combo)
@@ -80,8 +81,10 @@ class ModelPicker(QWidget):
     def set_loaded(self, info: ModelInfo) -> None:
         self.state, self.current = LOADED, info.path
         self._fill()
-        self.status.setText(f"Loaded · {fit_text(info)} · {info.device} · context {info.n_ctx:,} tokens")
-        self.status.setToolTip(plain_tooltip(info.path))
+        fit = fit_text(info)
+        where = fit if info.device == "CPU" else f"{fit} · {info.device}"
+        self.status.setText(f"Loaded · {where} · context {info.n_ctx:,}")
+        self.status.setToolTip(plain_tooltip(f"{self.status.text()}\n{info.path}"))
 
     def set_failed(self, reason: str, loaded: ModelInfo | None) -> None:
         """A load failed; ``loaded`` is the model still in the engine (the previous one), if any."""
@@ -90,7 +93,7 @@ class ModelPicker(QWidget):
         self._fill()
         still = f" · still using {Path(loaded.path).name}" if loaded else ""
         self.status.setText(f"Failed to load{still}: {reason}")
-        self.status.setToolTip(plain_tooltip(reason))
+        self.status.setToolTip(plain_tooltip(self.status.text()))
 
     def set_unloaded(self) -> None:
         self.state, self.current = NO_MODEL, None

@@ -57,10 +57,11 @@ class ChatPage(QWidget):
         self.settings_panel = ConversationSettings()
         self.notice = NoticeBar()
         self.context_meter = QProgressBar()
-        self.context_meter.setFormat("context: no model loaded")
+        self.context_meter.setFormat("no model loaded")
         self.context_meter.setRange(0, 1)
         self.context_meter.setValue(0)
-        self.context_meter.setMinimumWidth(240)
+        self.context_meter.setFixedWidth(190)
+        self.context_meter.setToolTip("How much of the model's context this conversation uses")
         self.template_label = plain_label()
         self.template_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.template_label.setWordWrap(True)
@@ -183,11 +184,11 @@ class ChatPage(QWidget):
                                    starter=info is not None and starter is not None and Path(info.path) == starter)
         if info is None:
             self.template_label.setText("")
-            self.context_meter.setFormat("context: no model loaded")
+            self.context_meter.setFormat("no model loaded")
             self.context_meter.setValue(0)
             return
         self.template_label.setText(info.template_note)
-        self.context_meter.setFormat("context: %v / %m tokens")
+        self.context_meter.setFormat("%v / %m tokens")
         self.context_meter.setRange(0, info.n_ctx)
         self.update_context_meter()
 

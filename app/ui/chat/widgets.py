@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QKeyEvent, QPainter, QPaintEvent, QPalette
 from PySide6.QtWidgets import (
     QFrame,
@@ -111,6 +111,7 @@ class MessageWidget(QFrame):
         self.author = author  # the model's name for a reply whose stats do not name it (an older or cut reply)
         self.code_blocks: list[str] = []
         self._rendered_text: str | None = None
+        self._dark = is_dark()  # the palette the body was rendered for
         self._chunks: list[tuple[str, int]] = []  # (markdown chunk, index of its first code block)
         self._chunk_blocks: list[list[str]] = []
         self.labels: list[QLabel] = []
@@ -162,6 +163,12 @@ class MessageWidget(QFrame):
         button.setCursor(Qt.CursorShape.PointingHandCursor)
         return button
 
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt name)
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and is_dark() != self._dark:
+            self._rendered_text = None
+            self.refresh()
+
     def author_text(self) -> str:
         if self.message.role == "user":
             return "You"
@@ -200,6 +207,8 @@ class MessageWidget(QFrame):
     def _render_body(self, text: str) -> None:
         """Render only the chunks that changed: while streaming, that is the last one."""
         dark = is_dark()
+        if dark != self._dark:  # a theme switch: code blocks are highlighted for the other background
+            self._dark, self._chunks, self._chunk_blocks = dark, [], []
         chunks = split_blocks(text)
         first = 0
         for i, chunk in enumerate(chunks):

@@ -63,7 +63,7 @@ def test_picker_switches_models_without_leaving_the_chat(qtbot, window: MainWind
     picker = window.chat.picker
     # the loaded model, its state, fit and context, in the chat's own header
     assert "starter model" in picker.combo.currentText()
-    assert picker.status.text().startswith("Loaded · CPU only · CPU · context ")
+    assert picker.status.text().startswith("Loaded · CPU only · context ")
     assert f"{window.chat.model.n_ctx:,}" in picker.status.text()  # type: ignore[union-attr]
     # the library's models are offered (the library is read after the first load, off the GUI thread)
     qtbot.waitUntil(lambda: second_model in [Path(p) for p in picker.paths()], timeout=WAIT_MS)
