@@ -110,6 +110,8 @@ class ChatPage(QWidget):
         bridge.reply_failed.connect(self._on_failed)
         bridge.tokens_counted.connect(self._on_counted)
         bridge.model_loading.connect(self.picker.set_loading)
+        bridge.model_loading.connect(lambda path: self.empty_state.set_loading(Path(path).name))
+        bridge.load_failed.connect(lambda _error: self.set_model(self.bridge.client.model))  # back to what is loaded
         bridge.model_loaded.connect(self.picker.set_loaded)
         bridge.load_failed.connect(lambda error: self.picker.set_failed(user_text(error), self.bridge.client.model))
         bridge.model_unloaded.connect(self.picker.set_unloaded)

@@ -284,6 +284,9 @@ class EmptyState(QWidget):
             text = f"{name} is loaded and ready."
         self.model_line.setText(text)
 
+    def set_loading(self, file_name: str) -> None:
+        self.model_line.setText(f"Loading {file_name}…")
+
 
 class MessageList(QScrollArea):
     """The conversation's messages; follows the bottom while the user has not scrolled away."""

@@ -105,3 +105,25 @@ def test_picker_shows_a_failed_load_and_keeps_the_model(qtbot, window: MainWindo
     picker = window.chat.picker
     assert picker.status.text().startswith(f"Failed to load · still using {starter_model.name}: ")
     assert "starter model" in picker.combo.currentText()
+
+
+def test_an_empty_chat_says_what_is_loaded_and_what_to_do(qtbot, hub_window: MainWindow, starter_model: Path) -> None:  # type: ignore[no-untyped-def]
+    window = hub_window  # Discover talks to the local Hub
+    page = window.chat
+    assert page.empty_state.isVisible() and "No model is loaded yet" in page.empty_state.model_line.text()
+    with qtbot.waitSignal(window.bridge.model_loaded, timeout=WAIT_MS):
+        window.open_initial_model()
+        assert page.empty_state.model_line.text() == f"Loading {starter_model.name}…"
+    conv = page.new_conversation()
+    assert page.empty_state.isVisible() and not page.messages.isVisible()
+    assert page.empty_state.model_line.text().startswith(f"The starter model, {starter_model.stem}, is loaded")
+    assert "press Enter" in page.empty_state.hint.text()
+    page.store.update_conversation(conv.id, sampling=SHORT)
+    page.open_conversation(conv.id)
+    chat_once(qtbot, window, "Hi.")
+    assert page.messages.isVisible() and not page.empty_state.isVisible()  # the messages take its place
+    page.new_conversation()
+    assert page.empty_state.isVisible()
+    qtbot.mouseClick(page.empty_state.discover_button, Qt.MouseButton.LeftButton)
+    assert window.pages.currentWidget() is window.hub_page
+    qtbot.waitUntil(lambda: not window.hub_page._fetching and window.hub_page.results.rowCount() > 0, timeout=WAIT_MS)
