@@ -10,7 +10,7 @@ PACKAGE_STAMP := $(VENV)/.quantdesk-package-tools
 BUNDLE := dist/QuantDesk/QuantDesk
 BUNDLE_SOURCES := $(shell find app packaging resources -type f -not -name '*.pyc' 2>/dev/null) pyproject.toml
 
-.PHONY: install run lint test bench package appimage install-desktop clean
+.PHONY: install run lint test bench screenshots package appimage install-desktop clean
 
 $(STAMP): pyproject.toml packaging/install_engine.py packaging/fetch_converter.py app/core/engine/cpu_variants.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ test: install lint package
 
 bench: install
 	QT_QPA_PLATFORM=offscreen $(BIN)/python bench/run.py
+
+# every page of the real window, offscreen at 1280x800, light and dark, into resources/screenshots/ (the README
+# shows them): a reply streamed by the starter model, Discover on the tests' local Hub, a real quantize run
+screenshots: install
+	QT_QPA_PLATFORM=offscreen PYTHONPATH=$(CURDIR) $(BIN)/python -m tests.screenshots
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QApplication, QMainWindow, QMenu, QTabWidget
 
 from app.core import paths
 from app.core import settings as app_settings
+from app.ui.icons import set_action_icon
 
 if TYPE_CHECKING:
     from app.ui.dialogs.settings import SettingsDialog
@@ -53,6 +54,7 @@ def add_desktop_actions(window: QMainWindow) -> None:
     window.settings_action = QAction("&Settings…", window, shortcut=QKeySequence("Ctrl+,"),  # type: ignore[attr-defined]
                                      triggered=lambda: open_settings(window))
     window.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)  # type: ignore[attr-defined]
+    set_action_icon(window.settings_action, "settings")  # type: ignore[attr-defined]
     file_menu.insertAction(quit_action, window.settings_action)  # type: ignore[arg-type, attr-defined]
     if quit_action is not None:
         file_menu.insertSeparator(quit_action)

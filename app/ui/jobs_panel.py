@@ -9,6 +9,7 @@ from typing import Callable
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QDockWidget, QHBoxLayout, QHeaderView, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from app.ui.icons import set_icon
 from app.ui.safe_text import plain_label, plain_tooltip
 from app.ui.tables import make_table, read_only_item
 
@@ -46,7 +47,7 @@ class JobsPanel(QDockWidget):
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.table.setColumnWidth(1, 220)
         self.summary = plain_label("No jobs")
-        self.clear_button = QPushButton("Clear finished")
+        self.clear_button = set_icon(QPushButton("Clear finished"), "clear")
         self.clear_button.clicked.connect(self.clear_finished)
         body = QWidget()
         layout = QVBoxLayout(body)
@@ -87,7 +88,7 @@ class JobsPanel(QDockWidget):
         bar = QProgressBar()
         bar.setRange(0, 1000)
         self.table.setCellWidget(row, 1, bar)
-        button = QPushButton("Cancel")
+        button = set_icon(QPushButton("Cancel"), "cancel")
         button.clicked.connect(lambda _=False, key=job.key: self.cancel(key))
         self.table.setCellWidget(row, 3, button)
 

@@ -23,6 +23,7 @@ from app.ui.chat.page import ChatPage
 from app.ui.desktop import add_desktop_actions
 from app.ui.dialogs.load import LoadDialog
 from app.ui.hub.page import HubPage
+from app.ui.icons import set_action_icon, set_icon, set_tab_icon
 from app.ui.jobs_panel import JobsPanel
 from app.ui.library.page import DownloadsPage, LibraryPage
 from app.ui.messages import Messages, user_text
@@ -58,13 +59,16 @@ class MainWindow(QMainWindow):
         self.downloads_page = DownloadsPage(self.downloads)
         self.pages = QTabWidget()
         self.pages.setDocumentMode(True)
-        for page, title in ((self.chat, "Chat"), (self.hub_page, "Discover"), (self.library_page, "My models"),
-                            (self.downloads_page, "Downloads")):
-            self.pages.addTab(page, title)
+        for page, title, icon_name in ((self.chat, "Chat", "chat"), (self.hub_page, "Discover", "discover"),
+                                       (self.library_page, "My models", "models"), (self.downloads_page, "Downloads", "downloads")):
+            set_tab_icon(self.pages, self.pages.addTab(page, title), icon_name)
         self.setCentralWidget(self.pages)
         self.hub_page.download_requested.connect(self.start_download)
         self.hub_page.convert_requested.connect(self.convert_repo)
         self.library_page.open_requested.connect(self.open_in_chat)
+        self.library_page.entries_changed.connect(self.chat.picker.set_entries)
+        self.chat.model_requested.connect(self.load_model)  # the header's picker: the same load path as My models
+        self.chat.discover_requested.connect(lambda: self.pages.setCurrentWidget(self.hub_page))
         self.library_page.quantize_requested.connect(self.quantize_file)
         self.downloads_page.download_ready.connect(self._on_download_ready)
         self.downloads.download_changed.connect(self._on_download_changed)
@@ -76,6 +80,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self.jobs_label = QPushButton("")  # the compact running-jobs indicator; a click opens the panel
         self.jobs_label.setFlat(True)
+        set_icon(self.jobs_label, "jobs")
         self.jobs_label.setToolTip("Show the jobs panel (Ctrl+J)")
         self.jobs_label.hide()
         self.jobs_label.clicked.connect(self.jobs.show)
@@ -106,6 +111,9 @@ class MainWindow(QMainWindow):
         self.unload_action = QAction("&Unload model", self, triggered=self.bridge.unload_model)
         self.quantize_action = QAction("&Quantize a model…", self, triggered=lambda: self.quantize_source(None))
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
+        set_action_icon(self.open_action, "open")
+        set_action_icon(self.options_action, "load")
+        set_action_icon(self.quantize_action, "quantize")
         file_menu.addActions([self.open_action, self.starter_action, self.options_action, self.unload_action])
         file_menu.addSeparator()
         file_menu.addAction(self.quantize_action)
@@ -202,7 +210,7 @@ class MainWindow(QMainWindow):
             self.jobs.show()
 
     def _on_jobs_changed(self, active: int) -> None:
-        self.jobs_label.setText(f"⟳ {active} job{'s' if active != 1 else ''} running" if active else "")
+        self.jobs_label.setText(f"{active} job{'s' if active != 1 else ''} running" if active else "")
         self.jobs_label.setVisible(bool(active))
 
     def cancel_load(self) -> None:
@@ -264,6 +272,8 @@ class MainWindow(QMainWindow):
         self.chat.set_model(info)
         self.report_job("engine-load", f"Load {Path(info.path).name}", "done", fraction=1.0, detail=info.device)
         self.library.mark_used(info.path)
+        if not self.library_page.entries:  # the chat header's picker lists the library's models
+            self.library_page.refresh()
         try:
             self.settings = app_settings.update(last_model=info.path)  # read-modify-write: never stale keys
         except QuantDeskError as exc:  # a read-only settings folder: say so, keep going

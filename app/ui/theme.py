@@ -54,6 +54,9 @@ def apply_theme(theme: str, app: QApplication | None = None) -> None:
         QGuiApplication.styleHints().colorSchemeChanged.connect(lambda _scheme: apply_theme(str(_state["theme"])))
         _state["connected"] = True
     app.setPalette(dark_palette() if is_dark(theme) else _state["default"])  # type: ignore[arg-type]
+    from app.ui.icons import retint  # icons are drawn in the palette's colours: again in the new ones
+
+    retint()
 
 
 def current_theme() -> str:

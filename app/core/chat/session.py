@@ -4,6 +4,7 @@ regenerate, edit, title, incremental save), for the GUI's chat page and the CLI 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from app.core import settings as app_settings
@@ -86,7 +87,8 @@ class ChatSession:
         conv = self._ensure_conversation()
         history = self.store.engine_messages(conv.id)
         placeholder = self.store.add_message(conv.id, "assistant", "", status=STREAMING)
-        return ReplyTurn(self.store, placeholder.id, history, self.sampling)
+        model = self.engine.wanted_model
+        return ReplyTurn(self.store, placeholder.id, history, self.sampling, model=Path(model).name if model else None)
 
     def send(self, text: str, *, on_token: Callable[[str], None] | None = None, editing: int | None = None,
              on_reasoning: Callable[[str], None] | None = None) -> Message:
@@ -135,8 +137,10 @@ class ReplyTurn:
     engine crashed, else failed), keeping the longest text known. Not thread-safe: one caller
     feeds it (the CLI's loop, the GUI thread)."""
 
-    def __init__(self, store: ChatStore, message_id: int, history: list[dict[str, str]], sampling: SamplingParams) -> None:
+    def __init__(self, store: ChatStore, message_id: int, history: list[dict[str, str]], sampling: SamplingParams, *,
+                 model: str | None = None) -> None:
         self.store, self.message_id, self.history, self.sampling = store, message_id, history, sampling
+        self.model = model  # the file name of the model answering: the reply's author, kept in its stats
         self._parts: list[str] = []
         self._thoughts: list[str] = []
         self._last_save = time.monotonic()
@@ -167,7 +171,8 @@ class ReplyTurn:
         return self.store.get_message(self.message_id)
 
     def finish(self, reply: Reply) -> Message:
-        return self._end(reply.text, status_for(reply), reply.stats(), reply.reasoning)
+        stats = reply.stats() | ({"model": self.model} if self.model else {})
+        return self._end(reply.text, status_for(reply), stats, reply.reasoning)
 
     def stopped(self) -> Message:
         return self._end(self.text, STOPPED)

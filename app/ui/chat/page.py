@@ -9,10 +9,11 @@ bridge, feeds the turn the tokens that come back and paints its text at most eve
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QGuiApplication, QPalette
 from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QSplitter, QVBoxLayout, QWidget
 
 from app.core.chat import store as chats
@@ -20,9 +21,11 @@ from app.core.chat.session import ChatSession, ReplyTurn, new_chat_defaults
 from app.core.chat.store import ChatStore, Conversation
 from app.core.engine import ModelInfo, Reply, SamplingParams
 from app.core.errors import BadValueError, EngineCrashed
+from app.core.starter import STARTER_LABEL, starter_model_path
+from app.ui.chat.model_picker import ModelPicker, model_title
 from app.ui.chat.side_panels import ConversationList, ConversationSettings, NoticeBar
-from app.ui.chat.widgets import Composer, MessageList, MessageWidget
-from app.ui.messages import Messages
+from app.ui.chat.widgets import Composer, EmptyState, MessageList, MessageWidget
+from app.ui.messages import Messages, user_text
 from app.ui.safe_text import plain_label
 from app.ui.tasks import EngineBridge
 
@@ -31,6 +34,8 @@ PAINT_INTERVAL_MS = 40
 
 class ChatPage(QWidget):
     status_message = Signal(str)
+    model_requested = Signal(str)  # a path chosen in the header's picker: the window loads it
+    discover_requested = Signal()  # the empty state's "Find models on Discover"
 
     def __init__(self, store: ChatStore, bridge: EngineBridge, parent: QWidget | None = None, *,
                  funnel: Messages | None = None) -> None:
@@ -53,22 +58,29 @@ class ChatPage(QWidget):
         self.settings_panel = ConversationSettings()
         self.notice = NoticeBar()
         self.context_meter = QProgressBar()
-        self.context_meter.setFormat("context: no model loaded")
+        self.context_meter.setFormat("no model loaded")
         self.context_meter.setRange(0, 1)
         self.context_meter.setValue(0)
-        self.context_meter.setMinimumWidth(240)
+        self.context_meter.setFixedWidth(190)
+        self.context_meter.setToolTip("How much of the model's context this conversation uses")
         self.template_label = plain_label()
-        self.template_label.setStyleSheet("color: gray;")
+        self.template_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         self.template_label.setWordWrap(True)
+        self.picker = ModelPicker()
+        self.picker.model_chosen.connect(self.model_requested.emit)
+        self.empty_state = EmptyState()
+        self.empty_state.discover_requested.connect(self.discover_requested.emit)
 
         center = QWidget()
         col = QVBoxLayout(center)
         col.setContentsMargins(0, 0, 0, 0)
         top = QHBoxLayout()
-        top.addWidget(self.template_label, 1)
+        top.addWidget(self.picker, 1)
         top.addWidget(self.context_meter)
         col.addLayout(top)
+        col.addWidget(self.template_label)
         col.addWidget(self.messages, 1)
+        col.addWidget(self.empty_state, 1)
         col.addWidget(self.notice)
         col.addWidget(self.composer)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -99,6 +111,13 @@ class ChatPage(QWidget):
         bridge.reply_finished.connect(self._on_finished)
         bridge.reply_failed.connect(self._on_failed)
         bridge.tokens_counted.connect(self._on_counted)
+        bridge.model_loading.connect(self.picker.set_loading)
+        bridge.model_loading.connect(lambda path: self.empty_state.set_loading(Path(path).name))
+        bridge.load_failed.connect(lambda _error: self.set_model(self.bridge.client.model))  # back to what is loaded
+        bridge.model_loaded.connect(self.picker.set_loaded)
+        bridge.load_failed.connect(lambda error: self.picker.set_failed(user_text(error), self.bridge.client.model))
+        bridge.model_unloaded.connect(self.picker.set_unloaded)
+        self._sync_empty_state()
 
     # -- conversations --------------------------------------------------------------------------
     def refresh_list(self) -> None:
@@ -127,6 +146,7 @@ class ChatPage(QWidget):
         self.settings_panel.show_conversation(self.conversation)
         self.refresh_list()
         self.update_context_meter()
+        self._sync_empty_state()
 
     def rename_conversation(self, conversation_id: int, title: str) -> None:
         try:
@@ -142,6 +162,7 @@ class ChatPage(QWidget):
         if self.conversation and self.conversation.id == conversation_id:
             self.conversation = None
             self.messages.clear()
+            self._sync_empty_state()
         self.refresh_list()
         self.funnel.notice(self.notice, f"Deleted “{title}”.", action="Undo", callback=lambda: self.undo_delete(conversation_id))
         if self.conversation is None:
@@ -163,13 +184,16 @@ class ChatPage(QWidget):
     def set_model(self, info: ModelInfo | None) -> None:
         self.model = info
         self.settings_panel.thinking.show_model(info.path if info else None, info.reasoning if info else None)
+        starter = starter_model_path()
+        self.empty_state.set_model(model_title(info.path).replace(f" ({STARTER_LABEL})", "") if info else None,
+                                   starter=info is not None and starter is not None and Path(info.path) == starter)
         if info is None:
             self.template_label.setText("")
-            self.context_meter.setFormat("context: no model loaded")
+            self.context_meter.setFormat("no model loaded")
             self.context_meter.setValue(0)
             return
         self.template_label.setText(info.template_note)
-        self.context_meter.setFormat("context: %v / %m tokens")
+        self.context_meter.setFormat("%v / %m tokens")
         self.context_meter.setRange(0, info.n_ctx)
         self.update_context_meter()
 
@@ -311,9 +335,16 @@ class ChatPage(QWidget):
         for message in messages:
             if message.id not in shown:
                 self._add_widget(message)
+        self._sync_empty_state()
+
+    def _sync_empty_state(self) -> None:
+        """An empty conversation shows what to do instead of an empty list."""
+        empty = not self.messages.widgets
+        self.empty_state.setVisible(empty)
+        self.messages.setVisible(not empty)
 
     def _add_widget(self, message: chats.Message) -> MessageWidget:
-        widget = MessageWidget(message)
+        widget = MessageWidget(message, author=Path(self.model.path).name if self.model else None)
         widget.copy_requested.connect(self.copy_text)
         widget.edit_requested.connect(self.start_edit)
         widget.regenerate_requested.connect(self.regenerate)

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from app.core import settings as app_settings
 from app.core.chat.store import Conversation
 from app.core.engine.protocol import PRESETS, SamplingParams
+from app.ui.icons import set_icon
 from app.ui.safe_text import plain_label, rich_label
 
 CUSTOM = "Custom"
@@ -44,6 +45,7 @@ class ConversationList(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.new_button = QPushButton("New chat")
+        set_icon(self.new_button, "new")
         self.new_button.clicked.connect(self.new_requested.emit)
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search conversations")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QGuiApplication, QKeyEvent, QPalette
+from PySide6.QtCore import QEvent, QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QKeyEvent, QPainter, QPaintEvent, QPalette
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -22,7 +23,8 @@ from PySide6.QtWidgets import (
 
 from app.core.chat import store as chats
 from app.core.chat.markdown import render_markdown, split_blocks
-from app.ui.safe_text import open_link, plain_label, rich_label
+from app.ui.icons import set_icon
+from app.ui.safe_text import open_link, plain_label
 
 STATUS_BADGES = {
     chats.STOPPED: "stopped",
@@ -51,7 +53,22 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 
 def is_dark() -> bool:
-    return QGuiApplication.styleHints().colorScheme() == Qt.ColorScheme.Dark
+    """Whether the app's palette is dark (the theme chosen in Settings, or the desktop's)."""
+    return QGuiApplication.palette().color(QPalette.ColorRole.Window).lightness() < 128
+
+
+def mix(a: QColor, b: QColor, t: float) -> QColor:
+    """``a`` moved a fraction ``t`` towards ``b``: tints that follow the palette, light or dark."""
+    return QColor(round(a.red() + (b.red() - a.red()) * t), round(a.green() + (b.green() - a.green()) * t),
+                  round(a.blue() + (b.blue() - a.blue()) * t))
+
+
+def bubble_color(palette: QPalette, role: str) -> QColor:
+    """A message's background: the user's tinted with the highlight colour, the model's a shade off the base."""
+    base = palette.color(QPalette.ColorRole.Base)
+    if role == "user":
+        return mix(base, palette.color(QPalette.ColorRole.Highlight), 0.13)
+    return mix(base, palette.color(QPalette.ColorRole.Text), 0.035)
 
 
 class BodyLabel(QLabel):
@@ -98,9 +115,7 @@ class ThoughtSection(QWidget):
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.text.setContentsMargins(14, 0, 0, 0)
-        muted = self.text.palette()  # the theme's placeholder colour: quieter than the answer, light or dark
-        muted.setColor(QPalette.ColorRole.WindowText, muted.color(QPalette.ColorRole.PlaceholderText))
-        self.text.setPalette(muted)
+        self.text.setForegroundRole(QPalette.ColorRole.PlaceholderText)  # quieter than the answer, in either theme
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
@@ -146,41 +161,49 @@ class ThoughtSection(QWidget):
 
 
 class MessageWidget(QFrame):
+    """One message: a header (author, status badge, actions), the body labels the reply streams
+    into, and the reply's stats; drawn as a rounded bubble in palette colours."""
+
     copy_requested = Signal(str)
     edit_requested = Signal(int)
     regenerate_requested = Signal(int)
 
-    def __init__(self, message: chats.Message, parent: QWidget | None = None) -> None:
+    def __init__(self, message: chats.Message, parent: QWidget | None = None, *, author: str | None = None) -> None:
         super().__init__(parent)
         self.message = message
+        self.author = author  # the model's name for a reply whose stats do not name it (an older or cut reply)
         self.code_blocks: list[str] = []
         self._rendered_text: str | None = None
+        self._dark = is_dark()  # the palette the body was rendered for
         self._chunks: list[tuple[str, int]] = []  # (markdown chunk, index of its first code block)
         self._chunk_blocks: list[list[str]] = []
         self.labels: list[QLabel] = []
         self.setObjectName("message")
-        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setProperty("role", message.role)
+        self.setFrameShape(QFrame.Shape.NoFrame)
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(10, 6, 10, 6)
+        layout.setContentsMargins(14, 8, 14, 10)
+        layout.setSpacing(4)
         header = QHBoxLayout()
-        self.role_label = rich_label("<b>You</b>" if message.role == "user" else "<b>Assistant</b>")
+        header.setSpacing(6)
+        self.role_label = plain_label()  # a model's name comes from a file: plain text, bold by font
+        bold = self.role_label.font()
+        bold.setBold(True)
+        self.role_label.setFont(bold)
         self.badge = plain_label()
-        self.badge.setStyleSheet("color: #b06000;")
+        self.badge.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         header.addWidget(self.role_label)
         header.addWidget(self.badge)
         header.addStretch(1)
-        self.copy_button = QPushButton("Copy")
-        self.copy_button.setFlat(True)
+        self.copy_button = self._action("Copy", "copy", "Copy the message")
         self.copy_button.clicked.connect(lambda: self.copy_requested.emit(self.message.content))
         header.addWidget(self.copy_button)
         if message.role == "user":
-            self.edit_button = QPushButton("Edit")
-            self.edit_button.setFlat(True)
+            self.edit_button = self._action("Edit", "edit", "Edit and resend (the messages after it are replaced)")
             self.edit_button.clicked.connect(lambda: self.edit_requested.emit(self.message.id))
             header.addWidget(self.edit_button)
         else:
-            self.regenerate_button = QPushButton("Regenerate")
-            self.regenerate_button.setFlat(True)
+            self.regenerate_button = self._action("Regenerate", "regenerate", "Answer again")
             self.regenerate_button.clicked.connect(lambda: self.regenerate_requested.emit(self.message.id))
             header.addWidget(self.regenerate_button)
         layout.addLayout(header)
@@ -190,9 +213,41 @@ class MessageWidget(QFrame):
         self.body.setSpacing(2)
         layout.addLayout(self.body)
         self.stats_label = plain_label()
-        self.stats_label.setStyleSheet("color: gray; font-size: 11px;")
+        self.stats_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        small = self.stats_label.font()
+        small.setPointSizeF(max(small.pointSizeF() - 1.5, 7.0))
+        self.stats_label.setFont(small)
         layout.addWidget(self.stats_label)
         self.refresh()
+
+    def _action(self, text: str, icon_name: str, tip: str) -> QPushButton:
+        button = QPushButton(text)
+        set_icon(button, icon_name)
+        button.setFlat(True)
+        button.setToolTip(tip)
+        button.setCursor(Qt.CursorShape.PointingHandCursor)
+        return button
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt name)
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and is_dark() != self._dark:
+            self._rendered_text = None
+            self.refresh()
+
+    def author_text(self) -> str:
+        if self.message.role == "user":
+            return "You"
+        model = self.message.stats.get("model") or self.author
+        return Path(str(model)).stem if model else "Assistant"
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 (Qt name)
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(bubble_color(self.palette(), self.message.role))
+        painter.drawRoundedRect(QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5), 10, 10)
+        painter.end()
+        super().paintEvent(event)
 
     def set_text(self, text: str, reasoning: str | None = None) -> None:
         self.message.content = text
@@ -219,6 +274,8 @@ class MessageWidget(QFrame):
     def _render_body(self, text: str) -> None:
         """Render only the chunks that changed: while streaming, that is the last one."""
         dark = is_dark()
+        if dark != self._dark:  # a theme switch: code blocks are highlighted for the other background
+            self._dark, self._chunks, self._chunk_blocks = dark, [], []
         chunks = split_blocks(text)
         first = 0
         for i, chunk in enumerate(chunks):
@@ -241,6 +298,7 @@ class MessageWidget(QFrame):
         if m.content != self._rendered_text:
             self._render_body(m.content)
             self._rendered_text = m.content
+        self.role_label.setText(self.author_text())
         self.badge.setText(STATUS_BADGES.get(m.status, ""))
         self.stats_label.setText(format_stats(m.stats))
         self.stats_label.setVisible(bool(m.stats))
@@ -254,15 +312,63 @@ class MessageWidget(QFrame):
             open_link(self, link)
 
 
+class EmptyState(QWidget):
+    """What an empty conversation shows: which model is loaded, what to type, and where more models are."""
+
+    discover_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.title = plain_label("Start a conversation")
+        font = self.title.font()
+        font.setPointSizeF(font.pointSizeF() * 1.6)
+        font.setBold(True)
+        self.title.setFont(font)
+        self.model_line = plain_label()
+        self.hint = plain_label("Type a message below and press Enter to send it; Shift+Enter starts a new line.")
+        self.hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.discover_button = QPushButton("Find more models on Discover")
+        set_icon(self.discover_button, "discover")
+        self.discover_button.clicked.connect(self.discover_requested.emit)
+        column = QVBoxLayout(self)
+        column.addStretch(1)
+        for widget in (self.title, self.model_line, self.hint):
+            widget.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+            widget.setWordWrap(True)
+            column.addWidget(widget)
+        column.addSpacing(8)
+        column.addWidget(self.discover_button, 0, Qt.AlignmentFlag.AlignHCenter)
+        column.addStretch(2)
+        self.set_model(None)
+
+    def set_model(self, name: str | None, *, starter: bool = False) -> None:
+        """``name``: the loaded model's, None while none is (``starter``: it is the bundled one)."""
+        if name is None:
+            text = "No model is loaded yet: pick one in the list above, in My models, or with File → Open model…"
+        elif starter:
+            text = (f"The starter model, {name}, is loaded: a small model that answers quickly, "
+                    "made for trying QuantDesk out. Larger models answer much better.")
+        else:
+            text = f"{name} is loaded and ready."
+        self.model_line.setText(text)
+
+    def set_loading(self, file_name: str) -> None:
+        self.model_line.setText(f"Loading {file_name}…")
+
+
 class MessageList(QScrollArea):
     """The conversation's messages; follows the bottom while the user has not scrolled away."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
         self.container = QWidget()
+        self.container.setBackgroundRole(QPalette.ColorRole.Base)
+        self.container.setAutoFillBackground(True)
         self.column = QVBoxLayout(self.container)
-        self.column.setSpacing(8)
+        self.column.setContentsMargins(16, 12, 16, 12)
+        self.column.setSpacing(12)
         self.column.addStretch(1)
         self.setWidget(self.container)
         self.widgets: list[MessageWidget] = []
@@ -320,9 +426,11 @@ class Composer(QWidget):
         self.input.setFixedHeight(80)
         self.input.submitted.connect(self._submit)
         self.send_button = QPushButton("Send")
+        set_icon(self.send_button, "send")
         self.send_button.setDefault(True)
         self.send_button.clicked.connect(self._submit)
         self.stop_button = QPushButton("Stop")
+        set_icon(self.stop_button, "stop")
         self.stop_button.clicked.connect(self.stop_requested.emit)
         self.stop_button.setEnabled(False)
         buttons = QVBoxLayout()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPainter, QPaintEvent
+from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPalette
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -134,7 +134,7 @@ class LoadDialog(QDialog):
         self.cpu_bar.setVisible(False)  # shown once the header is read
         self.reasons = plain_label()
         self.reasons.setWordWrap(True)
-        self.reasons.setStyleSheet("color: gray;")
+        self.reasons.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         layout.addWidget(self.reasons)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self._accept)

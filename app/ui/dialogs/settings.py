@@ -8,6 +8,7 @@ import logging
 from types import SimpleNamespace
 
 from PySide6.QtCore import Signal
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -64,7 +65,7 @@ class SettingsDialog(QDialog):
         hint = plain_label("Where downloads, conversions and quantizations go. My models lists a new folder at once; "
                       "downloads move to it from the next start. Models in the old folder stay where they are.")
         hint.setWordWrap(True)
-        hint.setStyleSheet("color: gray;")
+        hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)  # a hint: dimmed in either theme
         form.addRow("", hint)
         layout.addWidget(files)
 

@@ -25,8 +25,9 @@ from PySide6.QtWidgets import (
 from app.core.hub import api as hubmod
 from app.core.planner.memory import MemoryEstimate, human_bytes
 from app.ui.dialogs.load import MemoryBar, show_memory
+from app.ui.icons import set_icon
 from app.ui.messages import user_text
-from app.ui.safe_text import MarkdownView, card_html, plain_label
+from app.ui.safe_text import MarkdownView, card_html, plain_label, plain_tooltip
 from app.ui.tables import make_table, read_only_item
 from app.ui.tasks import TaskRunner
 
@@ -58,6 +59,7 @@ class ModelPanel(QWidget):
         self.explanation = plain_label("")
         self.explanation.setWordWrap(True)
         self.convert_button = QPushButton("Convert && quantize…")
+        set_icon(self.convert_button, "quantize")
         self.convert_button.clicked.connect(lambda: self.details and self.convert_requested.emit(self.details.repo_id))
         self.convert_button.hide()
         self.files = make_table(FILE_COLUMNS)
@@ -128,6 +130,7 @@ class ModelPanel(QWidget):
             self.files.setItem(row, 3, read_only_item("…" if not f.mmproj else "—"))
             self.files.setItem(row, 4, read_only_item(""))
             button = QPushButton("Download")
+            set_icon(button, "download")
             button.clicked.connect(lambda _=False, path=f.path: self.download_requested.emit(d.repo_id, path))
             self.files.setCellWidget(row, 5, button)
         self.files.resizeColumnsToContents()
@@ -161,6 +164,8 @@ class ModelPanel(QWidget):
                     for col in range(5):
                         self.files.item(row, col).setFont(bold)
                     self.files.selectRow(row)
+            self.files.resizeColumnsToContents()  # the verdicts (bold where recommended) are wider than the placeholders
+            self.files.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
             self._on_file_selected()
             self.fit_note.setText("Fit: full GPU / N of M layers on the GPU / CPU only / does not fit, at 4096 tokens "
                                   "of context or the trained one; ★ the best quality that fits fully.")
@@ -215,6 +220,7 @@ class HubPage(QWidget):
         for w in (self.author, self.arch):
             w.returnPressed.connect(self.search)
         self.search_button = QPushButton("Search")
+        set_icon(self.search_button, "search")
         self.search_button.clicked.connect(self.search)
         bar = QHBoxLayout()
         bar.addWidget(self.query, 1)
@@ -250,7 +256,7 @@ class HubPage(QWidget):
         split.addWidget(self.model)
         split.setStretchFactor(0, 2)
         split.setStretchFactor(1, 3)
-        split.setSizes([520, 780])
+        split.setSizes([580, 720])
         layout = QVBoxLayout(self)
         layout.addLayout(bar)
         layout.addWidget(split, 1)
@@ -293,6 +299,7 @@ class HubPage(QWidget):
         self.results.setRowCount(start + len(rows))
         for i, r in enumerate(rows, start):
             self.results.setItem(i, 0, read_only_item(r.id))
+            self.results.item(i, 0).setToolTip(plain_tooltip(r.id))  # the column may elide a long repo id
             self.results.setItem(i, 1, read_only_item(f"{r.downloads:,}", r.downloads))
             self.results.setItem(i, 2, read_only_item(f"{r.likes:,}", r.likes))
             self.results.setItem(i, 3, read_only_item(r.updated))

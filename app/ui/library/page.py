@@ -13,6 +13,7 @@ from app.core import settings as app_settings
 from app.core.hub.downloads import ACTIVE, DONE, PAUSED, Download
 from app.core.library.catalog import Library, LibraryEntry
 from app.core.planner.memory import human_bytes
+from app.ui.icons import set_icon
 from app.ui.messages import user_text
 from app.ui.safe_text import plain_label, plain_tooltip
 from app.ui.tables import make_table, read_only_item
@@ -37,6 +38,7 @@ def _ago(ts: float | None) -> str:
 class LibraryPage(QWidget):
     open_requested = Signal(str)  # path: open in chat
     quantize_requested = Signal(str)  # path
+    entries_changed = Signal(list)  # the models listed (LibraryEntry), after each refresh
 
     def __init__(self, library: Library, runner: TaskRunner, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -52,12 +54,16 @@ class LibraryPage(QWidget):
         self.table.itemSelectionChanged.connect(self._sync_buttons)
         self.table.doubleClicked.connect(lambda _: self.open_selected())
         self.open_button = QPushButton("Open in chat")
+        set_icon(self.open_button, "chat")
         self.open_button.clicked.connect(self.open_selected)
         self.quantize_button = QPushButton("Quantize…")
+        set_icon(self.quantize_button, "quantize")
         self.quantize_button.clicked.connect(lambda: (e := self.selected()) and self.quantize_requested.emit(e.path))
         self.delete_button = QPushButton("Delete…")
+        set_icon(self.delete_button, "delete")
         self.delete_button.clicked.connect(self.delete_selected)
         self.refresh_button = QPushButton("Refresh")
+        set_icon(self.refresh_button, "refresh")
         self.refresh_button.clicked.connect(self.refresh)
         self.lmstudio = QCheckBox("Include LM Studio's models")
         self.lmstudio.setChecked(self.settings.scan_lmstudio)
@@ -121,6 +127,7 @@ class LibraryPage(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(7, QHeaderView.ResizeMode.Stretch)
         self.status.setText(f"{len(entries)} models · {human_bytes(sum(e.size for e in entries))}")
         self._sync_buttons()
+        self.entries_changed.emit(entries)
 
     def selected(self) -> LibraryEntry | None:
         rows = self.table.selectionModel().selectedRows()
@@ -211,8 +218,10 @@ class DownloadsPage(QWidget):
         self.table.setItem(row, 3, read_only_item(""))
         self.table.setItem(row, 4, read_only_item(""))
         toggle = QPushButton("Pause")
+        set_icon(toggle, "pause")
         toggle.clicked.connect(lambda _=False, i=d.id: self._toggle(i))
         cancel = QPushButton("Cancel")
+        set_icon(cancel, "cancel")
         cancel.clicked.connect(lambda _=False, i=d.id: self.manager.cancel(i))
         self.table.setCellWidget(row, 5, toggle)
         self.table.setCellWidget(row, 6, cancel)
@@ -243,7 +252,10 @@ class DownloadsPage(QWidget):
         self.table.item(row, 4).setText(state)
         self.table.item(row, 4).setToolTip(plain_tooltip(d.error or ""))
         toggle, cancel = self.buttons(d.id)
-        toggle.setText("Resume" if d.state in (PAUSED, "failed", "cancelled") else "Pause")
+        resume = d.state in (PAUSED, "failed", "cancelled")
+        if toggle.text() != ("Resume" if resume else "Pause"):
+            toggle.setText("Resume" if resume else "Pause")
+            set_icon(toggle, "resume" if resume else "pause")
         toggle.setEnabled(d.state != DONE)
         cancel.setEnabled(d.state not in (DONE, "cancelled"))
         if d.state == DONE and not getattr(bar, "_announced", False):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPainter, QPaintEvent
+from PySide6.QtGui import QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
@@ -45,6 +45,7 @@ from app.core.quant.pipeline import (
     source_bits,
 )
 from app.core.settings import models_dir
+from app.ui.icons import set_icon
 from app.ui.messages import user_text
 from app.ui.safe_text import plain_label, plain_tooltip, rich_label
 from app.ui.tables import make_table, read_only_item
@@ -68,6 +69,7 @@ class ResultChart(QWidget):
         super().__init__(parent)
         self.rows: list[OutputRow] = []
         self.setMinimumHeight(170)
+        self.setMaximumHeight(340)
 
     def set_rows(self, rows: list[OutputRow]) -> None:
         self.rows = rows
@@ -82,11 +84,11 @@ class ResultChart(QWidget):
         painter.setPen(text)
         painter.drawText(4, 14, "File size (bars) and perplexity on the held-out text (lower is better)")
         biggest = max(r.size_bytes for r in self.rows) or 1
-        width = (self.width() - 8) / len(self.rows)
+        width = min((self.width() - 8) / len(self.rows), 220.0)  # bars of a readable width, from the left
         for i, r in enumerate(self.rows):
             h = (bottom - top) * r.size_bytes / biggest
-            rect = QRectF(4 + i * width + 6, bottom - h, width - 12, h)
-            painter.fillRect(rect, QColor("#8c8c8c") if r.baseline else QColor("#4c78a8"))
+            rect = QRectF(4 + i * width + 10, bottom - h, width - 20, h)
+            painter.fillRect(rect, self.palette().placeholderText().color() if r.baseline else self.palette().highlight().color())
             painter.setPen(text)
             label = f"{r.quant} · {human_bytes(r.size_bytes)}"
             painter.drawText(QRectF(rect.left(), bottom + 2, rect.width(), 18), Qt.AlignmentFlag.AlignHCenter, label)
@@ -139,7 +141,7 @@ class QuantizeWizard(QDialog):
         row.addWidget(pick_dir)
         self.source_note = plain_label("")
         self.source_note.setWordWrap(True)
-        self.original_button = QPushButton("")  # "Start from the original weights (owner/name)"
+        self.original_button = set_icon(QPushButton(""), "start")  # "Start from the original weights (owner/name)"
         self.original_button.hide()
         self.original_button.clicked.connect(self._start_from_original)
         self.original_repo: str | None = None
@@ -166,6 +168,7 @@ class QuantizeWizard(QDialog):
         self.levels.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.levels.itemChanged.connect(lambda _: self._sync())
         self.quantize_button = QPushButton("Quantize")
+        set_icon(self.quantize_button, "quantize")
         self.quantize_button.setDefault(True)
         self.quantize_button.clicked.connect(self.start)
         close = QPushButton("Close")
@@ -339,6 +342,7 @@ class QuantizeWizard(QDialog):
         self.log.setWordWrap(True)
         self.log.setAlignment(Qt.AlignmentFlag.AlignTop)
         self.cancel_button = QPushButton("Cancel")
+        set_icon(self.cancel_button, "cancel")
         self.cancel_button.clicked.connect(self.cancel)
         v = QVBoxLayout(page)
         v.addWidget(self.stage)
@@ -431,8 +435,9 @@ class QuantizeWizard(QDialog):
         row.addWidget(done)
         v = QVBoxLayout(page)
         v.addWidget(self.summary)
-        v.addWidget(self.results, 1)
-        v.addWidget(self.chart)
+        v.addWidget(self.results)  # as tall as its rows
+        v.addWidget(self.chart, 1)
+        v.addStretch(0)
         v.addLayout(row)
         return page
 
@@ -451,6 +456,8 @@ class QuantizeWizard(QDialog):
             self.results.item(i, 1).setToolTip(plain_tooltip(str(r.path)))
         self.results.resizeColumnsToContents()
         self.results.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        rows_height = sum(self.results.rowHeight(i) for i in range(len(rows)))
+        self.results.setFixedHeight(min(self.results.horizontalHeader().height() + rows_height + 2 * self.results.frameWidth() + 2, 360))
         self.chart.set_rows(rows)
         notes = [f"{len(rows) - 1} file(s) in {rows[-1].path.parent}, listed in My models."]
         if result.imatrix:
