@@ -63,6 +63,7 @@ def test_the_switch_starts_and_stops_the_server_and_is_remembered(qtbot, window:
     switch.show_requests()
     table = switch.requests_dialog.table
     assert table.rowCount() == 1 and table.item(0, 2).text() == "GET /v1/models" and table.item(0, 3).text() == "200"
+    assert "GET /v1/models" in switch.requests_dialog.log.toPlainText()  # the server's log, one line per request
     switch.requests_dialog.close()
 
     switch.action.trigger()

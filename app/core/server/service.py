@@ -118,6 +118,24 @@ class RequestRecord:
         return asdict(self)
 
 
+class LogTail(logging.Handler):
+    """The server's last log lines (requests, loads, unloads), for the GUI's Server page."""
+
+    def __init__(self, lines: int = 500) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        self._lines: collections.deque[str] = collections.deque(maxlen=lines)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.append(self.format(record))
+        except Exception:  # a log line must never break a request
+            self.handleError(record)
+
+    def lines(self) -> list[str]:
+        return list(self._lines)
+
+
 @dataclass
 class Service:
     config: ServerConfig
@@ -128,6 +146,13 @@ class Service:
     active: int = 0
     listeners: list[Callable[[RequestRecord], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    log_tail: LogTail = field(default_factory=LogTail)
+
+    def __post_init__(self) -> None:
+        server_log = logging.getLogger("app.core.server")
+        server_log.addHandler(self.log_tail)
+        if server_log.getEffectiveLevel() > logging.INFO:
+            server_log.setLevel(logging.INFO)
 
     @classmethod
     def create(cls, config: ServerConfig, *, library: Library | None = None, log_path: Path | None = None,
@@ -166,6 +191,7 @@ class Service:
                 log.exception("request listener failed")
 
     def close(self) -> None:
+        logging.getLogger("app.core.server").removeHandler(self.log_tail)
         self.pool.close()
         self.catalog.library.close()
 

@@ -152,6 +152,7 @@ class ServerSwitch:
             self.requests_dialog = RequestsDialog(self.window)
         self.requests_dialog.set_url(self.url)
         self.requests_dialog.fill(list(self.server.service.recent) if self.server is not None else [])
+        self.requests_dialog.follow_log(self.server.service.log_tail.lines if self.server is not None else None)
         self.requests_dialog.show()
 
     def _show(self) -> None:
