@@ -37,3 +37,33 @@ def test_another_embedding_size_gives_a_projector_that_does_not_fit() -> None:
     other = tiny_vision_pair(text_embd=96)
     assert _fields(other.projector)["clip.vision.projection_dim"] == 96
     assert _fields(other.model)["gemma3.embedding_length"] == 96
+
+
+def test_llama_cpp_answers_an_image_with_the_pair_and_refuses_a_mismatched_projector() -> None:
+    """llama-cpp-python's own multimodal path (MTMDChatHandler), no QuantDesk code: the pair works,
+    each image is IMAGE_TOKENS prompt tokens, and a projector for another width is refused."""
+    import base64
+
+    import llama_cpp
+    import pytest
+    from llama_cpp.llama_chat_format import MTMDChatHandler
+
+    from tests.support.tiny_vision import IMAGE_TOKENS, png_bytes
+
+    pair, other = tiny_vision_pair(), tiny_vision_pair(text_embd=96)
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(png_bytes()).decode()}}
+
+    def prompt_tokens(projector: object, content: object) -> int:
+        handler = MTMDChatHandler(clip_model_path=str(projector), verbose=False)
+        llm = llama_cpp.Llama(model_path=str(pair.model), chat_handler=handler, n_ctx=256, n_threads=2,
+                              n_gpu_layers=0, verbose=False)
+        reply = llm.create_chat_completion(messages=[{"role": "user", "content": content}], max_tokens=2, seed=0)  # type: ignore[list-item]
+        return int(reply["usage"]["prompt_tokens"])  # type: ignore[index]
+
+    text_only = prompt_tokens(pair.projector, [{"type": "text", "text": "what is this?"}])
+    with_image = prompt_tokens(pair.projector, [{"type": "text", "text": "what is this?"}, image])
+    # the image's IMAGE_TOKENS embeddings plus mtmd's <start_of_image>/<end_of_image> markers, which the
+    # tiny 512-piece tokenizer has no special tokens for and spells as text (~20 tokens in all)
+    assert with_image - text_only >= IMAGE_TOKENS
+    with pytest.raises(ValueError, match="Failed to load mtmd context"):
+        prompt_tokens(other.projector, [{"type": "text", "text": "what is this?"}, image])

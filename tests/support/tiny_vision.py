@@ -92,6 +92,19 @@ def tiny_vision_hf_folder(folder: Path, *, text_embd: int = TEXT_EMBD, seed: int
     return folder
 
 
+def png_bytes(width: int = IMAGE_SIZE, height: int = IMAGE_SIZE, rgb: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A plain-colour RGB PNG, written by hand (no imaging library in the test environment)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\0" + bytes(rgb) * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
 def _convert(folder: Path, out: Path, *, mmproj: bool) -> Path:
     from app.core.quant.convert import converter_dir
 

@@ -160,3 +160,22 @@ def test_a_projector_listed_by_an_earlier_version_is_dropped(tmp_path: Path) -> 
     lib.execute("INSERT INTO models (path, name, origin, owned, size, arch, added) VALUES (?,?,?,?,?,?,?)",
                 (str(proj.resolve()), "encoder", "added", 1, proj.stat().st_size, "clip", 0.0))
     assert all(e.path != str(proj.resolve()) for e in lib.refresh(hf_cache=False))
+
+
+def test_a_library_of_schema_1_gains_the_projector_columns(tmp_path: Path, tiny_ggufs: dict[str, Path]) -> None:
+    import sqlite3
+
+    from app.core.library.catalog import MIGRATIONS
+
+    db_path = tmp_path / "library.sqlite3"
+    db = sqlite3.connect(db_path)
+    db.executescript(MIGRATIONS[0])
+    db.execute("INSERT INTO models (path, name, origin, size, arch, added) VALUES (?,?,?,?,?,?)",
+               (str(tiny_ggufs["f16"]), "tiny-F16", "added", 1, "llama", 0.0))
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    lib = Library(db_path)
+    [entry] = lib.entries()
+    assert (entry.name, entry.n_embd, entry.projector, entry.projector_note, entry.vision) == ("tiny-F16", None, None, None, False)
+    assert int(lib.execute("PRAGMA user_version").fetchone()[0]) == len(MIGRATIONS) == 2
