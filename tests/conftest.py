@@ -128,6 +128,25 @@ def hub(tiny_ggufs: dict[str, Path], starter_model: Path, hub_env: None) -> Iter
         yield server
 
 
+VISION_REPO = "qd/tiny-vision-GGUF"
+
+
+@pytest.fixture
+def vision_hub(hub_env: None) -> Iterator["HubServer"]:
+    """A local Hub with one vision repo: the tiny Gemma 3 model and its projector, made by llama.cpp's
+    converter (tests/support/tiny_vision.py), in two quant names, and a projector in F32 too."""
+    from tests.support.hub_server import HubRepo, HubServer
+    from tests.support.tiny_vision import tiny_vision_pair
+
+    pair = tiny_vision_pair()
+    repo = HubRepo(VISION_REPO, files={"tiny-vision-F16.gguf": pair.model, "tiny-vision-Q8_0.gguf": pair.model,
+                                       "mmproj-tiny-vision-F16.gguf": pair.projector,
+                                       "mmproj-tiny-vision-F32.gguf": pair.projector},
+                   card="# Tiny vision\n", downloads=10, tags=["gguf", "image-text-to-text"])
+    with HubServer([repo]) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def starter_hf(starter_model: Path) -> Path:
     """The starter model as a Hugging Face folder (safetensors + tokenizer), cached between runs."""

@@ -35,6 +35,8 @@ def add_parsers(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     pull.add_argument("repo")
     pull.add_argument("file")
     pull.add_argument("--revision")
+    pull.add_argument("--with-projector", action="store_true",
+                      help="also download the vision projector (mmproj) paired with FILE in the repo")
     pull.add_argument("--json", action="store_true", help="progress as JSON lines on stderr")
 
     lst = sub.add_parser("list", help="local models: downloaded, converted, quantized, starter, huggingface_hub cache")
@@ -76,7 +78,8 @@ def cmd_files(args: argparse.Namespace) -> int:
         v = verdicts.get(f.path)
         rows.append({"path": f.path, "size_bytes": f.size_bytes, "quant": f.quant,
                      "fit": v.verdict if v else "unreadable", "max_ctx": v.max_ctx if v else 0,
-                     "recommended": bool(v and v.recommended), "shards": len(f.shards)})
+                     "recommended": bool(v and v.recommended), "shards": len(f.shards),
+                     "projector": f.projector, "projector_bytes": f.projector_bytes})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -106,19 +109,36 @@ def cmd_pull(args: argparse.Namespace) -> int:
             print(f"{d.state} {human_bytes(d.done)} / {human_bytes(d.size)} ({100 * d.fraction:.0f}%, "
                   f"{human_bytes(int(d.speed))}/s{eta})", file=sys.stderr, flush=True)
 
+    projector = None
+    if args.with_projector:
+        from app.core.hub.api import repo_details
+
+        listed = next((f for f in repo_details(args.repo, revision=args.revision).gguf_files if f.path == args.file), None)
+        if listed is None or not listed.projector:
+            raise QuantDeskError(f"{args.repo}/{args.file}: no vision projector beside this file in the repo")
+        projector = listed.projector
     manager = DownloadManager(listener=progress)
-    d = manager.start(args.repo, args.file, revision=args.revision)
+    started = manager.start_with_projector(args.repo, args.file, projector, revision=args.revision)
+    done = []
     try:
-        d = manager.wait(d.id)
-        while d.state not in (DONE, "failed", "cancelled", "paused"):
-            d = manager.wait(d.id, 0.5)
+        for d in started:
+            d = manager.wait(d.id)
+            while d.state not in (DONE, "failed", "cancelled", "paused"):
+                d = manager.wait(d.id, 0.5)
+            done.append(d)
     except KeyboardInterrupt:
         manager.close()
-        print(f"paused; run the same command again to resume ({human_bytes(manager.get(d.id).done)} kept)", file=sys.stderr)
+        kept = sum(manager.get(d.id).done for d in started)
+        print(f"paused; run the same command again to resume ({human_bytes(kept)} kept)", file=sys.stderr)
         return 130
-    if d.state != DONE:
-        raise QuantDeskError(d.error or f"{args.repo}/{args.file}: download {d.state}")
-    print(json.dumps({"path": str(d.dest), "repo": d.repo_id, "file": d.filename, "revision": d.commit, "size_bytes": d.size}))
+    for d in done:
+        if d.state != DONE:
+            raise QuantDeskError(d.error or f"{args.repo}/{d.filename}: download {d.state}")
+    d = done[0]
+    ready = {"path": str(d.dest), "repo": d.repo_id, "file": d.filename, "revision": d.commit, "size_bytes": d.size}
+    if len(done) > 1:
+        ready["projector"] = str(done[1].dest)
+    print(json.dumps(ready))
     return 0
 
 

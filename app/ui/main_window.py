@@ -183,13 +183,16 @@ class MainWindow(QMainWindow):
         self.bridge.load_model(path)
 
     # -- the Hub, downloads and the library -----------------------------------------------------
-    def start_download(self, repo: str, filename: str) -> None:
+    def start_download(self, repo: str, filename: str, projector: str = "") -> None:
+        """A model file, and its vision projector when it has one (two downloads, each atomic)."""
         try:
-            d = self.downloads.manager.start(repo, filename)
+            started = self.downloads.manager.start_with_projector(repo, filename, projector or None)
         except Exception as exc:
             self.funnel.error(exc, title="Cannot download")
             return
-        self.funnel.status(f"Downloading {d.filename} ({self.downloads.manager.get(d.id).state})")
+        d = started[0]
+        extra = f" and its vision projector {started[1].filename}" if len(started) > 1 else ""
+        self.funnel.status(f"Downloading {d.filename}{extra} ({self.downloads.manager.get(d.id).state})")
 
     def _on_download_changed(self, d: Any) -> None:
         active = len(self.downloads.manager.active)

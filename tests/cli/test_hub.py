@@ -83,3 +83,26 @@ def test_offline_mode_is_honoured(hub: HubServer) -> None:
                          text=True, env=env, timeout=120)
     assert out.returncode == 2 and "offline" in out.stderr and "Traceback" not in out.stderr
     assert not any("/resolve/" in p for _, p, _ in hub.requests)
+
+
+def test_pull_with_projector_fetches_the_pair(vision_hub: HubServer) -> None:
+    from tests.conftest import VISION_REPO
+    from tests.support.tiny_vision import tiny_vision_pair
+
+    rows = json.loads(cli(vision_hub, "files", VISION_REPO, "--json").stdout)
+    assert {r["path"]: r["projector"] for r in rows} == {"tiny-vision-F16.gguf": "mmproj-tiny-vision-F16.gguf",
+                                                          "tiny-vision-Q8_0.gguf": "mmproj-tiny-vision-F16.gguf"}
+    out = cli(vision_hub, "pull", VISION_REPO, "tiny-vision-Q8_0.gguf", "--with-projector")
+    assert out.returncode == 0, out.stderr
+    ready = json.loads(out.stdout.strip().splitlines()[-1])
+    pair = tiny_vision_pair()
+    assert Path(ready["path"]).read_bytes() == pair.model.read_bytes()
+    assert Path(ready["projector"]).read_bytes() == pair.projector.read_bytes()
+    listed = json.loads(cli(vision_hub, "list", "--json").stdout)
+    mine = [e for e in listed if e["origin"] != "starter"]
+    assert [e["path"] for e in mine] == [ready["path"]] and mine[0]["projector"] == ready["projector"]
+
+
+def test_pull_with_projector_of_a_text_model_says_there_is_none(hub: HubServer) -> None:
+    out = cli(hub, "pull", "qd/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct.Q4_1.gguf", "--with-projector")
+    assert out.returncode == 2 and "no vision projector" in out.stderr and "Traceback" not in out.stderr

@@ -231,3 +231,37 @@ def _scan(w: _Walker) -> Scan:
             raise Corrupt(f"tensor {name!r} of type {GGMLQuantizationType(ttype).name} has a row of {shape[0]:,}, not a multiple of {block}")
         tensors.append(TensorInfo(name, tuple(shape), ttype, n_elements, n_elements * type_size // block, start + offset))
     return Scan(version, fields, tensors, start)
+
+
+PREFIX_BYTES = 64 * 1024
+
+
+def scan_prefix(path: Path, *, max_keys: int = 8, max_bytes: int = PREFIX_BYTES) -> dict[str, Any]:
+    """The first ``max_keys`` metadata keys that fit in the file's first ``max_bytes`` (what a GGUF
+    writer puts first: ``general.architecture``, ``general.type``, ...), without walking the rest:
+    a cheap look at what kind of file this is. Raises Corrupt for a file that is not a GGUF."""
+    size = path.stat().st_size
+    if size == 0:
+        raise Corrupt("the file is empty")
+    with path.open("rb") as fh:
+        head = fh.read(min(size, max_bytes))
+    w = _Walker(head, size, len(head))
+    fields: dict[str, Any] = {}
+    try:
+        if head[:4] != b"GGUF":
+            raise Corrupt(f"not a GGUF file (it starts with {head[:4]!r})")
+        w.pos = 4
+        version = w.unpack("I", 4, "version")
+        if version not in (2, 3):
+            raise Corrupt(f"unsupported GGUF version {version} (llama.cpp reads versions 2 and 3)")
+        w.unpack("Q", 8, "tensor count")
+        n_kv = w.unpack("Q", 8, "metadata key count")
+        for i in range(min(n_kv, max_keys)):
+            key = w.string(f"name of metadata key {i:,}", MAX_NAME)
+            if isinstance(key, Skipped):
+                raise Corrupt(f"metadata key {i:,} has a name of {key.count:,} bytes")
+            vtype = w.unpack("I", 4, f"type of {key}")
+            fields[key] = w.value(vtype, key)
+    except Incomplete:
+        pass  # what was read so far is the answer
+    return fields

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from app.core.errors import GatedError, HubError, QuantDeskError
 from app.core.gguf.header import SPLIT_NAME, quant_label
+from app.core.gguf.projector import is_projector_name, pair_by_name
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +149,21 @@ class HubFile:
     quant: str
     shards: list[str] = field(default_factory=list)
     sha256: list[str] = field(default_factory=list)  # one per shard, from the Hub's LFS metadata
-    mmproj: bool = False
+    mmproj: bool = False  # a vision projector (by name: the Hub lists names only)
+    projector: str | None = None  # a model's vision projector in the same repo folder (gguf.projector.pair_by_name)
+    projector_bytes: int = 0
+
+    @property
+    def download_bytes(self) -> int:
+        """The model and its projector: what a download fetches and what the fit column shows."""
+        return self.size_bytes + self.projector_bytes
 
     @property
     def split(self) -> bool:
         return len(self.shards) > 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "split": self.split}
+        return {**asdict(self), "split": self.split, "download_bytes": self.download_bytes}
 
 
 @dataclass
@@ -191,7 +199,8 @@ def quant_rank(quant: str) -> int:
 
 def group_gguf(siblings: list[tuple[str, int, str | None]]) -> list[HubFile]:
     """(path, size, sha256) of every file -> GGUF entries: split shards merged into one entry with the
-    total size, vision projectors flagged, sorted best quality first."""
+    total size, vision projectors flagged and each model given the projector of its folder, sorted
+    best quality first, projectors last."""
     splits: dict[str, HubFile] = {}
     out: list[HubFile] = []
     for path, size, sha in sorted(siblings):
@@ -204,7 +213,7 @@ def group_gguf(siblings: list[tuple[str, int, str | None]]) -> list[HubFile]:
             key = SPLIT_NAME.sub("", path)
             entry = splits.get(key)
             if entry is None:
-                entry = splits[key] = HubFile(path=path, size_bytes=0, quant=quant, mmproj="mmproj" in name.lower())
+                entry = splits[key] = HubFile(path=path, size_bytes=0, quant=quant, mmproj=is_projector_name(name))
                 out.append(entry)
             if m.group(1) == "00001":
                 entry.path = path
@@ -213,7 +222,11 @@ def group_gguf(siblings: list[tuple[str, int, str | None]]) -> list[HubFile]:
             entry.size_bytes += size
         else:
             out.append(HubFile(path=path, size_bytes=size, quant=quant, shards=[path], sha256=[sha or ""],
-                               mmproj="mmproj" in name.lower()))
+                               mmproj=is_projector_name(name)))
+    projectors = {f.path: f for f in out if f.mmproj}
+    for f in out:
+        if not f.mmproj and (chosen := pair_by_name(f.path, list(projectors))):
+            f.projector, f.projector_bytes = chosen, projectors[chosen].size_bytes
     return sorted(out, key=lambda f: (f.mmproj, quant_rank(f.quant), f.path))
 
 

@@ -10,7 +10,8 @@ from the ``.part`` file's size. Xet-backed files go through huggingface_hub's ``
 chunk cache makes a restarted transfer fetch only missing chunks).
 
 A file is written as ``<name>.part`` next to its final path, renamed only after the hash matched,
-then registered in the library. A split model is one download of all its shards.
+then registered in the library. A split model is one download of all its shards. A vision
+projector is not registered as a model: the library pairs it with the models in its folder.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from app.core import paths
 from app.core.db import owner_lock
 from app.core.errors import Cancelled, ChecksumError, DiskSpaceError, HubError, QuantDeskError
 from app.core.gguf.header import SPLIT_NAME, shard_name
+from app.core.gguf.projector import is_projector_file
 from app.core.hub.api import hub_error, local_path
 from app.core.jobs import CancelToken, RateMeter
 from app.core.library.catalog import DOWNLOADED, Library
@@ -190,6 +192,15 @@ class DownloadManager:
             self._launch(d)
             return replace(d)
 
+    def start_with_projector(self, repo_id: str, filename: str, projector: str | None, *,
+                             revision: str | None = None) -> list[Download]:
+        """A vision model and its projector (``HubFile.projector``): two downloads, each written and
+        checked on its own (``.part``, sha256, rename), the model first."""
+        started = [self.start(repo_id, filename, revision=revision)]
+        if projector:
+            started.append(self.start(repo_id, projector, revision=revision))
+        return started
+
     def pause(self, download_id: int) -> None:
         with self._lock:
             d = self._items[download_id]
@@ -309,6 +320,9 @@ class DownloadManager:
         self._set(d, VERIFYING)
         if not d.filename.endswith(".gguf"):
             return  # config, tokenizer or safetensors of a model to convert: verified, not a model by itself
+        if is_projector_file(dests[0]):  # a vision projector: never a model; paired with the models beside it
+            self.library.pair_folder(dests[0].parent)
+            return
         # verified by sha256 already; the header facts (architecture, parameters) are read by the
         # library's next refresh, off the download's path (a 150k-token vocabulary takes seconds)
         self.library.register(dests[0], origin=DOWNLOADED, owned=True, source_repo=d.repo_id, revision=d.commit,

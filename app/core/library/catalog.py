@@ -5,6 +5,11 @@ model, GGUF files in the huggingface_hub cache, and, when the user opts in, LM S
 folder and Ollama's blob store (its manifests name the GGUF blobs). Only files QuantDesk wrote
 (``owned``) can be deleted; another app's file is never touched.
 
+Vision projectors (mmproj files, recognised by their header or their name: gguf/projector.py) are
+never listed as models: each model records the projector of its folder that fits it (same
+embedding width and architecture) in ``projector``, or in ``projector_note`` why the projectors
+beside it do not fit.
+
 Kept in its own SQLite file (``library.sqlite3``) with ``user_version`` migrations; the downloads
 table there lets the download manager resume after an app restart.
 """
@@ -27,6 +32,7 @@ from app.core import paths
 from app.core.db import open_database
 from app.core.errors import ModelFileError, QuantDeskError, SchemaTooNewError
 from app.core.gguf.header import SPLIT_NAME, quant_label, read_header, shard_name
+from app.core.gguf.projector import Projector, is_projector_file, pair, read_projector
 from app.core.settings import models_dir
 
 log = logging.getLogger(__name__)
@@ -79,6 +85,12 @@ MIGRATIONS: list[str] = [
         updated REAL NOT NULL
     );
     """,
+    # 2: the vision projector paired with each model, and the embedding width pairing compares
+    """
+    ALTER TABLE models ADD COLUMN n_embd INTEGER;
+    ALTER TABLE models ADD COLUMN projector TEXT;
+    ALTER TABLE models ADD COLUMN projector_note TEXT;
+    """,
 ]
 
 
@@ -103,6 +115,13 @@ class LibraryEntry:
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     also_at: list[str] = field(default_factory=list)  # the same file (by sha256) elsewhere
+    n_embd: int | None = None  # the text model's embedding width (from its header)
+    projector: str | None = None  # the vision projector paired with this model (same folder, fits)
+    projector_note: str | None = None  # why the projectors in its folder do not fit, when none does
+
+    @property
+    def vision(self) -> bool:
+        return self.projector is not None
 
     @property
     def owner(self) -> str:
@@ -182,6 +201,9 @@ class Library:
         p = Path(path).expanduser().resolve()
         if not p.is_file():
             raise ModelFileError(f"{p}: no such file")
+        if is_projector_file(p):
+            raise ModelFileError(f"{p}: a vision projector (mmproj), not a chat model; it is used with the model "
+                                 "in its folder that it fits")
         header = read_header(p) if read else None  # raises ModelFileError naming the file and the cause
         files = shard_paths(p)
         size = sum(f.stat().st_size for f in files)
@@ -195,6 +217,7 @@ class Library:
             "mtime_ns": p.stat().st_mtime_ns, "sha256": sha256, "quant": quant or quant_label(p.name) or (header.file_type_name if header else None),
             "arch": header.architecture if header else None, "n_params": header.n_params if header else None, "source_repo": source_repo, "revision": revision,
             "imatrix": imatrix, "parent": parent, "extra": json.dumps(extra or {}), "error": None,
+            "n_embd": header.embedding_length if header else None,
         }
         with self._lock:
             row = self.db.execute("SELECT id FROM models WHERE path=?", (str(p),)).fetchone()
@@ -209,6 +232,8 @@ class Library:
                 entry_id = self.db.execute(f"INSERT INTO models ({cols}, added) VALUES ({', '.join('?' * len(values))}, ?)",
                                            (*values.values(), now)).lastrowid
         log.info("library: %s %s (%s)", "updated" if row else "added", p, origin)
+        if header is not None:
+            self.pair_folder(p.parent)
         return self.get(int(entry_id))
 
     def get(self, entry_id: int) -> LibraryEntry:
@@ -304,11 +329,36 @@ class Library:
                               extra=info.get("extra"), hash_file=False)
             except ModelFileError as exc:
                 log.warning("library: skipping %s: %s", p, exc)
-        for row in self.execute("SELECT id, path FROM models").fetchall():
-            if row["path"] not in seen and not Path(row["path"]).exists():
+        for row in self.execute("SELECT id, path, arch FROM models").fetchall():
+            gone = row["path"] not in seen and not Path(row["path"]).exists()
+            if gone or row["arch"] == "clip":  # a projector registered by an earlier version
                 self.execute("DELETE FROM models WHERE id=?", (row["id"],))
+        for folder in sorted({str(Path(r["path"]).parent) for r in self.execute("SELECT path FROM models").fetchall()}):
+            self.pair_folder(Path(folder))
         self._hash_same_size()
         return self.entries()
+
+    def pair_folder(self, folder: Path) -> None:
+        """Pair each model of ``folder`` whose header facts are known with the projector beside it
+        that fits (gguf.projector.pair); a projector is only read, never registered."""
+        rows = [r for r in self.execute("SELECT id, path, arch, n_embd, projector, projector_note FROM models "
+                                        "WHERE arch IS NOT NULL").fetchall() if Path(r["path"]).parent == folder]
+        if not rows:
+            return
+        projectors = _projectors_in(folder)
+        for row in rows:
+            n_embd = row["n_embd"]
+            if n_embd is None and projectors:  # registered before projectors were paired: read it once
+                try:
+                    n_embd = read_header(row["path"]).embedding_length
+                except ModelFileError:
+                    continue
+                self.execute("UPDATE models SET n_embd=? WHERE id=?", (n_embd, row["id"]))
+            result = pair(Path(row["path"]), architecture=row["arch"], n_embd=n_embd, candidates=projectors)
+            chosen = str(result.projector.path) if result.projector else None
+            if (chosen, result.note) != (row["projector"], row["projector_note"]):
+                self.execute("UPDATE models SET projector=?, projector_note=? WHERE id=?", (chosen, result.note, row["id"]))
+                log.info("library: %s: projector %s%s", row["path"], chosen, f" ({result.note})" if result.note else "")
 
     def _hash_same_size(self) -> None:
         """Dedup without hashing everything: only files whose size matches another file get hashed."""
@@ -349,13 +399,36 @@ def _inside(p: Path, root: Path) -> bool:
 
 
 def _gguf_files(root: Path) -> Iterator[Path]:
-    """Model GGUF files under ``root``: first shards only, vision projectors and partial files skipped."""
+    """Model GGUF files under ``root``: first shards only, vision projectors (by header or name) and
+    partial files skipped."""
     if not root.is_dir():
         return
     for dirpath, _dirs, files in os.walk(root, followlinks=False):
         for name in sorted(files):
-            if name.endswith(".gguf") and "mmproj" not in name.lower() and _first_shard_or_single(Path(name)):
-                yield Path(dirpath) / name
+            path = Path(dirpath) / name
+            if name.endswith(".gguf") and _first_shard_or_single(path) and not is_projector_file(path):
+                yield path
+
+
+def _projectors_in(folder: Path) -> list[Projector]:
+    """The vision projectors among the GGUF files of ``folder`` (a damaged one is logged and left out)."""
+    out = []
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".gguf"))
+    except OSError:
+        return []
+    for name in names:
+        path = folder / name
+        if not is_projector_file(path):
+            continue
+        try:
+            proj = read_projector(path)
+        except ModelFileError as exc:
+            log.warning("library: skipping projector %s: %s", path, exc)
+            continue
+        if proj is not None:
+            out.append(proj)
+    return out
 
 
 def _hf_cache_files(cache_dir: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:
@@ -377,7 +450,7 @@ def _hf_cache_files(cache_dir: Path | None = None) -> list[tuple[Path, dict[str,
         for rev in repo.revisions:
             for f in rev.files:
                 name = f.file_name
-                if not name.endswith(".gguf") or "mmproj" in name.lower() or not _first_shard_or_single(Path(name)):
+                if not name.endswith(".gguf") or not _first_shard_or_single(Path(name)) or is_projector_file(f.file_path):
                     continue
                 blob = f.blob_path.name
                 out.append((f.file_path, {"origin": HF_CACHE, "owned": False, "source_repo": repo.repo_id,

@@ -40,7 +40,7 @@ FILE_COLUMNS = ["Quant", "File", "Size", "Fit on this machine", "Max context", "
 
 
 class ModelPanel(QWidget):
-    download_requested = Signal(str, str)  # repo, file
+    download_requested = Signal(str, str, str)  # repo, file, its vision projector ("" for none)
     convert_requested = Signal(str)  # repo
 
     def __init__(self, runner: TaskRunner, endpoint: str | None, parent: QWidget | None = None) -> None:
@@ -124,14 +124,20 @@ class ModelPanel(QWidget):
         self.files.setRowCount(len(d.gguf_files))
         for row, f in enumerate(d.gguf_files):
             label = f.path + (f"  ({len(f.shards)} parts)" if f.split else "") + ("  · vision projector" if f.mmproj else "")
+            if f.projector:
+                label += f"  + {f.projector} (vision)"
+            size = human_bytes(f.download_bytes) + (" with projector" if f.projector else "")
             self.files.setItem(row, 0, read_only_item(f.quant))
             self.files.setItem(row, 1, read_only_item(label))
-            self.files.setItem(row, 2, read_only_item(human_bytes(f.size_bytes), f.size_bytes))
+            self.files.setItem(row, 2, read_only_item(size, f.download_bytes))
+            if f.projector:
+                self.files.item(row, 2).setToolTip(f"model {human_bytes(f.size_bytes)} + vision projector {human_bytes(f.projector_bytes)}")
             self.files.setItem(row, 3, read_only_item("…" if not f.mmproj else "—"))
             self.files.setItem(row, 4, read_only_item(""))
-            button = QPushButton("Download")
+            button = QPushButton("Download" if not f.projector else "Download both")
             set_icon(button, "download")
-            button.clicked.connect(lambda _=False, path=f.path: self.download_requested.emit(d.repo_id, path))
+            button.clicked.connect(lambda _=False, path=f.path, proj=f.projector or "":
+                                   self.download_requested.emit(d.repo_id, path, proj))
             self.files.setCellWidget(row, 5, button)
         self.files.resizeColumnsToContents()
         self.files.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
@@ -158,7 +164,8 @@ class ModelPanel(QWidget):
                 if v is None:
                     continue
                 self.files.item(row, 3).setText(("★ recommended · " if v.recommended else "") + v.verdict
-                                                 + (f" ({v.error})" if v.error else ""))
+                                                 + (f" ({v.error})" if v.error else "")
+                                                 + (f" · {human_bytes(f.download_bytes)} with its projector" if f.projector else ""))
                 self.files.item(row, 4).setText(f"{v.max_ctx:,}" if v.max_ctx else "")
                 if v.recommended:
                     for col in range(5):
@@ -192,7 +199,7 @@ class ModelPanel(QWidget):
 
 
 class HubPage(QWidget):
-    download_requested = Signal(str, str)
+    download_requested = Signal(str, str, str)  # repo, file, its vision projector ("" for none)
     convert_requested = Signal(str)
 
     def __init__(self, runner: TaskRunner, endpoint: str | None = None, parent: QWidget | None = None) -> None:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 LIBRARY_COLUMNS = ["Name", "Quant", "Architecture", "Size", "Source", "Revision", "Last used", "Path"]
 DOWNLOAD_COLUMNS = ["File", "Repository", "Progress", "Speed", "State", "", ""]
+VISION_BADGE = "[vision]"  # after the name of a model with a paired projector (projectors are never listed)
 
 
 
@@ -118,10 +119,15 @@ class LibraryPage(QWidget):
                 source = f"{e.owner}" + (f" · {e.source_repo}" if e.source_repo else "")
             if e.also_at:
                 source += f" (+{len(e.also_at)} copy elsewhere)"
-            values = [e.name, e.quant or "?", e.arch or "?", human_bytes(e.size), source, (e.revision or "")[:10],
+            name = e.name + (f"  {VISION_BADGE}" if e.vision else "")
+            values = [name, e.quant or "?", e.arch or "?", human_bytes(e.size), source, (e.revision or "")[:10],
                       _ago(e.last_used), e.path]
             for col, text in enumerate(values):
                 self.table.setItem(row, col, read_only_item(text))
+            if e.projector:
+                self.table.item(row, 0).setToolTip(plain_tooltip(f"Sees images with its vision projector {e.projector}"))
+            elif e.projector_note:
+                self.table.item(row, 0).setToolTip(plain_tooltip(f"No vision projector fits this model: {e.projector_note}"))
             self.table.item(row, 7).setToolTip(plain_tooltip(e.path + ("\nAlso at:\n" + "\n".join(e.also_at) if e.also_at else "")))
         self.table.resizeColumnsToContents()
         self.table.horizontalHeader().setSectionResizeMode(7, QHeaderView.ResizeMode.Stretch)

@@ -231,3 +231,35 @@ def test_structured_hostile_headers_fail_cleanly_fast_and_small(tmp_path: Path) 
     print(f"\nstructured GGUF fuzz: {STRUCTURED_CASES} cases, {outcomes}, slowest parse {slowest * 1000:.1f} ms")
     assert outcomes["refused"] > STRUCTURED_CASES // 4 and outcomes["read"] > 0
     assert psutil.Process().memory_info().rss - rss_before < 100 * 2**20
+
+
+def test_mutated_projector_headers_are_recognised_or_refused_cleanly(tmp_path: Path) -> None:
+    """The projector checks (gguf.projector) on mutated copies of a real projector: is_projector_file
+    always answers, read_projector answers or raises ModelFileError naming the file, fast."""
+    from app.core.gguf.projector import is_projector_file, read_projector
+    from tests.support.tiny_vision import tiny_vision_pair
+
+    original = tiny_vision_pair().projector.read_bytes()
+    header_end = original.index(b"v.blk.0.") + 200
+    rng = random.Random(99)
+    outcomes = {"projector": 0, "other": 0, "refused": 0}
+    for i in range(MUTATIONS // 2):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 6)):
+            pos = rng.randrange(4, header_end)
+            if rng.random() < 0.5:
+                data[pos] = rng.randrange(256)
+            else:
+                data[pos:pos + 8] = rng.choice([2**32, 2**62, 2**64 - 1, 10**9]).to_bytes(8, "little")
+        path = tmp_path / f"p{i}.gguf"  # not named mmproj: only the header can say
+        path.write_bytes(bytes(data))
+        start = time.perf_counter()
+        assert isinstance(is_projector_file(path), bool)
+        try:
+            outcomes["projector" if read_projector(path) is not None else "other"] += 1
+        except ModelFileError as exc:
+            assert path.name in str(exc)
+            outcomes["refused"] += 1
+        assert time.perf_counter() - start < 2.0, f"mutation {i} took too long"
+        path.unlink()
+    assert outcomes["refused"] > 0 and outcomes["projector"] > 0

@@ -122,3 +122,27 @@ def test_front_matter_is_stripped_in_linear_time() -> None:
         start = time.perf_counter()
         assert hubmod.strip_front_matter(hostile) == hostile  # never closed: the card is shown whole
         assert time.perf_counter() - start < 0.5
+
+
+def test_a_vision_repo_pairs_each_model_with_its_projector(vision_hub: HubServer) -> None:
+    from tests.conftest import VISION_REPO
+    from tests.support.tiny_vision import tiny_vision_pair
+
+    details = hubmod.repo_details(VISION_REPO, endpoint=vision_hub.url)
+    files = {f.path: f for f in details.gguf_files}
+    assert sorted(f.path for f in details.gguf_files if f.mmproj) == ["mmproj-tiny-vision-F16.gguf", "mmproj-tiny-vision-F32.gguf"]
+    projector_bytes = tiny_vision_pair().projector.stat().st_size
+    for name in ("tiny-vision-F16.gguf", "tiny-vision-Q8_0.gguf"):
+        f = files[name]
+        assert f.projector == "mmproj-tiny-vision-F16.gguf"  # F16 first, as most repos ship it
+        assert f.projector_bytes == projector_bytes and f.download_bytes == f.size_bytes + projector_bytes
+        assert f.to_dict()["download_bytes"] == f.download_bytes
+    assert files["mmproj-tiny-vision-F16.gguf"].projector is None
+
+
+def test_a_text_repo_has_no_projector_pairs_except_by_name(hub: HubServer) -> None:
+    details = hubmod.repo_details("qd/SmolLM2-135M-Instruct-GGUF", endpoint=hub.url)
+    assert all(f.projector is None and f.projector_bytes == 0 for f in details.gguf_files)
+    tiny = {f.path: f for f in hubmod.repo_details("qd/tiny-GGUF", endpoint=hub.url).gguf_files}
+    assert tiny["tiny-F16.gguf"].projector == "mmproj-tiny-F16.gguf"  # the Hub lists names only
+    assert tiny["split/tiny-split-00001-of-00002.gguf"].projector is None  # another folder

@@ -160,8 +160,9 @@ def test_several_downloads_at_once(hub: HubServer, tiny_ggufs: dict[str, Path]) 
     ids = [manager.start("qd/tiny-GGUF", name).id for name in ("tiny-F16.gguf", "tiny-Q8_0.gguf", "mmproj-tiny-F16.gguf")]
     states = [manager.wait(i).state for i in ids]
     assert states == [DONE, DONE, DONE]
-    assert len(manager.library.entries(dedupe=False)) == 3
-    assert len(manager.library.entries()) == 2  # mmproj-tiny-F16 is the same bytes as tiny-F16: shown once
+    assert all(manager.get(i).dest.is_file() for i in ids)
+    # mmproj-tiny-F16 is named as a vision projector: downloaded, never listed as a model
+    assert sorted(Path(e.path).name for e in manager.library.entries(dedupe=False)) == ["tiny-F16.gguf", "tiny-Q8_0.gguf"]
 
 
 def test_disk_full_is_a_clean_error_and_leaves_nothing(hub: HubServer, tmp_path: Path) -> None:
@@ -239,3 +240,23 @@ def test_a_second_process_never_writes_the_same_part_file(hub: HubServer) -> Non
     manager.resume(d.id)  # the other one is gone: this one may write now
     assert manager.wait(d.id).state == DONE
     manager.close()
+
+
+def test_a_vision_model_downloads_with_its_projector_and_is_paired(vision_hub: HubServer) -> None:
+    from app.core.hub.api import repo_details
+    from tests.conftest import VISION_REPO
+    from tests.support.tiny_vision import tiny_vision_pair
+
+    f = next(f for f in repo_details(VISION_REPO, endpoint=vision_hub.url).gguf_files if f.path == "tiny-vision-Q8_0.gguf")
+    manager = DownloadManager(endpoint=vision_hub.url)
+    started = manager.start_with_projector(VISION_REPO, f.path, f.projector)
+    assert [d.filename for d in started] == ["tiny-vision-Q8_0.gguf", "mmproj-tiny-vision-F16.gguf"]
+    done = [manager.wait(d.id) for d in started]
+    assert [d.state for d in done] == [DONE, DONE]
+    pair = tiny_vision_pair()
+    assert [d.dest.read_bytes() for d in done] == [pair.model.read_bytes(), pair.projector.read_bytes()]
+    assert sorted(leftovers()) == sorted(d.dest for d in done)  # no .part or lock file left
+    entries = manager.library.refresh(hf_cache=False)
+    vision = [e for e in entries if e.origin != "starter"]
+    assert [Path(e.path).name for e in vision] == ["tiny-vision-Q8_0.gguf"]  # the projector is not a model
+    assert vision[0].projector == str(done[1].dest.resolve())

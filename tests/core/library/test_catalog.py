@@ -114,3 +114,68 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     sqlite3.connect(db).execute("PRAGMA user_version=99")
     with pytest.raises(QuantDeskError, match="newer QuantDesk"):
         Library(db)
+
+
+def test_vision_projectors_are_never_models_and_pair_with_the_model_they_fit(tmp_path: Path) -> None:
+    from tests.support.tiny_vision import tiny_vision_pair
+
+    pair64, pair96 = tiny_vision_pair(), tiny_vision_pair(text_embd=96)
+    fits = models_dir() / "qd" / "vision"
+    fits.mkdir(parents=True)
+    model = Path(shutil.copy(pair64.model, fits / "tiny-vision-F16.gguf"))
+    encoder = Path(shutil.copy(pair64.projector, fits / "vision-encoder-F16.gguf"))  # a projector not named mmproj
+    shutil.copy(pair96.projector, fits / "mmproj-other-F16.gguf")  # for a 96-wide model
+    lonely = models_dir() / "qd" / "mismatched"
+    lonely.mkdir(parents=True)
+    other = Path(shutil.copy(pair64.model, lonely / "tiny-vision-Q.gguf"))
+    shutil.copy(pair96.projector, lonely / "mmproj-tiny-vision-F16.gguf")
+
+    lib = Library()
+    entries = {Path(e.path).name: e for e in lib.refresh(hf_cache=False)}
+    assert set(entries) - {Path(e.path).name for e in entries.values() if e.origin == "starter"} == {model.name}
+    vision = entries[model.name]
+    assert vision.vision and vision.projector == str(encoder.resolve()) and vision.projector_note is None
+    assert vision.n_embd == 64
+    assert not next(e for e in entries.values() if e.origin == "starter").vision
+
+    # the same bytes in another folder, beside a projector that does not fit: no projector, and why
+    assert len(lib.entries(dedupe=False)) == len(entries) + 1
+    refused = lib.find(other)
+    assert refused is not None and refused.projector is None
+    assert refused.projector_note == ("mmproj-tiny-vision-F16.gguf: made for a text model 96 wide, this model is 64 wide "
+                                      "(llama.cpp refuses the pair)")
+
+    with pytest.raises(ModelFileError, match="vision projector"):
+        lib.register(encoder)
+    assert lib.find(encoder) is None
+
+
+def test_a_projector_listed_by_an_earlier_version_is_dropped(tmp_path: Path) -> None:
+    from tests.support.tiny_vision import tiny_vision_pair
+
+    folder = models_dir() / "old"
+    folder.mkdir(parents=True)
+    proj = Path(shutil.copy(tiny_vision_pair().projector, folder / "encoder.gguf"))
+    lib = Library()
+    lib.execute("INSERT INTO models (path, name, origin, owned, size, arch, added) VALUES (?,?,?,?,?,?,?)",
+                (str(proj.resolve()), "encoder", "added", 1, proj.stat().st_size, "clip", 0.0))
+    assert all(e.path != str(proj.resolve()) for e in lib.refresh(hf_cache=False))
+
+
+def test_a_library_of_schema_1_gains_the_projector_columns(tmp_path: Path, tiny_ggufs: dict[str, Path]) -> None:
+    import sqlite3
+
+    from app.core.library.catalog import MIGRATIONS
+
+    db_path = tmp_path / "library.sqlite3"
+    db = sqlite3.connect(db_path)
+    db.executescript(MIGRATIONS[0])
+    db.execute("INSERT INTO models (path, name, origin, size, arch, added) VALUES (?,?,?,?,?,?)",
+               (str(tiny_ggufs["f16"]), "tiny-F16", "added", 1, "llama", 0.0))
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    lib = Library(db_path)
+    [entry] = lib.entries()
+    assert (entry.name, entry.n_embd, entry.projector, entry.projector_note, entry.vision) == ("tiny-F16", None, None, None, False)
+    assert int(lib.execute("PRAGMA user_version").fetchone()[0]) == len(MIGRATIONS) == 2
