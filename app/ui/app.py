@@ -115,7 +115,10 @@ def _screenshot_when_loaded(window) -> None:  # type: ignore[no-untyped-def]
     def grab(*_args: object) -> None:
         if not done:
             done.append(True)
-            ok = window.grab().save(path)
+            partial = path + ".part.png"  # whole or not at all: whoever waits for the file never reads half of it
+            ok = window.grab().save(partial, "PNG")
+            if ok:
+                os.replace(partial, path)
             log.info("screenshot %s: %s", path, "saved" if ok else "failed")
 
     window.bridge.model_loaded.connect(grab)
