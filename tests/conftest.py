@@ -172,9 +172,8 @@ def tiny_f16(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            n_head=4, n_head_kv=2, n_ff=512, file_type="f16")
 
 
-@pytest.fixture
-def hub_window(qtbot, hub: "HubServer") -> Iterator[object]:  # type: ignore[no-untyped-def]
-    """The real main window talking to the local Hub; closed without the jobs question."""
+def window_on_hub(qtbot, hub: "HubServer") -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """The real main window talking to ``hub``; closed without the jobs question (for fixtures)."""
     from app.ui.app import create_window
 
     win = create_window(hub_endpoint=hub.url)
@@ -185,3 +184,9 @@ def hub_window(qtbot, hub: "HubServer") -> Iterator[object]:  # type: ignore[no-
     win.close()
     win.bridge.shutdown()
     win.store.close()
+
+
+@pytest.fixture
+def hub_window(qtbot, hub: "HubServer") -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """The real main window talking to the local Hub."""
+    yield from window_on_hub(qtbot, hub)

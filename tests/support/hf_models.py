@@ -11,11 +11,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_ARCHS = ("llama", "qwen2", "gemma", "phi3")
@@ -26,6 +28,22 @@ def cache_root() -> Path:
     root = Path(os.environ.get("QUANTDESK_TEST_CACHE", Path(tempfile.gettempdir()) / "quantdesk-test-cache"))
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+@contextlib.contextmanager
+def staged(key: str) -> Iterator[Path]:
+    """A fresh folder under the cache that becomes ``cache_root() / key``, marked done, only when
+    the block completes: a build that fails or is killed never leaves a half-made entry."""
+    out = cache_root() / key
+    staging = Path(tempfile.mkdtemp(prefix=key + ".", dir=cache_root()))
+    try:
+        yield staging
+        (staging / "done").write_text("ok")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def starter_hf_folder(starter: Path) -> Path:
@@ -39,8 +57,7 @@ def starter_hf_folder(starter: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    staging = Path(tempfile.mkdtemp(prefix=key + ".", dir=cache_root()))
-    try:
+    with staged(key) as staging:
         tok = AutoTokenizer.from_pretrained(str(starter.parent), gguf_file=starter.name)
         loaded = AutoModelForCausalLM.from_pretrained(str(starter.parent), gguf_file=starter.name, dtype=torch.float32)
         config = loaded.config
@@ -55,12 +72,6 @@ def starter_hf_folder(starter: Path) -> Path:
         cfg = json.loads((staging / "config.json").read_text())
         cfg.pop("quantization_config", None)
         (staging / "config.json").write_text(json.dumps(cfg, indent=2))
-        (staging / "done").write_text("ok")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

@@ -24,11 +24,10 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.hf_models import SPM_VOCAB, cache_root, spm_tokenizer
+from tests.support.hf_models import SPM_VOCAB, cache_root, spm_tokenizer, staged
 
 IMAGE_SIZE = 56
 PATCH_SIZE = 14
@@ -129,16 +128,9 @@ def tiny_vision_pair(*, text_embd: int = TEXT_EMBD) -> VisionPair:
     pair = VisionPair(out / f"{name}-f16.gguf", out / f"mmproj-{name}-f16.gguf")
     if (out / "done").exists() and pair.model.exists() and pair.projector.exists():
         return pair
-    staging = Path(tempfile.mkdtemp(prefix=key + ".", dir=cache_root()))
-    try:
+    with staged(key) as staging:
         folder = tiny_vision_hf_folder(staging / "hf", text_embd=text_embd)
         _convert(folder, staging / pair.model.name, mmproj=False)
         _convert(folder, staging / pair.projector.name, mmproj=True)
         shutil.rmtree(folder)
-        (staging / "done").write_text("ok")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return pair

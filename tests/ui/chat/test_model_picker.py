@@ -16,8 +16,8 @@ from app.core.settings import models_dir
 from app.ui.app import create_window
 from app.ui.chat.model_picker import PATH_ROLE
 from app.ui.main_window import MainWindow
+from tests.ui.chat.test_chat_window import WAIT_MS, close_window
 
-WAIT_MS = 120_000
 SHORT = SamplingParams(temperature=0.0, max_tokens=12, repeat_penalty=1.0)
 
 
@@ -39,9 +39,7 @@ def window(qtbot, second_model: Path) -> Iterator[MainWindow]:  # type: ignore[n
     with qtbot.waitSignal(win.bridge.model_loaded, timeout=WAIT_MS):
         win.open_initial_model()
     yield win
-    win.close()
-    win.bridge.shutdown()
-    win.store.close()
+    close_window(win)
 
 
 def pick(win: MainWindow, path: Path) -> None:

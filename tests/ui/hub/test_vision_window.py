@@ -13,7 +13,7 @@ from PySide6.QtCore import Qt
 from app.core.planner.memory import human_bytes
 from app.ui.library.page import VISION_BADGE
 from app.ui.main_window import MainWindow
-from tests.conftest import VISION_REPO
+from tests.conftest import VISION_REPO, window_on_hub
 from tests.support.hub_server import HubServer
 from tests.support.tiny_vision import tiny_vision_pair
 from tests.ui.hub.test_hub_window import WAIT_MS, download_button, open_model, search
@@ -21,16 +21,7 @@ from tests.ui.hub.test_hub_window import WAIT_MS, download_button, open_model, s
 
 @pytest.fixture
 def vision_window(qtbot, vision_hub: HubServer) -> Iterator[MainWindow]:  # type: ignore[no-untyped-def]
-    from app.ui.app import create_window
-
-    win = create_window(hub_endpoint=vision_hub.url)
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win._quit_confirmed = True
-    win.close()
-    win.bridge.shutdown()
-    win.store.close()
+    yield from window_on_hub(qtbot, vision_hub)  # type: ignore[misc]
 
 
 def test_a_vision_model_is_shown_and_downloaded_with_its_projector(qtbot, vision_window: MainWindow) -> None:  # type: ignore[no-untyped-def]
