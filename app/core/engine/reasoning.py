@@ -32,9 +32,6 @@ HARMONY_MARKERS = (H_CHANNEL, H_MESSAGE, H_END, H_START, "<|constrain|>", "<|ret
 HARMONY_REASONING = ("analysis",)
 MAX_CHANNEL_HEADER = 256  # "<|channel|>final <|constrain|>json" and the like: longer is not a header
 
-REASONING, ANSWER = "reasoning", "answer"
-
-
 def marker_strings(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]] = TAG_PAIRS) -> list[str]:
     """Every tag the splitter looks for (the engine renders those that are special tokens as text)."""
     return [t for pair in pairs for t in pair] + list(HARMONY_MARKERS)
@@ -51,10 +48,12 @@ class Splitter:
     """Feed a reply's text as it comes; each ``feed`` returns the new reasoning and answer text.
 
     ``inside``: the prompt opened a block (``<think>`` at the end of the generation prompt), so the
-    reply starts as reasoning; ``pairs``: the tag pairs (custom ones first)."""
+    reply starts as reasoning; ``opened``: the tag that opened it (None: the first pair's);
+    ``pairs``: the tag pairs (custom ones first)."""
 
     pairs: list[tuple[str, str]] = field(default_factory=lambda: list(TAG_PAIRS))
     inside: bool = False
+    opened: str | None = None
     harmony: bool = False  # the template speaks harmony (gpt-oss): channels decide
     close: str = "</think>"  # the closing tag of the open block (what a budget forces)
     _held: str = ""
@@ -68,7 +67,7 @@ class Splitter:
         self.pairs = [(o, c) for o, c in self.pairs if o and c]
         if self.inside:
             self.blocks = 1
-            self.close = self._close_for(None)
+            self.close = self._close_for(self.opened)
 
     def _close_for(self, opened: str | None) -> str:
         if self.harmony:

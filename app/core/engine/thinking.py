@@ -91,9 +91,7 @@ class ReplyThinking:
         if tr.harmony and not opened and tail.endswith("<|channel|>analysis<|message|>"):
             opened = "<|channel|>analysis<|message|>"
         self.tokenize = tokenize
-        self.splitter = Splitter(pairs=self.pairs, inside=opened is not None, harmony=tr.harmony)
-        if opened and opened in dict(self.pairs):
-            self.splitter.close = dict(self.pairs)[opened]
+        self.splitter = Splitter(pairs=self.pairs, inside=opened is not None, opened=opened, harmony=tr.harmony)
         enabled = options.get("enabled")
         budget = options.get("budget")
         self.budget: int | None = int(budget) if isinstance(budget, (int, float)) and budget >= 0 else None

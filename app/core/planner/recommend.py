@@ -8,6 +8,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from app.core.errors import QuantDeskError
+from app.core.gguf.projector import is_projector_name
 from app.core.gguf.remote import read_remote_header
 from app.core.hardware import Hardware
 from app.core.planner.memory import budget, plan
@@ -44,7 +45,7 @@ def gguf_files(repo_id: str, *, revision: str | None = None, token: str | None =
     names = HfApi(endpoint=endpoint, token=token).list_repo_files(repo_id, revision=revision)
     out = []
     for name in names:
-        if not name.endswith(".gguf") or "mmproj" in name.lower():
+        if not name.endswith(".gguf") or is_projector_name(name):  # the Hub listing's rule (hub.api)
             continue
         shard = OTHER_SHARD.search(name)
         if shard and shard.group(1) != "00001":

@@ -133,9 +133,9 @@ class ModelPool:
 
     def loaded(self) -> list[Slot]:
         now = self.shared.loaded() if self.shared is not None else None
-        for s in self._slots.values():  # the window moved to another model: that slot is no longer loaded
-            if s.shared and (now is None or now[0] != s.model.path) and not s.busy:
-                s.client, s.info, s.shared = None, None, False
+        for s in self._slots.values():
+            if not s.busy:
+                _let_go_if_moved(s, now)
         return [s for s in self._slots.values() if s.loaded]
 
     def status(self) -> list[dict[str, Any]]:
@@ -208,8 +208,7 @@ class ModelPool:
         if self.shared is None:
             return False
         now = self.shared.loaded()
-        if slot.shared and (now is None or now[0] != slot.model.path):
-            slot.client, slot.info, slot.shared = None, None, False
+        _let_go_if_moved(slot, now)
         if now is not None and now[0] == slot.model.path and slot.model.kind != EMBEDDING:
             if slot.loaded and not slot.shared:
                 await self._unload(slot, why="(the chat window has it loaded: served on the window's engine)")
@@ -339,6 +338,12 @@ class ModelPool:
             client, slot.client, slot.info = slot.client, None, None
             if client is not None and not slot.shared:
                 client.close()
+
+
+def _let_go_if_moved(slot: Slot, window: tuple[Path, ModelInfo] | None) -> None:
+    """A slot served on the window's engine is no longer loaded once the window has another model."""
+    if slot.shared and (window is None or window[0] != slot.model.path):
+        slot.client, slot.info, slot.shared = None, None, False
 
 
 def _start_and_read(client: EngineClient, path: Path) -> Any:
