@@ -6,6 +6,8 @@ message box or tooltip given such a string could render HTML and load images. He
 
 - ``plain_label`` / ``make_plain`` / ``message`` set ``Qt.TextFormat.PlainText``;
 - ``plain_tooltip`` escapes (a tooltip has no text-format setting);
+- ``thumbnail`` is the one place the GUI decodes an image: a stored chat image (chat.images), by
+  Qt's reader with an allocation limit and a scaled read, never a path or URL from message text;
 - ``MarkdownView`` shows Markdown rendered by ``app.core.chat.markdown`` (raw HTML escaped, no
   images, http(s) links only), loads no resources at all, and opens a link only through
   ``open_link``: after a click, with the URL shown, and only for http(s).
@@ -14,10 +16,11 @@ message box or tooltip given such a string could render HTML and load images. He
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QUrl
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QSize, Qt, QUrl
+from PySide6.QtGui import QDesktopServices, QImage, QImageReader, QPixmap
 from PySide6.QtWidgets import QLabel, QMessageBox, QTextBrowser, QWidget
 
 from app.core.chat.markdown import MAX_CARD, MAX_CARD_LINES, render_markdown, safe_link
@@ -86,6 +89,53 @@ class MarkdownView(QTextBrowser):
     def loadResource(self, kind: int, url: QUrl) -> Any:  # noqa: N802 (Qt's name)
         self.resource_requests.append(url.toString())
         return None  # no images, style sheets or files, from anywhere
+
+
+IMAGE_ALLOCATION_MB = 256  # Qt refuses to decode an image that would need more
+
+
+def thumbnail(path: Path, side: int) -> QPixmap | None:
+    """A stored image scaled to fit ``side`` pixels (decoded at that size), or None when Qt cannot read it."""
+    reader = QImageReader(str(path))
+    reader.setAllocationLimit(IMAGE_ALLOCATION_MB)
+    reader.setDecideFormatFromContent(True)
+    size = reader.size()
+    if not size.isValid() or size.isEmpty():
+        return None
+    scaled = size.scaled(QSize(side, side), Qt.AspectRatioMode.KeepAspectRatio)
+    if scaled.width() < size.width():
+        reader.setScaledSize(scaled)
+    image = reader.read()
+    return None if image.isNull() else QPixmap.fromImage(image)
+
+
+def image_for_store(data: bytes, name: str) -> bytes:
+    """An attached file or pasted image as bytes the engine reads: PNG, JPEG, GIF and BMP as they
+    are (checked), anything else Qt decodes (WebP, TIFF ...) re-encoded as PNG. ImageError naming
+    ``name`` and the cause for what is not an image or is too large."""
+    from app.core.engine.images import ENGINE_TYPES, ImageError, inspect
+
+    try:
+        if inspect(data, name).kind in ENGINE_TYPES:
+            return data
+    except ImageError as exc:
+        if "not an image of a type" not in str(exc):
+            raise
+    buffer = QBuffer()
+    buffer.setData(QByteArray(data))
+    reader = QImageReader(buffer)
+    reader.setAllocationLimit(IMAGE_ALLOCATION_MB)
+    image = reader.read()
+    if image.isNull():
+        raise ImageError(f"{name}: not an image QuantDesk can read ({reader.errorString()})")
+    return png_bytes(image)
+
+
+def png_bytes(image: QImage) -> bytes:
+    out = QBuffer()
+    out.open(QIODevice.OpenModeFlag.WriteOnly)
+    image.save(out, "PNG")
+    return bytes(out.data().data())
 
 
 def rich_label(our_html: str, parent: QWidget | None = None) -> QLabel:

@@ -65,16 +65,19 @@ class ChatSession:
             self.conversation = self.store.create_conversation(model_path=str(model) if model else None, **self._new)  # type: ignore[arg-type]
         return self.conversation
 
-    def begin_send(self, text: str, *, editing: int | None = None) -> ReplyTurn:
+    def begin_send(self, text: str, *, editing: int | None = None, images: list[str] | None = None) -> ReplyTurn:
         """Add the user's ``text`` (replacing message ``editing`` and everything after it; the
         first message titles the conversation) and open the reply's turn, for a caller that
-        streams it itself (the GUI, through its engine bridge)."""
+        streams it itself (the GUI, through its engine bridge). ``images``: names in the store's
+        image store (``store.images.put``); an edited message keeps its own unless others are given."""
         conv = self._ensure_conversation()
         if editing is not None:
+            if images is None:
+                images = self.store.get_message(editing).images
             self.store.delete_from(conv.id, editing)
         if conv.title == "New chat":
-            self.conversation = conv = self.store.rename(conv.id, title_for(text))
-        self.store.add_message(conv.id, "user", text)
+            self.conversation = conv = self.store.rename(conv.id, title_for(text) if text.strip() or not images else "Image")
+        self.store.add_message(conv.id, "user", text, images=images)
         return self._begin_reply()
 
     def begin_regenerate(self, message_id: int) -> ReplyTurn:
@@ -91,11 +94,11 @@ class ChatSession:
         return ReplyTurn(self.store, placeholder.id, history, self.sampling, model=Path(model).name if model else None)
 
     def send(self, text: str, *, on_token: Callable[[str], None] | None = None, editing: int | None = None,
-             on_reasoning: Callable[[str], None] | None = None) -> Message:
+             on_reasoning: Callable[[str], None] | None = None, images: list[str] | None = None) -> Message:
         """Add the user's ``text`` (replacing message ``editing`` and everything after it) and
         stream the reply (the answer to ``on_token``, the reasoning to ``on_reasoning``);
         returns the saved assistant message."""
-        return self._stream(self.begin_send(text, editing=editing), on_token, on_reasoning)
+        return self._stream(self.begin_send(text, editing=editing, images=images), on_token, on_reasoning)
 
     def regenerate(self, message_id: int, *, on_token: Callable[[str], None] | None = None) -> Message:
         """Drop the reply ``message_id`` (and anything after it) and answer again."""
@@ -137,7 +140,7 @@ class ReplyTurn:
     engine crashed, else failed), keeping the longest text known. Not thread-safe: one caller
     feeds it (the CLI's loop, the GUI thread)."""
 
-    def __init__(self, store: ChatStore, message_id: int, history: list[dict[str, str]], sampling: SamplingParams, *,
+    def __init__(self, store: ChatStore, message_id: int, history: list[dict[str, Any]], sampling: SamplingParams, *,
                  model: str | None = None) -> None:
         self.store, self.message_id, self.history, self.sampling = store, message_id, history, sampling
         self.model = model  # the file name of the model answering: the reply's author, kept in its stats

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.core.chat.images import NAME, ImageStore
 from app.core.db import open_database, owner_lock
 from app.core.engine.protocol import SamplingParams
 from app.core.errors import BadValueError, SchemaTooNewError
@@ -56,6 +57,8 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE conversations ADD COLUMN preset TEXT NOT NULL DEFAULT 'Balanced';",
     # 3: a reply's reasoning, kept apart from its answer (content)
     "ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT '';",
+    # 4: a message's images: names in the image store (chat.images), a JSON list
+    "ALTER TABLE messages ADD COLUMN images TEXT NOT NULL DEFAULT '[]';",
 ]
 
 
@@ -81,6 +84,7 @@ class Message:
     stats: dict[str, Any] = field(default_factory=dict)
     created: float = 0.0
     reasoning: str = ""  # what the model thought before the answer (``content``)
+    images: list[str] = field(default_factory=list)  # names in the store's ImageStore, in order
 
 
 class ChatStore:
@@ -96,6 +100,7 @@ class ChatStore:
             self._migrate()
 
         self.db = open_database(self.path, "chat history", setup, isolation_level=None)
+        self.images = ImageStore(self.path.parent / "images")
         # Only the first store open on this file (in any process) owns the leftovers: a reply still
         # streaming and the undo trash may belong to a live GUI, so a second store touches neither.
         self._owner = owner_lock(self.path)
@@ -213,7 +218,19 @@ class ChatStore:
         self.db.execute("UPDATE conversations SET deleted = NULL WHERE id = ?", (conversation_id,))
 
     def purge_deleted(self) -> None:
+        """Delete the trash for good, and the images only its conversations had."""
         self.db.execute("DELETE FROM conversations WHERE deleted IS NOT NULL")
+        self.collect_images()
+
+    def collect_images(self) -> int:
+        """Remove the stored images no message refers to (the primary store only: another one's
+        reply may be adding them)."""
+        if not self.primary:
+            return 0
+        referenced: set[str] = set()
+        for (names,) in self.db.execute("SELECT images FROM messages WHERE images != '[]'"):
+            referenced.update(n for n in _names(names))
+        return self.images.collect(referenced)
 
     def _touch(self, conversation_id: int) -> None:
         self.db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (time.time(), conversation_id))
@@ -229,12 +246,18 @@ class ChatStore:
             stats=json.loads(row["stats"] or "{}"),
             created=row["created"],
             reasoning=row["reasoning"] or "",
+            images=_names(row["images"]),
         )
 
-    def add_message(self, conversation_id: int, role: str, content: str, *, status: str = COMPLETE) -> Message:
+    def add_message(self, conversation_id: int, role: str, content: str, *, status: str = COMPLETE,
+                    images: list[str] | None = None) -> Message:
+        """``images``: names in ``self.images`` (ImageStore.put), shown and sent with the message."""
+        for name in images or []:
+            if not self.images.path(name).is_file():
+                raise BadValueError(f"image {name}: not in the image store {self.images.root}")
         cur = self.db.execute(
-            "INSERT INTO messages (conversation_id, role, content, status, created) VALUES (?, ?, ?, ?, ?)",
-            (conversation_id, role, content, status, time.time()),
+            "INSERT INTO messages (conversation_id, role, content, status, created, images) VALUES (?, ?, ?, ?, ?, ?)",
+            (conversation_id, role, content, status, time.time(), json.dumps(list(images or []))),
         )
         self._touch(conversation_id)
         return self.get_message(int(cur.lastrowid or 0))
@@ -273,20 +296,32 @@ class ChatStore:
         """Remove ``message_id`` and every later message (for regenerate and edit-and-resend)."""
         cur = self.db.execute("DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id))
         self._touch(conversation_id)
-        return cur.rowcount
+        return cur.rowcount  # the images only these messages had go at the next purge (an edit resends them)
 
-    def engine_messages(self, conversation_id: int) -> list[dict[str, str]]:
+    def engine_messages(self, conversation_id: int) -> list[dict[str, Any]]:
         """The conversation as the engine sees it: system prompt, then the turns with text. A
         reply's reasoning goes along as ``reasoning_content``: the model's template passes it back
-        or drops it by its own rule."""
+        or drops it by its own rule; a message's images as ``images`` (their files in the store)."""
         conv = self.get_conversation(conversation_id)
-        out: list[dict[str, str]] = []
+        out: list[dict[str, Any]] = []
         if conv.system_prompt.strip():
             out.append({"role": "system", "content": conv.system_prompt})
         for m in self.messages(conversation_id):
             if m.content or m.role == "user":
-                turn = {"role": m.role, "content": m.content}
+                turn: dict[str, Any] = {"role": m.role, "content": m.content}
                 if m.reasoning and m.role == "assistant":
                     turn["reasoning_content"] = m.reasoning
+                if m.images:
+                    turn["images"] = [{"path": str(self.images.path(n)), "name": f"image {i + 1} of this message"}
+                                      for i, n in enumerate(m.images)]
                 out.append(turn)
         return out
+
+
+def _names(column: str | None) -> list[str]:
+    """A message's image names from its column (only well-formed names: the file is ours to read)."""
+    try:
+        names = json.loads(column or "[]")
+    except ValueError:
+        return []
+    return [n for n in names if isinstance(n, str) and NAME.match(n)] if isinstance(names, list) else []

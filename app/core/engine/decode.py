@@ -10,8 +10,9 @@ Hooks for the features built on it:
 - ``Request.grammar``: a GBNF grammar constrains the reply (JSON schema, forced tool calls);
 - ``Request.on_token``: called with each token's text; it may return tokens to force into the reply
   (closing a reasoning block at its budget), which are evaluated and accepted like sampled ones;
-- ``Request.prefix``: called before the prompt's text tokens with the number of tokens already in the
-  cache; it evaluates what must come first (image embeddings) and returns the new count;
+- ``Request.media``: runs of the prompt that are images (engine.vision.Span): placeholder ids in
+  ``tokens`` that match the cache only for the same image at the same place, each evaluated by its
+  own callback (the image's embeddings) instead of ``llama_decode`` of ids;
 - ``Request.lookup``: prompt-lookup speculative decoding (n-gram drafts from the context, verified in
   one batch); with any sampler the reply is what plain decoding would give, only faster where it
   repeats the prompt.
@@ -51,7 +52,7 @@ class Request:
     lookup: int = 0  # draft length for speculative decoding; 0 = off
     draft: Callable[[list[int], int], list[int]] | None = None  # (history, n) -> draft; None: prompt lookup
     on_token: Callable[[str], list[int] | None] | None = None
-    prefix: Callable[[int], int] | None = None
+    media: list[Any] = field(default_factory=list)  # engine.vision.Span: images in ``tokens``
     preserve: set[int] = field(default_factory=set)  # special tokens rendered as text (reasoning markers)
 
 
@@ -188,9 +189,13 @@ class Decoder:
             keep += 1
         return max(min(keep, len(tokens) - 1), 0)
 
-    def reuse(self, tokens: list[int]) -> int:
-        """Keep the cached prefix that ``tokens`` share; drop the rest. Returns how many are kept."""
+    def reuse(self, tokens: list[int], media: list[Any] | None = None) -> int:
+        """Keep the cached prefix that ``tokens`` share; drop the rest (never part of an image).
+        Returns how many are kept."""
         keep = self.common_prefix(tokens)
+        for span in media or []:
+            if span.start < keep < span.start + span.length:
+                keep = span.start
         if keep < len(self.kv_tokens):
             if not self.llm._ctx.kv_cache_seq_rm(0, keep, -1):  # e.g. a recurrent model: start over
                 self.clear()
@@ -226,6 +231,24 @@ class Decoder:
                     raise Aborted()
                 raise RuntimeError(f"llama_decode returned {rc}")
             self.kv_tokens.extend(chunk)
+
+    def _decode_prompt(self, r: Request) -> None:
+        """The prompt after the cached prefix: text runs by ``_decode``, images by their spans."""
+        pos = len(self.kv_tokens)
+        for span in sorted(r.media, key=lambda s: s.start):
+            if span.start + span.length <= pos:
+                continue  # in the cache already
+            self._decode(r.tokens[pos:span.start])
+            self._set_abort(True)
+            try:
+                span.evaluate(span.start)
+            except RuntimeError:
+                if self.cancelled():
+                    raise Aborted() from None
+                raise
+            self.kv_tokens.extend(r.tokens[span.start:span.start + span.length])
+            pos = span.start + span.length
+        self._decode(r.tokens[pos:])
 
     # -- sampling ------------------------------------------------------------------------------
     def _sampler(self, r: Request) -> Any:
@@ -266,9 +289,8 @@ class Decoder:
         reply's text in order, held back where it could begin a stop string."""
         lib = self.lib
         t0 = time.perf_counter()
-        cached = self.reuse(r.tokens)
-        if r.prefix is not None:
-            cached = min(cached, r.prefix(cached))
+        cached = self.reuse(r.tokens, r.media)
+        n_lookup = 0 if r.media else r.lookup  # drafts from a context of image placeholders: never
         chain = self._sampler(r)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
         completion: list[int] = []
@@ -276,18 +298,18 @@ class Decoder:
         finish = "stop"
         t_first = t_last = 0.0
         drafted = accepted = 0
-        lookup = PromptLookup(r.tokens) if r.lookup and r.draft is None else None
+        lookup = PromptLookup(r.tokens) if n_lookup and r.draft is None else None
         longest_stop = max((len(s) for s in r.stops), default=0)
         try:
-            self._decode(r.tokens[len(self.kv_tokens):])
+            self._decode_prompt(r)
             pending: list[int] = []  # sampled or forced tokens not yet in the cache
             done = False
             while not done:
                 # sample the next token (or several, when a draft is verified)
                 outputs: list[int]
                 draft: list[int] = []
-                if r.lookup and completion:
-                    draft = lookup.draft(r.lookup) if lookup is not None else r.draft(r.tokens + completion, r.lookup)  # type: ignore[misc]
+                if n_lookup and completion:
+                    draft = lookup.draft(n_lookup) if lookup is not None else r.draft(r.tokens + completion, n_lookup)  # type: ignore[misc]
                 room = self.n_ctx - len(self.kv_tokens) - 2
                 draft = draft[:max(min(room, self.n_batch - len(pending)), 0)]
                 if pending and draft:

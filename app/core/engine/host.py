@@ -47,6 +47,9 @@ class Host:
         self._preserve: tuple[tuple[tuple[str, str], ...], set[int]] | None = None  # reasoning markers rendered as text
         self._speed_key = ""  # what the loaded model's speed depends on besides its file
         self.draft: Any = None  # the draft model of speculative decoding (engine.decode.DraftModel), or None
+        self.vision: Any = None  # the loaded model's vision projector (engine.vision.Vision), or None
+        self._vision_note = ""  # why the projector named at load did not load
+        self._images_left_out = 0  # images of earlier turns a model without sight was not given
         self.kv: Any = None  # saved KV caches of the loaded model (app.core.engine.kvstore), or None
         self._dirty = False  # a reply changed the KV cache since it was last saved
 
@@ -133,6 +136,10 @@ class Host:
         except Exception as exc:
             raise RuntimeError(explain_load_failure(path, exc)) from None
         self.llm, self.path = llm, path
+        offload = llama_cpp.llama_supports_gpu_offload() and kwargs["n_gpu_layers"] != 0
+        vision_note = self._vision_note = self._load_vision(params.get("projector"), llm,
+                                                            use_gpu=offload and bool(params.get("projector_gpu")),
+                                                            n_threads=kwargs["n_threads"])
         self._tuner = None
         self._preserve = None
         build = (cpu_variants.active() or cpu_variants.baseline()).name
@@ -145,7 +152,6 @@ class Host:
         from app.core.engine.chat_format import choose_chat_format
 
         self.fmt = choose_chat_format(llm)
-        offload = llama_cpp.llama_supports_gpu_offload() and kwargs["n_gpu_layers"] != 0
         n_layer = llama_cpp.llama_model_n_layer(llm.model)
         self.emit(
             "loaded",
@@ -164,10 +170,29 @@ class Host:
                 "template_tools": self.fmt.tools_in_template,
                 "reasoning": self.fmt.reasoning.to_dict(),
                 "draft_model": msg["draft"]["path"] if msg.get("draft") else None,
+                "projector": self.vision.path if self.vision is not None else None,
+                "vision_note": vision_note,
                 "load_seconds": time.perf_counter() - t0,
                 "params": params,
             },
         )
+
+    def _load_vision(self, projector: str | None, llm: Any, *, use_gpu: bool, n_threads: int | None) -> str:
+        """The projector beside the model, when the load names one; a projector llama.cpp refuses
+        leaves the model loaded without sight, and the returned sentence says why."""
+        self.vision = None
+        if not projector:
+            return ""
+        from app.core.engine.vision import Vision
+
+        LOG_TAIL.clear()
+        try:
+            self.vision = Vision(llm, projector, use_gpu=use_gpu, n_threads=n_threads)
+        except RuntimeError as exc:
+            errors = [line.strip() for line in LOG_TAIL if "error" in line.lower() or "mismatch" in line.lower()
+                      or "failed" in line.lower()]
+            return f"{exc}" + (f": {errors[-1]}" if errors else "")
+        return ""
 
     def _load_draft(self, draft: dict[str, Any] | None, path: str, llm: Any, kwargs: dict[str, Any]) -> Any:
         """The draft model for speculative decoding, when the load asks for one."""
@@ -199,6 +224,9 @@ class Host:
 
     def op_unload(self, msg: dict[str, Any], quiet: bool = False) -> None:
         self._save_kv()
+        if self.vision is not None:  # before the model: the projector's context refers to it
+            self.vision.close()
+            self.vision = None
         if self.llm is not None:
             self.llm.close()
             self.llm = None
@@ -217,27 +245,27 @@ class Host:
 
     def _fit(self, messages: list[dict[str, Any]], reserve: int, *, tools: list[dict[str, Any]] | None = None,
              trim: bool = True, prompt: str | None = None,
-             variables: dict[str, Any] | None = None) -> tuple[list[int], list[str], int, str]:
+             variables: dict[str, Any] | None = None) -> tuple[list[int], list[str], int, str, Any]:
         """Tokens of the prompt, dropping the oldest turns (never the system prompt) to leave
-        ``reserve`` tokens for the reply. Returns tokens, stop strings, messages dropped and the
-        prompt's text. ``tools`` and ``variables`` go to the template; ``trim=False`` refuses a
-        prompt that does not fit (ContextOverflow) instead of dropping turns; ``prompt``: raw
-        text, no template."""
+        ``reserve`` tokens for the reply. Returns tokens, stop strings, messages dropped, the
+        prompt's text and its images (engine.vision.Tokenized, or None). ``tools`` and
+        ``variables`` go to the template; ``trim=False`` refuses a prompt that does not fit
+        (ContextOverflow) instead of dropping turns; ``prompt``: raw text, no template."""
         llm = self._require_model()
         n_ctx = usable_ctx(llm)
         if prompt is not None:
             tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
             if len(tokens) + reserve > n_ctx:
                 raise ContextOverflow(len(tokens), reserve, n_ctx)
-            return tokens, [], 0, prompt
-        msgs = list(messages)
+            return tokens, [], 0, prompt, None
+        msgs = self._with_images(messages)
         dropped = 0
         while True:
-            with render_limit(TEMPLATE_S, self.cancelled):
-                formatted = self.fmt.render(msgs, tools or None, variables or None)
-            tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=formatted.add_bos, special=True)
+            tokens, formatted, media = self._tokens_of(msgs, tools, variables)
             if len(tokens) + reserve <= n_ctx:
-                return tokens, formatted.stop, dropped, formatted.prompt
+                return tokens, formatted.stop, dropped, formatted.prompt, media
+            if media is not None:
+                media.close()
             if not trim:
                 raise ContextOverflow(len(tokens), reserve, n_ctx)
             first = next((i for i, m in enumerate(msgs) if m["role"] != "system"), None)
@@ -255,12 +283,77 @@ class Host:
                 del msgs[first]
                 dropped += 1
 
+    def _with_images(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The messages with their images read (``images``: {"path"} or {"data": base64} each),
+        as bytes under ``_images``; refused with the reason when the model cannot see them."""
+        from app.core.engine.images import MAX_BYTES, ImageError, from_base64
+
+        out = []
+        last_user = max((n for n, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+        self._images_left_out = 0
+        for n, m in enumerate(messages):
+            if m.get("images") and self.vision is None:
+                if n == last_user:  # the message being answered: say why instead of answering blind
+                    raise ImageError(self.cannot_see())
+                self._images_left_out += len(m["images"])  # earlier turns: the text goes, the images cannot
+                m = {k: v for k, v in m.items() if k != "images"}
+            if m.get("images"):
+                data, names = [], []
+                for i, image in enumerate(m["images"]):
+                    name = str(image.get("name") or f"image {i + 1} of message {n + 1}")
+                    names.append(name)
+                    if image.get("path"):
+                        try:
+                            with open(image["path"], "rb") as fh:
+                                data.append(fh.read(MAX_BYTES + 1))
+                        except OSError as exc:
+                            raise ImageError(f"{name}: cannot read {image['path']}: {exc.strerror}") from None
+                    else:
+                        data.append(from_base64(str(image.get("data") or ""), name))
+                m = {**m, "_images": data, "_names": names}
+            out.append(m)
+        return out
+
+    def cannot_see(self) -> str:
+        name = os.path.basename(self.path or "the model")
+        note = self._vision_note
+        if note:
+            return f"{name} cannot see images: its vision projector did not load ({note})"
+        return (f"{name} cannot see images: it was loaded without a vision projector (an mmproj file "
+                "beside the model that fits it; a text-only model has none)")
+
+    def _tokens_of(self, msgs: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+                   variables: dict[str, Any] | None) -> tuple[list[int], Any, Any]:
+        """The rendered prompt's tokens, and its images (engine.vision.Tokenized) when it has any."""
+        llm = self._require_model()
+        images = [data for m in msgs for data in m.get("_images") or []]
+        names = [name for m in msgs for name in m.get("_names") or []]
+        if images:
+            marker = self.vision.marker
+            plain = []
+            for m in msgs:
+                content = str(m.get("content") or "").replace(marker, marker.replace("__", "_"))
+                extra = m.get("_images") or []
+                plain.append({k: v for k, v in m.items() if k not in ("images", "_images", "_names")}
+                             | {"content": marker * len(extra) + content})
+            msgs = plain
+        else:
+            msgs = [{k: v for k, v in m.items() if k != "images"} if "images" in m else m for m in msgs]
+        with render_limit(TEMPLATE_S, self.cancelled):
+            formatted = self.fmt.render(msgs, tools or None, variables or None)
+        if not images:
+            return llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=formatted.add_bos, special=True), formatted, None
+        media = self.vision.tokenize(formatted.prompt, images, add_special=formatted.add_bos, n_batch=int(llm.n_batch),
+                                     names=names)
+        return media.tokens, formatted, media
+
     def op_count(self, msg: dict[str, Any]) -> None:
         llm = self._require_model()
-        with render_limit(TEMPLATE_S, self.cancelled):
-            formatted = self.fmt.render(msg["messages"])
-        tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=formatted.add_bos, special=True)
-        self.emit("counted", id=msg.get("id"), tokens=len(tokens), n_ctx=usable_ctx(llm))
+        tokens, _formatted, media = self._tokens_of(self._with_images(msg["messages"]), None, None)
+        if media is not None:
+            media.close()
+        self.emit("counted", id=msg.get("id"), tokens=len(tokens), n_ctx=usable_ctx(llm),
+                  image_tokens=media.image_tokens if media is not None else 0)
 
     def op_embed(self, msg: dict[str, Any]) -> None:
         """Embeddings of ``texts`` (the model must have been loaded with ``embedding``)."""
@@ -290,8 +383,7 @@ class Host:
             self.current_id = None
 
     def _chat(self, llm: Any, llama_cpp: Any, rid: Any, msg: dict[str, Any]) -> None:
-        from app.core.engine.decode import Request
-        from app.core.engine.thinking import ReplyThinking, template_variables
+        from app.core.engine.thinking import template_variables
 
         sp = SamplingParams.from_dict(msg.get("sampling", {}))
         n_ctx = usable_ctx(llm)
@@ -299,11 +391,23 @@ class Host:
         trim = msg.get("trim", True)
         if not trim:  # the API: the prompt and max_tokens must fit as they are
             reserve = sp.max_tokens or 1
+        self._images_left_out = 0
         options = msg.get("thinking") or {}  # enabled (None: the template's default), budget, effort, tags
         messages = self._past_reasoning(msg.get("messages") or [])
-        tokens, stops, dropped, prompt = self._fit(messages, max(reserve, 1), tools=msg.get("tools"), trim=trim,
-                                                   prompt=msg.get("prompt"),
-                                                   variables=template_variables(self.fmt.reasoning, options))
+        tokens, stops, dropped, prompt, media = self._fit(messages, max(reserve, 1), tools=msg.get("tools"), trim=trim,
+                                                          prompt=msg.get("prompt"),
+                                                          variables=template_variables(self.fmt.reasoning, options))
+        try:
+            self._reply(llm, rid, msg, sp, n_ctx, options, tokens, stops, dropped, prompt, media)
+        finally:
+            if media is not None:
+                media.close()
+
+    def _reply(self, llm: Any, rid: Any, msg: dict[str, Any], sp: SamplingParams, n_ctx: int, options: dict[str, Any],
+               tokens: list[int], stops: list[str], dropped: int, prompt: str, media: Any) -> None:
+        from app.core.engine.decode import Request
+        from app.core.engine.thinking import ReplyThinking
+
         stops = stops + [s for s in msg.get("stop") or [] if s]
         thinking = ReplyThinking(self.fmt.reasoning, options, prompt, self._tokenize_special, grammar=bool(msg.get("grammar")))
         tokens = tokens + thinking.prefill
@@ -314,8 +418,10 @@ class Host:
             if tokens_back is not None:
                 decoder.kv_tokens = tokens_back
                 restored = len(tokens_back)
+        image_tokens = media.image_tokens if media is not None else 0
         self.emit("start", id=rid, prompt_tokens=len(tokens), cached_tokens=decoder.common_prefix(tokens),
-                  dropped_messages=dropped, n_ctx=n_ctx, restored_tokens=restored)
+                  dropped_messages=dropped, n_ctx=n_ctx, restored_tokens=restored, image_tokens=image_tokens,
+                  images_left_out=self._images_left_out, **({"cannot_see": self.cannot_see()} if self._images_left_out else {}))
         if not self._decoded:
             cpu_variants.simulate_decode_crash(self.path or "")
             self._decoded = True
@@ -336,6 +442,7 @@ class Host:
             lookup=lookup,
             draft=self.draft if msg.get("draft_tokens") and self.draft is not None else None,
             on_token=thinking.on_token, preserve=self._preserved(thinking.pairs),
+            media=media.spans if media is not None else [],
         )
         out = _Batcher(lambda text, reasoning: self.emit("token", id=rid, text=text, **({"reasoning": reasoning} if reasoning else {})))
         try:
@@ -358,6 +465,7 @@ class Host:
                 "thought_s": round(thinking.thought_s, 3),
                 "finish_reason": result.finish,
                 "prompt_tokens": result.prompt_tokens,
+                "image_tokens": image_tokens,
                 "cached_tokens": result.cached_tokens,
                 "completion_tokens": len(result.completion),
                 "ttft_s": result.ttft_s,

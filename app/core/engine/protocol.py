@@ -63,6 +63,12 @@ class ModelInfo:
     template_tools: bool = False  # the model's template renders the ``tools`` of a request itself
     # what the template offers for thinking (engine.thinking.TemplateReasoning): reasons, switch, harmony, effort
     reasoning: dict[str, Any] = field(default_factory=dict)
+    projector: str | None = None  # the vision projector loaded beside the model: it sees images
+    vision_note: str = ""  # why the projector named at load did not load (the model runs without sight)
+
+    @property
+    def vision(self) -> bool:
+        return self.projector is not None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
@@ -85,6 +91,7 @@ class Reply:
     reasoning: str = ""  # the reasoning before the answer (``text`` is the answer only), tags removed
     reasoning_tokens: int = 0
     thought_s: float = 0.0  # how long the reasoning streamed
+    image_tokens: int = 0  # prompt tokens that are images (in prompt_tokens)
 
     @property
     def evaluated_prompt_tokens(self) -> int:

@@ -17,6 +17,8 @@ BF16, Q8_0, F32, then the name closest to the model's.
 from __future__ import annotations
 
 import functools
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -24,6 +26,8 @@ from typing import Any
 from app.core.errors import ModelFileError
 from app.core.gguf.header import quant_label
 from app.core.gguf.scan import Corrupt, Skipped, scan, scan_prefix
+
+log = logging.getLogger(__name__)
 
 MMPROJ = "mmproj"
 # clip.projector_type -> the text architectures (general.architecture) that projector type feeds;
@@ -75,6 +79,11 @@ class Projector:
     vision: bool
     audio: bool
     name: str | None = None
+    # the vision encoder's shape, for its compute buffer (planner.memory.projector_bytes)
+    image_size: int | None = None  # clip.vision.image_size: pixels per side the encoder takes
+    patch_size: int | None = None  # clip.vision.patch_size
+    width: int | None = None  # clip.vision.embedding_length
+    heads: int | None = None  # clip.vision.attention.head_count
 
     @property
     def architectures(self) -> frozenset[str] | None:
@@ -118,7 +127,40 @@ def _read_projector_cached(p: Path, size: int, _mtime_ns: int) -> Projector | No
     return Projector(path=p, size_bytes=size, projector_type=ptype if isinstance(ptype, str) else None,
                      projection_dim=dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None,
                      vision=get("clip.has_vision_encoder") is True, audio=get("clip.has_audio_encoder") is True,
-                     name=name if isinstance(name, str) else None)
+                     name=name if isinstance(name, str) else None,
+                     image_size=_positive(get("clip.vision.image_size")), patch_size=_positive(get("clip.vision.patch_size")),
+                     width=_positive(get("clip.vision.embedding_length")),
+                     heads=_positive(get("clip.vision.attention.head_count")))
+
+
+def _positive(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 20 else None
+
+
+def projectors_in(folder: Path) -> list[Projector]:
+    """The vision projectors among the GGUF files of ``folder`` (a damaged one is logged and left out)."""
+    out = []
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".gguf"))
+    except OSError:
+        return []
+    for name in names:
+        path = folder / name
+        if not is_projector_file(path):
+            continue
+        try:
+            proj = read_projector(path)
+        except ModelFileError as exc:
+            log.warning("skipping projector %s: %s", path, exc)
+            continue
+        if proj is not None:
+            out.append(proj)
+    return out
+
+
+def for_model(model: Path, *, architecture: str | None, n_embd: int | None) -> Pairing:
+    """The projector beside ``model`` (its folder) that fits it, with the refusals."""
+    return pair(model, architecture=architecture, n_embd=n_embd, candidates=projectors_in(model.parent))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from app.core import paths
 from app.core.db import open_database
 from app.core.errors import ModelFileError, QuantDeskError, SchemaTooNewError
 from app.core.gguf.header import SPLIT_NAME, quant_label, read_header, shard_name
-from app.core.gguf.projector import Projector, is_projector_file, pair, read_projector
+from app.core.gguf.projector import is_projector_file, pair, projectors_in
 from app.core.settings import models_dir
 
 log = logging.getLogger(__name__)
@@ -345,7 +345,7 @@ class Library:
                                         "WHERE arch IS NOT NULL").fetchall() if Path(r["path"]).parent == folder]
         if not rows:
             return
-        projectors = _projectors_in(folder)
+        projectors = projectors_in(folder)
         for row in rows:
             n_embd = row["n_embd"]
             if n_embd is None and projectors:  # registered before projectors were paired: read it once
@@ -408,27 +408,6 @@ def _gguf_files(root: Path) -> Iterator[Path]:
             path = Path(dirpath) / name
             if name.endswith(".gguf") and _first_shard_or_single(path) and not is_projector_file(path):
                 yield path
-
-
-def _projectors_in(folder: Path) -> list[Projector]:
-    """The vision projectors among the GGUF files of ``folder`` (a damaged one is logged and left out)."""
-    out = []
-    try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(".gguf"))
-    except OSError:
-        return []
-    for name in names:
-        path = folder / name
-        if not is_projector_file(path):
-            continue
-        try:
-            proj = read_projector(path)
-        except ModelFileError as exc:
-            log.warning("library: skipping projector %s: %s", path, exc)
-            continue
-        if proj is not None:
-            out.append(proj)
-    return out
 
 
 def _hf_cache_files(cache_dir: Path | None = None) -> list[tuple[Path, dict[str, Any]]]:

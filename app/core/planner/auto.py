@@ -12,6 +12,7 @@ from dataclasses import replace
 from app.core import hardware, settings
 from app.core.errors import BadValueError
 from app.core.gguf.header import GGUFHeader
+from app.core.gguf.projector import Projector, for_model
 from app.core.planner import memory as planner
 from app.core.planner.params import MAX_CTX, LoadParams
 
@@ -24,14 +25,31 @@ def preferences(header: GGUFHeader) -> tuple[int | None, int | None]:
     return ctx, prefs.engine_threads or None
 
 
+def vision_projector(header: GGUFHeader) -> tuple[Projector | None, str | None]:
+    """The projector beside the model that fits it (gguf.projector.for_model), or None and why
+    not (None when its folder has no projector at all)."""
+    pairing = for_model(header.path, architecture=header.architecture, n_embd=header.embedding_length)
+    return pairing.projector, pairing.note
+
+
 def auto_plan(header: GGUFHeader, hw: hardware.Hardware, *, ctx: int | None = None,
-              gpu_offload: bool = False, gpu_mem: int | None = None, ram: int | None = None) -> planner.Plan:
+              gpu_offload: bool = False, gpu_mem: int | None = None, ram: int | None = None,
+              projector: Projector | None | str = "auto") -> planner.Plan:
     """The planner's choice ("Auto") with the Settings page's default context and threads: what
     ``plan_load`` loads and what the load dialog shows as Auto. ``gpu_mem``/``ram``: plan within
-    these instead of the detected free memory (the API server's share beside its loaded models)."""
+    these instead of the detected free memory (the API server's share beside its loaded models).
+    ``projector``: the vision projector to load beside it; "auto": the one beside it that fits."""
     pref_ctx, threads = preferences(header)
-    return planner.plan(header, hw, ctx=ctx if ctx is not None else pref_ctx, gpu_offload=gpu_offload, n_threads=threads,
-                        gpu_mem=gpu_mem, ram=ram)
+    note = None
+    if projector == "auto":
+        projector, note = vision_projector(header)
+    elif isinstance(projector, str):
+        raise TypeError("projector: a Projector, None or 'auto'")
+    plan = planner.plan(header, hw, ctx=ctx if ctx is not None else pref_ctx, gpu_offload=gpu_offload, n_threads=threads,
+                        gpu_mem=gpu_mem, ram=ram, projector=projector)
+    if note and plan.fits:
+        plan = replace(plan, reasons=(*plan.reasons, f"no vision: {note}"))
+    return plan
 
 
 def plan_load(
@@ -42,6 +60,7 @@ def plan_load(
     gpu_offload_supported: bool = False,
     gpu_mem: int | None = None,
     ram: int | None = None,
+    projector: Projector | None | str = "auto",
 ) -> LoadParams:
     """The load parameters the engine uses by default ("Auto"), from the memory planner; every
     caller (CLI, GUI) comes through this function. ``ctx`` and ``gpu_layers`` are the user's;
@@ -50,7 +69,8 @@ def plan_load(
         raise BadValueError(f"context size {ctx}: must be between 1 and {MAX_CTX:,} tokens")
     if gpu_layers is not None and gpu_layers < -1:
         raise BadValueError(f"GPU layers {gpu_layers}: use -1 (all), 0 (CPU only) or a positive count")
-    plan = auto_plan(header, hardware.detect(), ctx=ctx, gpu_offload=gpu_offload_supported, gpu_mem=gpu_mem, ram=ram)
+    plan = auto_plan(header, hardware.detect(), ctx=ctx, gpu_offload=gpu_offload_supported, gpu_mem=gpu_mem, ram=ram,
+                     projector=projector)
     if not plan.fits:
         raise BadValueError(f"{header.path.name}: {plan.reasons[-1]}")
     params = plan.params

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 from app.core.gguf.header import GGUFHeader
+from app.core.gguf.projector import Projector
 from app.core.hardware import Hardware, human_bytes
 from app.core.planner.params import DEFAULT_CTX, GGML_TYPES, LoadParams, physical_cores
 
@@ -49,6 +50,7 @@ class MemoryEstimate:
     gpu_kv_bytes: int = 0
     cpu_weights_bytes: int = 0
     cpu_repack_bytes: int = 0  # part of cpu_weights_bytes: the CPU backend's repacked copies
+    projector_bytes: int = 0  # part of gpu_bytes or cpu_bytes: the vision projector and its encoder's compute
     measured: bool = False  # compute buffers from a llama.cpp dry run, not the model
 
     def to_dict(self) -> dict[str, int]:
@@ -184,6 +186,22 @@ def repack_bytes(h: GGUFHeader, cpu_variant: str | None, first_gpu: int, output_
     return total
 
 
+def projector_bytes(proj: Projector, *, flash_attn: bool = False) -> tuple[int, int]:
+    """A vision projector's weights (its tensors: the file less a small header) and its encoder's
+    compute buffer for one image at the encoder's size: the attention scores (patches² × heads
+    floats, absent with flash attention) beside the layer's activations (patches × width floats,
+    half a dozen alive at once) and a graph's fixed 1 MiB — clip.cpp's graph, checked on its log
+    ("reserve_compute_meta: CPU compute buffer size"): 224 px in 14 px patches, width 256, 4 heads:
+    2.5 MiB measured, 3.5 predicted; 448 px, width 512, 8 heads: 44 and 45 MiB."""
+    weights = proj.size_bytes
+    if not (proj.image_size and proj.patch_size and proj.width):
+        return weights, 64 * MiB  # an encoder of unknown shape: a typical small one
+    patches = (proj.image_size // proj.patch_size) ** 2
+    scores = 0 if flash_attn else patches * patches * (proj.heads or 1) * 4
+    activations = patches * proj.width * 4 * 6
+    return weights, scores + activations + MiB
+
+
 def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool, cpu_variant: str | None = None) -> MemoryEstimate:
     """Predicted memory of loading ``h`` with ``params``, split by device; ``cpu_variant`` is the
     CPU build that will run it (default: the one chosen here)."""
@@ -253,10 +271,12 @@ def budget(hw: Hardware, gpu_mem: int | None = None, ram: int | None = None) -> 
 
 def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | None = None,
          ram: int | None = None, gpu_offload: bool | None = None, n_threads: int | None = None,
-         cpu_variant: str | None = None) -> Plan:
+         cpu_variant: str | None = None, projector: Projector | None = None) -> Plan:
     """Choose context, GPU layers and KV cache type for ``h`` on ``hw``; never a plan that exceeds
     VRAM + available RAM (the plan says it does not fit instead). ``cpu_variant``: the CPU build
-    that will run it (default: the one chosen here), for its repacked weights."""
+    that will run it (default: the one chosen here), for its repacked weights; ``projector``: the
+    vision projector loaded beside it, whose memory is set aside first (on the GPU when it fits
+    there, as llama.cpp's mtmd places it)."""
     cpu_build = cpu_variant or current_cpu_variant()
     n_layer = h.block_count or 0
     trained = h.context_length or DEFAULT_CTX
@@ -265,6 +285,16 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
     if not can_offload or room.gpu <= 0:
         room, can_offload = replace(room, gpu=0), False
     reasons: list[str] = []
+    vision = 0
+    vision_gpu = False
+    if projector is not None:
+        weights, compute = projector_bytes(projector)
+        vision = weights + compute
+        vision_gpu = can_offload and room.gpu >= vision
+        room = replace(room, gpu=room.gpu - vision) if vision_gpu else replace(room, cpu=room.cpu - vision)
+        reasons.append(f"vision projector {projector.path.name}: {human_bytes(vision)} "
+                       f"({human_bytes(weights)} of weights, {human_bytes(compute)} for its encoder) "
+                       + ("on the GPU" if vision_gpu else "in RAM"))
     want_ctx = ctx if ctx is not None else min(DEFAULT_CTX, trained)
     if ctx is None:
         reasons.append(f"context {want_ctx}: the default {DEFAULT_CTX} or the model's trained {trained}, whichever is smaller")
@@ -315,6 +345,10 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
         return Plan(candidates[-1], m, False, tuple(reasons), n_layer, max_ctx(h, hw, 0, gpu_mem, ram, cpu_variant=cpu_build),
                     "does not fit")
     p, m = chosen
+    if projector is not None:
+        p = replace(p, projector=str(projector.path), projector_gpu=vision_gpu)
+        m = replace(m, projector_bytes=vision, gpu_bytes=m.gpu_bytes + vision * vision_gpu,
+                    cpu_bytes=m.cpu_bytes + vision * (not vision_gpu))
     if not can_offload:
         verdict = "CPU only"
         reasons.append("CPU only: " + (hw.gpu_note or "no GPU") if gpu_mem is None else "CPU only: no GPU memory given")

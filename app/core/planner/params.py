@@ -25,6 +25,8 @@ class LoadParams:
     type_k: str = "f16"
     type_v: str = "f16"
     swa_full: bool = False
+    projector: str | None = None  # the vision projector (mmproj) loaded beside the model
+    projector_gpu: bool = False  # ... on the GPU (else in RAM), where the planner counted it
     reasons: tuple[str, ...] = field(default=(), compare=False)
 
     def to_dict(self) -> dict[str, Any]:

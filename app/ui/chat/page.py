@@ -29,6 +29,19 @@ from app.ui.messages import Messages, user_text
 from app.ui.safe_text import plain_label
 from app.ui.tasks import EngineBridge
 
+
+def cannot_see(info: ModelInfo | None) -> str:
+    """Why the loaded model takes no images ("" when it does)."""
+    if info is None:
+        return "No model is loaded."
+    if info.vision:
+        return ""
+    name = Path(info.path).name
+    if info.vision_note:
+        return f"{name} cannot see images: its vision projector did not load ({info.vision_note})"
+    return (f"{name} cannot see images: no vision projector (mmproj file) beside it fits it. Vision models on "
+            "the Hub ship one: Download both.")
+
 PAINT_INTERVAL_MS = 40
 
 
@@ -102,6 +115,8 @@ class ChatPage(QWidget):
         self.conversations.delete_requested.connect(self.delete_conversation)
         self.conversations.search_changed.connect(lambda _text: self.refresh_list())
         self.composer.send_requested.connect(self.send)
+        self.composer.images = self.store.images
+        self.composer.attach_failed.connect(lambda why: self.funnel.notice(self.notice, why, error=True))
         self.composer.stop_requested.connect(self.stop)
         self.composer.edit_cancelled.connect(self.cancel_edit)
         self.settings_panel.changed.connect(self._on_settings_changed)
@@ -187,6 +202,7 @@ class ChatPage(QWidget):
         starter = starter_model_path()
         self.empty_state.set_model(model_title(info.path).replace(f" ({STARTER_LABEL})", "") if info else None,
                                    starter=info is not None and starter is not None and Path(info.path) == starter)
+        self.composer.set_vision(info is not None and info.vision, cannot_see(info))
         if info is None:
             self.template_label.setText("")
             self.context_meter.setFormat("no model loaded")
@@ -235,7 +251,7 @@ class ChatPage(QWidget):
         session = self._session()
         editing, self.editing_id = self.editing_id, None
         self.composer.edit_banner.hide()
-        turn = session.begin_send(text, editing=editing)
+        turn = session.begin_send(text, editing=editing, images=self.composer.attachments.take() or None)
         self.composer.input.clear()
         self._generate(session, turn)
 
@@ -274,6 +290,9 @@ class ChatPage(QWidget):
 
     # -- engine events --------------------------------------------------------------------------
     def _on_started(self, event: dict[str, Any]) -> None:
+        if event.get("images_left_out"):
+            self.funnel.notice(self.notice, f"{event.get('cannot_see', 'This model cannot see images')}. The "
+                               f"{event['images_left_out']} images earlier in this conversation were left out of this reply.")
         dropped = event.get("dropped_messages", 0)
         if dropped:
             self.funnel.notice(self.notice,
@@ -344,7 +363,7 @@ class ChatPage(QWidget):
         self.messages.setVisible(not empty)
 
     def _add_widget(self, message: chats.Message) -> MessageWidget:
-        widget = MessageWidget(message, author=Path(self.model.path).name if self.model else None)
+        widget = MessageWidget(message, author=Path(self.model.path).name if self.model else None, images=self.store.images)
         widget.copy_requested.connect(self.copy_text)
         widget.edit_requested.connect(self.start_edit)
         widget.regenerate_requested.connect(self.regenerate)

@@ -6,9 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QGuiApplication, QKeyEvent, QPainter, QPaintEvent, QPalette
+from PySide6.QtCore import QEvent, QMimeData, QRectF, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QImage, QKeyEvent, QPainter, QPaintEvent, QPalette
 from PySide6.QtWidgets import (
+    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -22,9 +23,10 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.chat import store as chats
+from app.core.chat.images import ImageStore
 from app.core.chat.markdown import render_markdown, split_blocks
 from app.ui.icons import set_icon
-from app.ui.safe_text import open_link, plain_label
+from app.ui.safe_text import image_for_store, open_link, plain_label, plain_tooltip, png_bytes, thumbnail
 
 STATUS_BADGES = {
     chats.STOPPED: "stopped",
@@ -168,7 +170,8 @@ class MessageWidget(QFrame):
     edit_requested = Signal(int)
     regenerate_requested = Signal(int)
 
-    def __init__(self, message: chats.Message, parent: QWidget | None = None, *, author: str | None = None) -> None:
+    def __init__(self, message: chats.Message, parent: QWidget | None = None, *, author: str | None = None,
+                 images: ImageStore | None = None) -> None:
         super().__init__(parent)
         self.message = message
         self.author = author  # the model's name for a reply whose stats do not name it (an older or cut reply)
@@ -209,6 +212,9 @@ class MessageWidget(QFrame):
         layout.addLayout(header)
         self.thought = ThoughtSection()
         layout.addWidget(self.thought)
+        self.image_row = ImageRow(images, message.images) if images is not None and message.images else None
+        if self.image_row is not None:
+            layout.addWidget(self.image_row)
         self.body = QVBoxLayout()
         self.body.setSpacing(2)
         layout.addLayout(self.body)
@@ -399,15 +405,102 @@ class MessageList(QScrollArea):
             QTimer.singleShot(0, lambda: self.verticalScrollBar().setValue(self.verticalScrollBar().maximum()))
 
 
+THUMB_SIDE = 160  # a message's image thumbnails
+CHIP_SIDE = 56  # an attachment's, in the composer
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.gif *.bmp *.webp *.tif *.tiff)"
+
+
+class ImageRow(QWidget):
+    """A message's images: thumbnails of the stored files (safe_text.thumbnail)."""
+
+    def __init__(self, store: ImageStore, names: list[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 2, 0, 2)
+        self.labels: list[QLabel] = []
+        for name in names:
+            label = plain_label()
+            pixmap = thumbnail(store.path(name), THUMB_SIDE)
+            if pixmap is None:
+                label.setText("[image missing]")
+            else:
+                label.setPixmap(pixmap)
+            label.setToolTip(plain_tooltip(f"Image {name[:12]}… (in the conversation's image store)"))
+            row.addWidget(label)
+            self.labels.append(label)
+        row.addStretch(1)
+
+
+class Attachments(QWidget):
+    """The images attached to the message being written, each with a remove button."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.row = QHBoxLayout(self)
+        self.row.setContentsMargins(0, 0, 0, 0)
+        self.row.addStretch(1)
+        self.names: list[str] = []
+        self.chips: list[QWidget] = []
+        self.hide()
+
+    def add(self, name: str, path: Path, label: str) -> None:
+        if name in self.names:
+            return
+        chip = QFrame()
+        chip.setFrameShape(QFrame.Shape.StyledPanel)
+        inner = QHBoxLayout(chip)
+        inner.setContentsMargins(2, 2, 2, 2)
+        picture = plain_label()
+        pixmap = thumbnail(path, CHIP_SIDE)
+        if pixmap is not None:
+            picture.setPixmap(pixmap)
+        picture.setToolTip(plain_tooltip(label))
+        remove = QToolButton()
+        remove.setText("✕")
+        remove.setToolTip(plain_tooltip(f"Remove {label}"))
+        remove.setAccessibleName(f"Remove {label}")
+        remove.clicked.connect(lambda _=False, n=name: self.remove(n))
+        inner.addWidget(picture)
+        inner.addWidget(remove)
+        self.row.insertWidget(len(self.chips), chip)
+        self.names.append(name)
+        self.chips.append(chip)
+        self.show()
+        self.changed.emit()
+
+    def remove(self, name: str) -> None:
+        i = self.names.index(name)
+        chip = self.chips.pop(i)
+        del self.names[i]
+        chip.setParent(None)
+        chip.deleteLater()
+        self.setVisible(bool(self.names))
+        self.changed.emit()
+
+    def take(self) -> list[str]:
+        names = list(self.names)
+        for name in names:
+            self.remove(name)
+        return names
+
+
 class Composer(QWidget):
-    """Message input with Send and Stop. Enter sends; Shift+Enter starts a new line."""
+    """Message input with Send and Stop. Enter sends; Shift+Enter starts a new line. Images are
+    attached by the Image button, by pasting and by dropping files or pictures on the input, when
+    the loaded model sees images; otherwise the reason is shown instead."""
 
     send_requested = Signal(str)
     stop_requested = Signal()
     edit_cancelled = Signal()
+    attach_failed = Signal(str)  # why an image was not attached (shown as the page's notice)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.images: ImageStore | None = None  # where attached images are stored (the chat store's)
+        self.can_see = False
+        self.cannot_see = "No model is loaded."
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.edit_banner = QWidget()
@@ -420,8 +513,12 @@ class Composer(QWidget):
         banner.addWidget(cancel)
         self.edit_banner.hide()
         layout.addWidget(self.edit_banner)
+        self.attachments = Attachments()
+        layout.addWidget(self.attachments)
         row = QHBoxLayout()
         self.input = _Input(self)
+        self.input.files_dropped.connect(self.add_files)
+        self.input.image_pasted.connect(lambda image: self.add_image(png_bytes(image), "the pasted image"))
         self.input.setPlaceholderText("Message the model (Enter to send, Shift+Enter for a new line)")
         self.input.setFixedHeight(80)
         self.input.submitted.connect(self._submit)
@@ -433,16 +530,61 @@ class Composer(QWidget):
         set_icon(self.stop_button, "stop")
         self.stop_button.clicked.connect(self.stop_requested.emit)
         self.stop_button.setEnabled(False)
+        self.attach_button = QPushButton("Image")
+        set_icon(self.attach_button, "attach")
+        self.attach_button.clicked.connect(self.choose_images)
+        self.set_vision(False, self.cannot_see)
         buttons = QVBoxLayout()
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.attach_button)
         row.addWidget(self.input, 1)
         row.addLayout(buttons)
         layout.addLayout(row)
 
+    def set_vision(self, can_see: bool, why: str = "") -> None:
+        """Whether the loaded model takes images; ``why`` it does not, for the tooltip and notices."""
+        self.can_see, self.cannot_see = can_see, why
+        self.attach_button.setEnabled(can_see)
+        self.attach_button.setToolTip(plain_tooltip("Attach images (or paste or drop them on the input)" if can_see else why))
+
+    def choose_images(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Attach images", "", IMAGE_FILTER)
+        self.add_files(paths)
+
+    def add_files(self, paths: list[str]) -> None:
+        from app.core.engine.images import MAX_BYTES
+
+        for path in paths:
+            name = Path(path).name
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read(MAX_BYTES + 1)
+            except OSError as exc:
+                self.attach_failed.emit(f"{path}: cannot read it ({exc.strerror})")
+                continue
+            self.add_image(data, name)
+
+    def add_image(self, data: bytes, label: str) -> bool:
+        """Check, convert where needed and store ``data``, then show it as an attachment."""
+        from app.core.engine.images import ImageError
+
+        if not self.can_see:
+            self.attach_failed.emit(f"{label} was not attached: {self.cannot_see}")
+            return False
+        if self.images is None:
+            return False
+        try:
+            name = self.images.put(image_for_store(data, label), label)
+        except (ImageError, OSError) as exc:
+            self.attach_failed.emit(str(exc))
+            return False
+        self.attachments.add(name, self.images.path(name), label)
+        return True
+
     def _submit(self) -> None:
         text = self.input.toPlainText().strip()
-        if text and self.send_button.isEnabled():
+        if (text or self.attachments.names) and self.send_button.isEnabled():
             self.send_requested.emit(text)
 
     def set_generating(self, generating: bool) -> None:
@@ -451,7 +593,30 @@ class Composer(QWidget):
 
 
 class _Input(QPlainTextEdit):
+    """The message input: Enter submits; pasted or dropped images and image files go to the
+    composer instead of into the text."""
+
     submitted = Signal()
+    files_dropped = Signal(list)  # local file paths
+    image_pasted = Signal(QImage)
+
+    @staticmethod
+    def _files(source: QMimeData) -> list[str]:
+        return [u.toLocalFile() for u in source.urls() if u.isLocalFile()] if source.hasUrls() else []
+
+    def canInsertFromMimeData(self, source: QMimeData) -> bool:  # noqa: N802 (Qt name)
+        return bool(self._files(source)) or source.hasImage() or super().canInsertFromMimeData(source)
+
+    def insertFromMimeData(self, source: QMimeData) -> None:  # noqa: N802 (Qt name)
+        files = self._files(source)
+        if files:
+            self.files_dropped.emit(files)
+        elif source.hasImage():
+            image = source.imageData()
+            if isinstance(image, QImage) and not image.isNull():
+                self.image_pasted.emit(image)
+        else:
+            super().insertFromMimeData(source)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt name)
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
