@@ -29,6 +29,11 @@ class EngineCrashed(EngineError):
     """The engine process died (native crash, abort, out of memory, killed)."""
 
 
+class ImageRefused(EngineError):
+    """An image the engine would not take: damaged, too large, of an unread type, or the model
+    cannot see (the request's fault, not the engine's)."""
+
+
 class ContextOverflow(EngineError):
     """A prompt (with the room asked for the reply) does not fit the model's context; the numbers
     are kept for the API server's error."""

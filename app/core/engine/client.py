@@ -24,7 +24,7 @@ from app.core import paths
 from app.core.engine import cpu_policy
 from app.core.engine import cpu_variants as cv
 from app.core.engine.protocol import ModelInfo, Reply, SamplingParams, send
-from app.core.errors import Cancelled, ContextOverflow, EngineCrashed, EngineError, ModelFileError
+from app.core.errors import Cancelled, ContextOverflow, EngineCrashed, EngineError, ImageRefused, ModelFileError
 from app.core.gguf.header import read_header
 from app.core.planner.auto import plan_load
 from app.core.planner.params import LoadParams
@@ -378,6 +378,8 @@ class EngineClient:
         if event.get("kind") == "ContextOverflow":
             return ContextOverflow(event["message"], prompt_tokens=int(event.get("prompt_tokens", 0)),
                                    reserve=int(event.get("reserve", 0)), n_ctx=int(event.get("n_ctx", 0)))
+        if event.get("kind") == "ImageError":
+            return ImageRefused(event["message"])
         return EngineError(event["message"])
 
     def stream(self, messages: list[dict[str, Any]], sampling: SamplingParams | None = None, *,

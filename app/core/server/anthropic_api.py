@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -51,11 +52,14 @@ def messages_job(svc: Service, f: P.Fields) -> ChatJob:
         text: list[str] = []
         thoughts: list[str] = []
         calls: list[dict[str, Any]] = []
+        images: list[dict[str, str]] = []
         for j, block in enumerate(content):
             where = f"{m.name('content')}[{j}]"
             kind = block.get("type") if isinstance(block, dict) else None
             if kind == "text":
                 text.append(str(block.get("text", "")))
+            elif kind == "image" and role == "user":
+                images.append(_image(block, where))
             elif kind == "tool_use" and role == "assistant":
                 calls.append({"id": str(block.get("id", "")), "type": "function",
                               "function": {"name": str(block.get("name", "")), "arguments": block.get("input") or {}}})
@@ -69,8 +73,8 @@ def messages_job(svc: Service, f: P.Fields) -> ChatJob:
                 continue
             else:
                 raise P.bad(where, f"'{kind}' content is not supported here: QuantDesk's API serves text and tool use")
-        if text or calls or role == "assistant":
-            msg: dict[str, Any] = {"role": role, "content": "".join(text)}
+        if text or calls or images or role == "assistant":
+            msg: dict[str, Any] = {"role": role, "content": "".join(text), **({"images": images} if images else {})}
             if thoughts:
                 msg["reasoning_content"] = "".join(thoughts)
             if calls:
@@ -100,6 +104,21 @@ def messages_job(svc: Service, f: P.Fields) -> ChatJob:
     sampling = P.sampling(f, max_key=("max_tokens",), openai=False)
     return ChatJob(model=model, messages=out, sampling=sampling, stop=P.stop_list(f, "stop_sequences"), thinking=P.anthropic_thinking(f),
                    tools=tools, tool_choice=choice)
+
+
+def _image(block: dict[str, Any], where: str) -> dict[str, str]:
+    """An Anthropic image block ({"source": {"type": "base64", "media_type", "data"}}) as the engine takes it."""
+    from app.core.engine.images import ImageError, from_base64
+
+    source = block.get("source")
+    if not isinstance(source, dict) or source.get("type") != "base64" or not isinstance(source.get("data"), str):
+        raise P.bad(f"{where}.source", "must be {\"type\": \"base64\", \"media_type\": ..., \"data\": ...}; "
+                    "the server never fetches a URL")
+    try:
+        data = from_base64(source["data"], where)
+    except ImageError as exc:
+        raise P.bad(f"{where}.source.data", str(exc).split(": ", 1)[-1]) from None
+    return {"data": base64.b64encode(data).decode(), "name": where}
 
 
 def _content(out: Outcome) -> list[dict[str, Any]]:

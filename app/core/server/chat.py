@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from app.core.engine.protocol import Reply, SamplingParams
-from app.core.errors import ApiError, ContextOverflow, EngineCrashed, EngineError
+from app.core.errors import ApiError, ContextOverflow, EngineCrashed, EngineError, ImageRefused
 from app.core.server import toolcalls
 from app.core.server.catalog import ServedModel
 from app.core.server.params import ToolChoice
@@ -202,6 +202,8 @@ def _has_tool_turns(messages: list[dict[str, Any]]) -> bool:
 
 
 def _is_input_error(exc: EngineError) -> bool:
+    if isinstance(exc, ImageRefused):
+        return True
     text = str(exc)
     return any(s in text for s in ("grammar", "JSON schema", "chat template", "too long"))
 

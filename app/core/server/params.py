@@ -8,6 +8,7 @@ their arguments as objects, as chat templates expect them).
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -124,21 +125,42 @@ def logit_bias(f: Fields) -> dict[int, float]:
 
 def text_content(value: Any, where: str, *, allow_none: bool = False) -> str:
     """Message content as text: a string, or a list of text parts (OpenAI and Anthropic)."""
+    text, images = content_parts(value, where, allow_none=allow_none, images=False)
+    return text
+
+
+def content_parts(value: Any, where: str, *, allow_none: bool = False,
+                  images: bool = True) -> tuple[str, list[dict[str, str]]]:
+    """OpenAI message content: its text, and its images as the engine takes them ({"data": base64,
+    "name"}) from ``image_url`` parts with a base64 data URL (the server never fetches a URL)."""
+    from app.core.engine.images import ImageError, from_data_url
+
     if value is None and allow_none:
-        return ""
+        return "", []
     if isinstance(value, str):
-        return value
+        return value, []
     if isinstance(value, list):
-        parts = []
+        parts, found = [], []
         for i, part in enumerate(value):
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "text" and isinstance(part.get("text"), str):
                 parts.append(part["text"])
+            elif kind == "image_url" and images:
+                url = part.get("image_url")
+                url = url.get("url") if isinstance(url, dict) else url
+                if not isinstance(url, str):
+                    raise bad(f"{where}[{i}].image_url.url", "must be a string (a data:image/...;base64, URL)")
+                try:
+                    data = from_data_url(url, f"{where}[{i}]")
+                except ImageError as exc:
+                    raise bad(f"{where}[{i}].image_url.url", str(exc).split(": ", 1)[-1]) from None
+                found.append({"data": base64.b64encode(data).decode(), "name": f"{where}[{i}]"})
             elif kind in ("image_url", "image", "input_audio", "file", "document"):
-                raise bad(f"{where}[{i}]", f"'{kind}' content is not supported: QuantDesk's API serves text")
+                raise bad(f"{where}[{i}]", f"'{kind}' content is not supported here: QuantDesk's API takes text "
+                          "and, in user messages, images")
             else:
                 raise bad(f"{where}[{i}]", "must be a text part ({\"type\": \"text\", \"text\": ...})")
-        return "".join(parts)
+        return "".join(parts), found
     raise bad(where, "must be a string or a list of content parts")
 
 
@@ -154,9 +176,10 @@ def chat_messages(f: Fields) -> list[dict[str, Any]]:
     for i in range(len(raw)):
         m = f.sub("messages", i)
         role = m.get("role", "string", required=True, choices=ROLES)
-        content = text_content(m.data.get("content"), m.name("content"), allow_none=role == "assistant")
+        content, images = content_parts(m.data.get("content"), m.name("content"), allow_none=role == "assistant",
+                                        images=role == "user")
         msg: dict[str, Any] = {"role": "system" if role == "developer" else "tool" if role == "function" else role,
-                               "content": content}
+                               "content": content, **({"images": images} if images else {})}
         if role == "assistant" and m.data.get("tool_calls"):
             calls = m.get("tool_calls", "array")
             msg["tool_calls"] = []
