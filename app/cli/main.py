@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from app import __version__
-from app.core.errors import QuantDeskError
+from app.core.errors import BadValueError, QuantDeskError
 from app.core.proc.launch import RUN_MODULE_FLAG, run_module
 
 if TYPE_CHECKING:
@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="reasoning models: think before answering, or not (default: the model's setting, else its template's)")
     chat.add_argument("--thinking-budget", type=_budget, default=None, metavar="N",
                       help="at most N reasoning tokens; then the block is closed and the model answers")
+    chat.add_argument("--image", action="append", default=[], metavar="FILE",
+                      help="an image for the --prompt message (repeatable; PNG, JPEG, GIF or BMP); the model needs "
+                           "its vision projector (mmproj) beside it")
     chat.add_argument("--json", action="store_true",
                       help='print one JSON object: the answer in "text", the reasoning in "reasoning", and stats')
 
@@ -170,6 +173,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     sampling = _sampling(args)
     model = resolve_model(args.model)
+    if args.image and args.prompt is None:
+        raise BadValueError("--image goes with --prompt (the message the images belong to)")
+    images = _images(args.image)  # checked before the model loads
     with EngineClient() as engine:
         draft = _draft_model(args.draft_model, model)
         engine.load_model(model, ctx=args.ctx, gpu_layers=args.gpu_layers, draft_model=draft)
@@ -177,7 +183,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         spec = {"draft_tokens": args.draft} if draft else {"lookup": args.lookup}
         messages = [{"role": "system", "content": args.system}] if args.system else []
         if args.prompt is not None:
-            messages.append({"role": "user", "content": args.prompt})
+            messages.append({"role": "user", "content": args.prompt, **images})
             if args.json:
                 reply = engine.chat(messages, sampling, **spec)
                 print(json.dumps({
@@ -185,6 +191,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     "reasoning": reply.reasoning,
                     "reasoning_tokens": reply.reasoning_tokens,
                     "prompt_tokens": reply.prompt_tokens,
+                    "image_tokens": reply.image_tokens,
                     "completion_tokens": reply.completion_tokens,
                     "ttft_s": reply.ttft_s,
                     "tokens_per_s": reply.tokens_per_s,
@@ -201,6 +208,24 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 print(f"quantdesk: {notice}", file=sys.stderr)
             return 0
         return _prompt_loop(engine, messages, sampling)
+
+
+def _images(paths: list[str]) -> dict[str, Any]:
+    """``--image`` files as the engine takes them, each checked first (the file named on refusal)."""
+    from app.core.engine.images import MAX_BYTES, ImageError, for_engine
+
+    images = []
+    for given in paths:
+        path = Path(given).expanduser().absolute()
+        try:
+            with open(path, "rb") as fh:
+                for_engine(fh.read(MAX_BYTES + 1), str(path))
+        except OSError as exc:
+            raise BadValueError(f"{path}: cannot read the image ({exc.strerror})") from None
+        except ImageError as exc:
+            raise BadValueError(str(exc)) from None
+        images.append({"path": str(path), "name": path.name})
+    return {"images": images} if images else {}
 
 
 class _Shown:

@@ -57,6 +57,22 @@ def test_chat_json_puts_reasoning_apart_and_thinking_can_be_turned_off(starter_m
     assert bad.returncode == 2 and "--thinking-budget" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_chat_json_answers_an_image_with_a_vision_model(tmp_path: Path) -> None:
+    """``--image`` with the tiny vision pair: the projector beside the model is loaded and the
+    image's tokens are counted."""
+    import shutil
+
+    from tests.support.tiny_vision import IMAGE_TOKENS, tiny_vision_pair
+
+    pair = tiny_vision_pair()
+    model = Path(shutil.copy(pair.model, tmp_path / pair.model.name))
+    shutil.copy(pair.projector, tmp_path / pair.projector.name)
+    result = quantdesk("chat", str(model), "--ctx", "256", "--prompt", "what is this?", "--image", str(_picture(tmp_path)),
+                       "--json", "--temperature", "0", "--max-tokens", "4")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["image_tokens"] == IMAGE_TOKENS
+
+
 def test_chat_plain_text_with_system_prompt(starter_model: Path) -> None:
     result = quantdesk("chat", "starter", "--prompt", "Say hello.", "--system", "You are terse.", "--temperature", "0",
                        "--max-tokens", "20", "--seed", "3")
@@ -91,18 +107,28 @@ def _bad_input_cases(tmp_path: Path, starter_model: Path) -> dict[str, tuple[lis
         "huge ctx": ([str(starter_model), "--ctx", "16000000"], "does not fit"),
         "negative temp": ([str(starter_model), "--temperature", "-1"], "--temperature"),
         "bad lookup": ([str(starter_model), "--lookup", "lots"], "--lookup lots: must be auto, 0 (off)"),
+        "not an image": ([str(starter_model), "--image", str(text_file)], "notes.gguf: not an image of a type"),
+        "blind model": ([str(starter_model), "--image", str(_picture(tmp_path))], "cannot see images"),
     }
 
 
+def _picture(tmp_path: Path) -> Path:
+    from tests.support.tiny_vision import png_bytes
+
+    path = tmp_path / "picture.png"
+    path.write_bytes(png_bytes())
+    return path
+
+
 @pytest.mark.parametrize("case", ["missing", "not gguf", "truncated", "absurd ctx", "huge ctx", "negative temp",
-                                  "bad lookup"])
+                                  "bad lookup", "not an image", "blind model"])
 def test_bad_input_exits_2_with_a_clear_message(case: str, tmp_path: Path, starter_model: Path) -> None:
     args, expected = _bad_input_cases(tmp_path, starter_model)[case]
     result = quantdesk("chat", *args, "--prompt", "hi")
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
-    if case not in ("absurd ctx", "negative temp", "bad lookup"):
+    if case not in ("absurd ctx", "negative temp", "bad lookup", "not an image"):  # the value is named instead
         assert Path(args[0]).name in result.stderr
 
 
