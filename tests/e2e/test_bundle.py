@@ -147,6 +147,23 @@ def test_the_bundled_engine_answers_with_the_starter_model(bundle: Path, tmp_pat
     assert reply["text"].strip() and reply["completion_tokens"] > 0
 
 
+def test_the_bundle_answers_an_image_with_a_vision_model(bundle: Path, tmp_path: Path) -> None:
+    """The multimodal library (libmtmd) and its bindings travel in the bundle: the tiny vision pair
+    answers an image message, its image tokens counted."""
+    from tests.support.tiny_vision import IMAGE_TOKENS, png_bytes, tiny_vision_pair
+
+    pair = tiny_vision_pair()
+    model = Path(shutil.copy(pair.model, tmp_path / pair.model.name))
+    shutil.copy(pair.projector, tmp_path / pair.projector.name)
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(png_bytes())
+    out = subprocess.run([str(bundle), "chat", str(model), "--ctx", "256", "--prompt", "what is this?", "--image", str(picture),
+                          "--temperature", "0", "--max-tokens", "4", "--json"],
+                         env=_bundle_env(tmp_path / "home"), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["image_tokens"] == IMAGE_TOKENS
+
+
 def test_the_bundle_serves_the_api(bundle: Path, tmp_path: Path) -> None:
     """``QuantDesk serve`` from the bundle (uvicorn and its protocol modules are frozen in): the
     model list, a chat completion, and a clean stop on SIGTERM."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from app.core.errors import HeaderIncomplete, ModelFileError, QuantDeskError
 from app.core.gguf.header import SPLIT_NAME, GGUFHeader, merge_shards, parse_header, shard_name
+from app.core.gguf.projector import Projector, read_projector
 
 FIRST_READ = 2 * 1024 * 1024  # a 150k-token vocabulary needs ~4 MiB; most headers need less
 MAX_HEADER = 256 * 1024 * 1024
@@ -77,6 +78,30 @@ def _read_one(fs: object, repo_id: str, filename: str, revision: str | None) -> 
                         raise ModelFileError(f"{label}: the GGUF header is larger than {MAX_HEADER // 2**20} MiB or cut short") from None
                     want = min(want * 2, size, MAX_HEADER)
     return replace(header, path=Path(label))
+
+
+PROJECTOR_READ = 1024 * 1024  # a projector's keys and tensor list: no vocabulary, a few KiB to a few hundred
+
+
+def read_remote_projector(repo_id: str, filename: str, *, revision: str | None = None, token: str | None = None,
+                          endpoint: str | None = None) -> Projector | None:
+    """The projector facts of ``repo_id/filename`` from the first MiB of the file (for the Hub's fit
+    verdicts); None when it is not a projector or cannot be read (the verdict then leaves it out)."""
+    from huggingface_hub import HfFileSystem
+
+    fs = HfFileSystem(endpoint=endpoint, token=token, skip_instance_cache=True)
+    path = _hub_path(repo_id, filename, revision)
+    try:
+        size = int(fs.info(path)["size"])
+        with tempfile.TemporaryDirectory(prefix="quantdesk-header-") as tmp:
+            local = Path(tmp) / Path(filename).name
+            with fs.open(path, "rb", block_size=PROJECTOR_READ, cache_type="none") as remote, local.open("wb") as out:
+                out.truncate(size)  # sparse: the tensor data is never fetched
+                out.write(remote.read(min(size, PROJECTOR_READ)))
+            found = read_projector(local)
+    except Exception:  # unreachable, gated, damaged: the file's own verdict says so when it is downloaded
+        return None
+    return replace(found, path=Path(f"{repo_id}:{filename}"), size_bytes=size) if found else None
 
 
 def split_repo_file(spec: str) -> tuple[str, str | None] | None:

@@ -116,3 +116,24 @@ def test_plan_cli_for_a_repo(hub: HubServer) -> None:
     gated = subprocess.run([sys.executable, "-m", "app", "inspect", "qd/gated-GGUF:tiny-F16.gguf"],
                            capture_output=True, text=True, timeout=120, env={**env, "HF_TOKEN": ""})
     assert gated.returncode == 2 and "accept its license" in gated.stderr and "Traceback" not in gated.stderr
+
+
+def test_a_vision_models_verdict_counts_its_projector(vision_hub: HubServer) -> None:
+    """The projector the listing pairs with a model is read from the Hub (its first MiB) and its
+    weights and encoder compute go into the verdict's memory, as the planner counts them at load."""
+    from app.core.gguf.projector import read_projector
+    from app.core.planner.memory import projector_bytes
+    from tests.conftest import VISION_REPO
+    from tests.support.tiny_vision import tiny_vision_pair
+
+    hw = Hardware("test", "cpu", 2, 2, (), 16 * GiB, 16 * GiB)
+    verdicts = {v.path: v for v in plan_repo(VISION_REPO, hw, ctx=256, endpoint=vision_hub.url)}
+    assert set(verdicts) == {"tiny-vision-F16.gguf", "tiny-vision-Q8_0.gguf"}
+    local = read_projector(tiny_vision_pair().projector)
+    assert local is not None
+    expected = sum(projector_bytes(local))
+    for v in verdicts.values():
+        assert v.projector == "mmproj-tiny-vision-F16.gguf"
+        assert v.memory["projector_bytes"] == expected
+    text_only = plan(read_header(tiny_vision_pair().model), hw, ctx=256)
+    assert verdicts["tiny-vision-F16.gguf"].memory["cpu_bytes"] == text_only.memory.cpu_bytes + expected
