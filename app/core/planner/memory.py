@@ -202,6 +202,24 @@ def projector_bytes(proj: Projector, *, flash_attn: bool = False) -> tuple[int, 
     return weights, scores + activations + MiB
 
 
+def with_projector(m: MemoryEstimate, params: LoadParams) -> MemoryEstimate:
+    """``m`` with the vision projector that ``params`` load beside the model (where they place it)."""
+    if not params.projector:
+        return m
+    from app.core.errors import ModelFileError
+    from app.core.gguf.projector import read_projector
+
+    try:
+        proj = read_projector(params.projector)
+    except ModelFileError:  # gone or damaged since it was paired: the load says so
+        return m
+    if proj is None:
+        return m
+    vision = sum(projector_bytes(proj, flash_attn=params.flash_attn))
+    return replace(m, projector_bytes=vision, gpu_bytes=m.gpu_bytes + vision * params.projector_gpu,
+                   cpu_bytes=m.cpu_bytes + vision * (not params.projector_gpu))
+
+
 def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool, cpu_variant: str | None = None) -> MemoryEstimate:
     """Predicted memory of loading ``h`` with ``params``, split by device; ``cpu_variant`` is the
     CPU build that will run it (default: the one chosen here)."""

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from app.core import hardware
 from app.core.gguf.header import GGUFHeader, read_header
 from app.core.planner.auto import auto_plan
-from app.core.planner.memory import GPU_MARGIN, DraftPlan, MemoryEstimate, Plan, budget, estimate, human_bytes, plan_draft
+from app.core.planner.memory import GPU_MARGIN, DraftPlan, MemoryEstimate, Plan, budget, estimate, human_bytes, plan_draft, with_projector
 from app.core.planner.params import LoadParams
 from app.ui.messages import user_text
 from app.ui.tasks import TaskRunner
@@ -249,7 +249,7 @@ class LoadDialog(QDialog):
             return
         n_layer = self.header.block_count or 0
         self.layers_label.setText(f"{p.n_gpu_layers if p.n_gpu_layers >= 0 else n_layer + 1} of {n_layer + 1} (from the last layer; the output layer counts)")
-        m = estimate(self.header, p, gpu_offload=self.gpu_offload)
+        m = with_projector(estimate(self.header, p, gpu_offload=self.gpu_offload), p)
         room = budget(self.hw)
         show_memory(self.gpu_bar, self.cpu_bar, m, room.gpu, room.cpu)
         over = not room.holds(m)
