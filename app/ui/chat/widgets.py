@@ -43,7 +43,8 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"{stats.get('tokens_per_s', 0):.1f} tok/s",
         f"first token {stats.get('ttft_s', 0):.2f} s",
         f"{stats.get('completion_tokens', 0)} tokens",
-        f"prompt {stats.get('prompt_tokens', 0)} ({stats.get('cached_tokens', 0)} cached)",
+        f"prompt {stats.get('prompt_tokens', 0)} ({stats.get('cached_tokens', 0)} cached"
+        + (f", {stats['image_tokens']} of images)" if stats.get("image_tokens") else ")"),
     ]
     if stats.get("drafted_tokens"):
         parts.append(f"drafts {stats.get('accepted_tokens', 0)}/{stats['drafted_tokens']} accepted")
