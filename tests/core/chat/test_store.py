@@ -58,6 +58,49 @@ def test_a_replys_reasoning_is_kept_apart_and_goes_back_as_reasoning_content(tmp
     assert [c.title for c in store.list_conversations("user asks")] == []  # search hits the answers, not the reasoning
 
 
+def test_images_are_stored_once_by_content_and_go_with_the_last_conversation_using_them(tmp_path: Path) -> None:
+    """Schema 4 (a database of schema 3 gains the column); the same picture in two conversations is
+    one file, kept until neither refers to it; a name that is not the store's is refused."""
+    import pytest
+
+    from app.core.engine.images import ImageError
+    from app.core.errors import BadValueError
+    from tests.support.tiny_vision import png_bytes
+
+    path = tmp_path / "v3.sqlite3"
+    db = sqlite3.connect(path)
+    for script in chats.MIGRATIONS[:3]:
+        db.executescript(script)
+    db.execute("INSERT INTO conversations (title, created, updated) VALUES ('old', 1, 1)")
+    db.execute("INSERT INTO messages (conversation_id, role, content, created) VALUES (1, 'user', 'Hi', 1)")
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    store = ChatStore(path)
+    assert store.schema_version == 4 and store.messages(1)[0].images == []
+    picture = png_bytes()
+    name = store.images.put(picture, "picture.png")
+    assert store.images.put(picture, "again.png") == name and len(store.images.names()) == 1
+    second = store.create_conversation()
+    store.add_message(1, "user", "Look", images=[name])
+    store.add_message(second.id, "user", "", images=[name])
+    [turn] = [m for m in store.engine_messages(1) if m.get("images")]
+    assert turn["images"][0]["path"] == str(store.images.path(name)) and Path(turn["images"][0]["path"]).read_bytes() == picture
+    with pytest.raises(BadValueError, match="not in the image store"):
+        store.add_message(1, "user", "x", images=["0" * 64 + ".png"])
+    with pytest.raises(ValueError, match="not the name of a stored image"):
+        store.images.path("../../etc/passwd")
+    with pytest.raises(ImageError, match="notes.txt: not an image"):
+        store.images.put(b"hello", "notes.txt")
+    store.delete(1)
+    store.purge_deleted()
+    assert store.images.path(name).exists()  # the other conversation still has it
+    store.delete(second.id)
+    store.purge_deleted()
+    assert not store.images.path(name).exists()
+    store.close()
+
+
 def test_newer_database_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     path = tmp_path / "future.sqlite3"
     sqlite3.connect(path).execute("PRAGMA user_version = 999")
