@@ -46,10 +46,17 @@ class Device:
 
 @lru_cache(maxsize=1)
 def lib() -> Any:
-    """libggml through llama_cpp (its dependencies, libggml-base included, answer through it)."""
-    from llama_cpp import _ggml  # type: ignore[attr-defined]
+    """The libggml that libllama runs on, reached through libllama's own handle (dlsym searches a
+    library's dependencies). Not ``llama_cpp._ggml.libggml``: the wheel holds lib/libggml.so and
+    lib/libggml.so.0 as two copies, and that one opens the first by path, a second instance with
+    a registry of its own, so devices registered there never reach libllama."""
+    import llama_cpp.llama_cpp as native
 
-    g = _ggml.libggml
+    g = native._lib
+    if getattr(g, "ggml_backend_dev_count", None) is None:  # Windows: GetProcAddress does not search dependencies
+        from llama_cpp import _ggml  # type: ignore[attr-defined]
+
+        g = _ggml.libggml  # one ggml.dll per process there
     for name, restype, argtypes in (
         ("ggml_backend_dev_count", _SZ, []),
         ("ggml_backend_dev_get", _VP, [_SZ]),

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -54,9 +55,9 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def second_worker(tmp_path_factory: pytest.TempPathFactory) -> Worker:
+def second_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     w = start_worker(tmp_path_factory.mktemp("worker-2"))
-    yield w  # type: ignore[misc]
+    yield w
     w.stop()
 
 
@@ -78,8 +79,8 @@ def test_a_fresh_process_loads_the_starter_model_across_two_workers(starter_mode
     assert devices[0]["offered_bytes"] == 256 << 20 and devices[1]["offered_bytes"] > 256 << 20
     assert all(d["free_bytes"] > 0 and d["total_bytes"] >= d["free_bytes"] for d in devices)
     assert out["again"] == devices  # registered once per process
-    split = _buffers(out["split_log"])
-    assert split.get(f"RPC0[{worker.address}]", 0) > 0 and split.get(f"RPC1[{second_worker.address}]", 0) > 0, out["split_log"][-3000:]
+    split = _buffers(out["split_log"])  # a buffer is named for the device's index on its worker, and the worker
+    assert split.get(f"RPC0[{worker.address}]", 0) > 0 and split.get(f"RPC0[{second_worker.address}]", 0) > 0, out["split_log"][-3000:]
     partial = _buffers(out["partial_log"])
     assert any(name.startswith("RPC") for name in partial) and partial.get("CPU_Mapped", partial.get("CPU", 0)) > 0, partial
     assert out["local"].strip()
