@@ -37,7 +37,7 @@ class CliWorker:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
-            if READY in line:
+            if " offers " in line:  # the device lines come last at the start
                 self.ready.set()
         self.ready.set()
 
