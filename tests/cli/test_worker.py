@@ -57,13 +57,14 @@ def _gone(pid: int, timeout: float = 10) -> bool:
 
 def test_the_worker_command_serves_its_device_and_stops_on_sigterm() -> None:
     port = free_port()
-    w = CliWorker("--port", str(port), "--mem", "512M", "--threads", "2")
+    w = CliWorker("--port", str(port), "--mem", "512M", "--threads", "2", "--cache")
     child = w.child()
     try:
         assert any(f"{READY} 127.0.0.1:{port} (protocol 7.0.0; status: http://127.0.0.1:{port + 1}/status)" in line for line in w.lines)
         assert any("offers 512.0 MiB of" in line and "capped by --mem 512.0 MiB" in line for line in w.lines), w.lines
         status = probe(f"127.0.0.1:{port}")
-        assert status.offered_bytes == 512 << 20 and status.mem_limit == 512 << 20
+        assert status.offered_bytes == 512 << 20 and status.mem_limit == 512 << 20 and status.cache
+        assert any(line.strip().startswith("local cache") and "rpc-cache" in line for line in w.lines), w.lines
     finally:
         w.proc.send_signal(signal.SIGTERM)
         code = w.proc.wait(timeout=30)

@@ -104,7 +104,7 @@ def register(addresses: list[str], *, timeout: float = PROBE_TIMEOUT_S) -> list[
         reg = ggml.add_server(f"{host}:{port}")
         ggml.register(reg)
         mine = set(ggml.reg_devices(reg))
-        devices = []
+        devices: list[RegisteredDevice] = []
         for index, handle in enumerate(ggml.handles()):
             if handle not in mine:
                 continue

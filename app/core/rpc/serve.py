@@ -115,6 +115,9 @@ def serve(config: dict[str, Any], events: TextIO) -> int:
         events.write(EVENT_PREFIX + json.dumps({"ev": event, **fields}) + "\n")
         events.flush()
 
+    stop = threading.Event()  # set by SIGTERM and SIGINT, from the very start: a stop is never a crash
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     from app.core.engine import cpu_variants
 
     cpu_variants.activate()  # the CPU build the parent chose, before llama_cpp loads
@@ -166,6 +169,8 @@ def serve(config: dict[str, Any], events: TextIO) -> int:
             protocol = hello(host, port, timeout=5)
             break
         except OSError as exc:
+            if stop.is_set():
+                return 0
             if not server.is_alive() or time.monotonic() > deadline:
                 detail = next((line for line in reversed(native.lines) if "ailed" in line), str(exc))
                 emit("error", message=f"{endpoint}: llama.cpp's RPC server did not start ({detail})")
@@ -180,9 +185,6 @@ def serve(config: dict[str, Any], events: TextIO) -> int:
     if protocol != PROTOCOL:
         print(f"note: this llama.cpp speaks RPC protocol {protocol_text(protocol)}, QuantDesk expects "
               f"{protocol_text(PROTOCOL)}", file=sys.stderr, flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(0.5):
         if not server.is_alive():
             emit("error", message=f"{endpoint}: llama.cpp's RPC server stopped")

@@ -152,3 +152,28 @@ def test_stop_ends_the_worker_process(tmp_path: Path) -> None:
     assert not psutil.pid_exists(pid)
     with pytest.raises(WorkerError, match="unreachable"):
         probe(w.address, timeout=2)
+
+
+def test_a_worker_serving_a_client_is_busy_and_is_not_registered_twice(worker: Worker) -> None:
+    """llama.cpp's RPC server serves one client at a time: a second would wait forever in HELLO."""
+    import socket
+    import struct
+    import time
+
+    from app.core.rpc.client import register
+    from app.core.rpc.serve import RPC_CMD_HELLO, RPC_CONN_CAPS_SIZE
+
+    host, port = split_address(worker.address)
+    with socket.create_connection((host, port), timeout=5) as held:
+        held.sendall(struct.pack("<BQ", RPC_CMD_HELLO, RPC_CONN_CAPS_SIZE) + bytes(RPC_CONN_CAPS_SIZE))
+        assert len(held.recv(64)) >= 12  # the HELLO answer: this connection is the client being served
+        deadline = time.monotonic() + 5
+        while not probe(worker.address).busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert probe(worker.address).busy
+        with pytest.raises(WorkerError, match=rf"^{worker.address}: busy: the worker is serving another client"):
+            register([worker.address])
+    deadline = time.monotonic() + 5
+    while probe(worker.address).busy and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not probe(worker.address).busy
