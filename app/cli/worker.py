@@ -79,6 +79,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             print(f"  {d.name}: {d.description} ({d.type}); offers {human_bytes(d.offered_bytes)} of "
                   f"{human_bytes(d.free_bytes)} free{limit}", flush=True)
         while not stop.wait(0.5):
+            if not worker.running() and worker.stopped:  # Ctrl-C reaches the whole process group: the child too
+                break
             if not worker.running():
                 lines = [line for line in worker.tail if line.strip()]
                 raise QuantDeskError(f"worker {status.address}: stopped by itself (exit status {worker.wait()})"

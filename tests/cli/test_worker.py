@@ -23,9 +23,9 @@ READY = "QuantDesk RPC worker on"
 class CliWorker:
     """``python -m app worker ARGS``, its output collected as it comes."""
 
-    def __init__(self, *args: str, timeout: float = 120) -> None:
+    def __init__(self, *args: str, timeout: float = 120, session: bool = False) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "app", "worker", *args], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=session)
         self.lines: list[str] = []
         self.ready = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
@@ -71,6 +71,19 @@ def test_the_worker_command_serves_its_device_and_stops_on_sigterm() -> None:
     assert code == 0, w.lines
     assert _gone(child.pid), "the worker child outlived the command"
     assert "Traceback" not in "\n".join(w.lines)
+
+
+def test_ctrl_c_stops_the_command_and_its_child() -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole process group: the command and its child."""
+    import os
+
+    w = CliWorker("--port", str(free_port()), session=True)
+    child = w.child()
+    os.killpg(w.proc.pid, signal.SIGINT)
+    assert w.proc.wait(timeout=30) == 0, w.lines
+    assert _gone(child.pid)
+    time.sleep(0.2)  # the last lines
+    assert w.lines[-1] == "stopped" and "Traceback" not in "\n".join(w.lines)
 
 
 def test_a_killed_worker_command_leaves_no_orphan() -> None:

@@ -17,7 +17,7 @@ import re
 import socket
 import subprocess
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from app.core.errors import WorkerError
@@ -123,8 +123,6 @@ class Worker:
     def __init__(self, config: WorkerConfig, *, on_log: Callable[[str], None] | None = None) -> None:
         config.check()
         if config.port == 0:
-            from dataclasses import replace
-
             config = replace(config, port=free_port(config.host))
         self.config = config
         self.on_log = on_log
@@ -133,6 +131,7 @@ class Worker:
         self.tail: collections.deque[str] = collections.deque(maxlen=40)
         self._events: list[dict[str, Any]] = []
         self._event = threading.Condition()
+        self._reader: threading.Thread | None = None
 
     @property
     def address(self) -> str:
@@ -144,7 +143,8 @@ class Worker:
         self.proc = subprocess.Popen(python_command("app.core.rpc.serve", json.dumps(self.config.child_config())), env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      encoding="utf-8", errors="replace", **options)  # type: ignore[call-overload]
-        threading.Thread(target=self._read_events, name="worker-events", daemon=True).start()
+        self._reader = threading.Thread(target=self._read_events, name="worker-events", daemon=True)
+        self._reader.start()
         threading.Thread(target=self._read_log, name="worker-log", daemon=True).start()
         with self._event:
             self._event.wait_for(lambda: any(e["ev"] in ("ready", "error", "exit") for e in self._events), timeout)
@@ -180,6 +180,13 @@ class Worker:
             self.tail.append(line)
             if self.on_log is not None:
                 self.on_log(line)
+
+    @property
+    def stopped(self) -> bool:
+        """The child stopped as asked (a signal), rather than by itself."""
+        if self._reader is not None and not self.running():
+            self._reader.join(5)  # its last lines may still be on their way
+        return any(e["ev"] == "stopped" for e in self._events)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
