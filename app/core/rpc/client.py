@@ -83,7 +83,12 @@ def probe(address: str, *, timeout: float = PROBE_TIMEOUT_S) -> WorkerStatus:
 def register(addresses: list[str], *, timeout: float = PROBE_TIMEOUT_S) -> list[RegisteredDevice]:
     """Add the workers' devices to ggml's registry in this process (once per address) and
     describe them. Each is probed first, and its RPC port tried, so that a bad one is a
-    WorkerError here rather than llama.cpp's abort."""
+    WorkerError here rather than llama.cpp's abort (a worker that vanishes in between still
+    aborts the process: keep this in the engine's child, never in the GUI).
+
+    A model loaded afterwards uses, in order, the RPC devices as the registry lists them
+    (``registry_index``), then the local GPUs: ``tensor_split`` follows that order, and
+    ``n_gpu_layers`` counts the layers on all of them together."""
     from app.core.rpc import ggml
 
     if len(set(addresses) | set(_registered)) > MAX_WORKERS:
