@@ -177,3 +177,18 @@ def test_a_worker_serving_a_client_is_busy_and_is_not_registered_twice(worker: W
     while probe(worker.address).busy and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not probe(worker.address).busy
+
+
+def test_devices_are_chosen_by_kind_name_or_index() -> None:
+    """--device on a machine with GPUs (ggml's names; this test machine has a CPU only)."""
+    from app.core.rpc.ggml import Device
+    from app.core.rpc.serve import choose_device
+
+    devices = [Device(0, "CUDA0", "NVIDIA RTX 4090", "gpu", 20 << 30, 24 << 30), Device(1, "CUDA1", "NVIDIA RTX 3060", "gpu", 10 << 30, 12 << 30),
+               Device(2, "CPU", "AMD Ryzen 9", "cpu", 60 << 30, 64 << 30)]
+    assert [choose_device(spec, devices).name for spec in ("cpu", "cuda:0", "CUDA1", "gpu:1", "2", "Cuda0")] == \
+        ["CPU", "CUDA0", "CUDA1", "CUDA1", "CPU", "CUDA0"]
+    with pytest.raises(ValueError, match=r"--device cuda:2: no such device here; this machine has: CUDA0 \(NVIDIA RTX 4090\), CUDA1"):
+        choose_device("cuda:2", devices)
+    with pytest.raises(ValueError, match="--device gpu:5: no such device"):
+        choose_device("gpu:5", devices)
