@@ -5,6 +5,9 @@ protocol), and ``register`` workers in ggml's device registry of this process, a
 
     status = probe("192.168.1.7:50052")          # WorkerError: one line, why not
     devices = register(["192.168.1.7:50052"])    # then Llama(path, n_gpu_layers=-1, tensor_split=...)
+
+A worker that goes away while a model computes on it makes llama.cpp abort the process (SIGABRT,
+"Remote RPC server crashed"): it does not hang. Hence the engine's child process registers them.
 """
 
 from __future__ import annotations

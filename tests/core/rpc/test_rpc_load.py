@@ -86,3 +86,40 @@ def test_a_fresh_process_loads_the_starter_model_across_two_workers(starter_mode
     assert out["local"].strip()
     assert out["split"] == out["local"]
     assert out["partial"] == out["local"]
+
+
+KILLED_SCRIPT = """
+import sys
+from app.core.engine import cpu_variants
+cpu_variants.activate()
+import llama_cpp
+from app.core.rpc.client import register
+register([sys.argv[2]])
+llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=512, n_gpu_layers=-1, verbose=False)
+no_end = {t: -100.0 for t in {llm.token_eos(), 0, 2}}  # the reply must run until the worker goes
+for chunk in llm("Once upon a time", max_tokens=400, temperature=0, stream=True, logit_bias=no_end):
+    print("token", flush=True)
+print("done", flush=True)
+"""
+
+
+def test_a_worker_killed_mid_reply_ends_the_process_that_uses_it(starter_model: Path, tmp_path: Path) -> None:
+    """What the engine will meet: llama.cpp aborts (SIGABRT) when a worker it computes on goes away,
+    rather than hanging; the engine's parent sees a crashed child and reloads without the worker."""
+    import signal
+
+    w = start_worker(tmp_path / "home")
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_SCRIPT, str(starter_model), w.address], env=child_env(),
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert proc.stdout is not None
+        tokens = 0
+        for line in proc.stdout:
+            tokens += line.startswith("token")
+            if tokens == 3:
+                assert w.proc is not None
+                w.proc.kill()
+        code = proc.wait(timeout=60)
+        assert code == -signal.SIGABRT and 3 <= tokens < 400, (code, tokens)
+    finally:
+        w.stop()
