@@ -17,7 +17,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("app.ui",),
     ("app.core.quant", "app.core.chat", "app.core.server"),
     ("app.core.hub", "app.core.engine"),
-    ("app.core.library", "app.core.planner"),
+    # RPC workers: the engine and the planner use their client side
+    ("app.core.library", "app.core.planner", "app.core.rpc"),
     # which CPU build of llama.cpp to load: below the runner, whose environment names it
     ("app.core.gguf", "app.core.proc", "app.core.engine.cpu_variants", "app.core.engine.cpu_policy"),
     ("app.core.errors", "app.core.jobs", "app.core.paths", "app.core.settings", "app.core.hardware",
@@ -25,7 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 BASE_MODULES = 8  # app/core's top level: cross-cutting modules only (STYLE.md)
 CHILDREN = ["app.core.engine.host", "app.core.planner.dry_run", "app.core.quant.children.convert",
-            "app.core.quant.children.quantize", "app.core.quant.children.imatrix", "app.core.quant.children.evaluate"]
+            "app.core.quant.children.quantize", "app.core.quant.children.imatrix", "app.core.quant.children.evaluate",
+            "app.core.rpc.serve"]
 PARENT_SIDE = ("app.cli", "app.ui", "app.core.engine.client", "app.core.planner.auto", "app.core.planner.memory",
                "app.core.hub", "app.core.library", "app.core.chat", "app.core.quant.pipeline", "app.core.server")
 

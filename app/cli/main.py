@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     from app.cli.hub import add_parsers as add_hub_parsers
     from app.cli.quantize import add_parsers as add_quantize_parsers
     from app.cli.serve import add_parsers as add_serve_parsers
+    from app.cli.worker import add_parsers as add_worker_parsers
 
-    parser.set_defaults(commands={**add_hub_parsers(sub), **add_quantize_parsers(sub), **add_serve_parsers(sub)})
+    parser.set_defaults(commands={**add_hub_parsers(sub), **add_quantize_parsers(sub), **add_serve_parsers(sub), **add_worker_parsers(sub)})
     return parser
 
 

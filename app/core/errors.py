@@ -123,3 +123,9 @@ class ApiError(QuantDeskError):
         self.status, self.message, self.param, self.code, self.retry_after = status, message, param, code, retry_after
         self.kind = kind or {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                              404: "not_found_error", 429: "rate_limit_error"}.get(status, "server_error")
+
+
+# -- RPC workers -------------------------------------------------------------------------------
+class WorkerError(QuantDeskError):
+    """An RPC worker that cannot be used: unreachable, not a QuantDesk worker, another protocol
+    version, busy, or one that did not start. The message is one line naming the address."""

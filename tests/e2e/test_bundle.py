@@ -229,3 +229,44 @@ def test_the_bundle_converts_a_hugging_face_folder(bundle: Path, tmp_path: Path)
                            "--temperature", "0", "--json"], env=_bundle_env(tmp_path / "home"), capture_output=True,
                           text=True, timeout=300)
     assert chat.returncode == 0, chat.stderr
+
+
+def test_the_bundle_runs_an_rpc_worker(bundle: Path, tmp_path: Path) -> None:
+    """``QuantDesk worker`` from the bundle: its child is the bundle itself (--run-module
+    app.core.rpc.serve), which finds llama.cpp's RPC backend among the bundled libraries and serves;
+    its status is read over HTTP, and SIGTERM stops it without leaving the child behind."""
+    import psutil
+
+    from app.core.errors import WorkerError
+    from app.core.rpc.client import probe
+    from app.core.rpc.worker import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([str(bundle), "worker", "--port", str(port), "--mem", "256M", "--threads", "2"],
+                            env=_bundle_env(tmp_path / "home"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    found: list[Any] = []
+
+    def serving() -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            found.append(probe(f"127.0.0.1:{port}", timeout=2))
+        except WorkerError:
+            return False
+        return True
+
+    try:
+        _wait_for(serving, 120, "the bundled worker's status")
+        assert proc.poll() is None and found, proc.stdout.read() if proc.stdout else ""
+        status = found[-1]
+        assert status.protocol_text == "7.0.0" and status.offered_bytes == 256 << 20 and status.devices[0].type == "cpu"
+        children = psutil.Process(proc.pid).children()
+        assert children, "the worker runs in a child process"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        output = proc.stdout.read() if proc.stdout else ""
+    assert code == 0, output
+    assert f"QuantDesk RPC worker on 127.0.0.1:{port}" in output and "Traceback" not in output
+    assert all(not c.is_running() or c.status() == psutil.STATUS_ZOMBIE for c in children)
