@@ -63,6 +63,8 @@ class Settings:
     # per model file name: thinking on/off ("enabled": true, false or null for the template's
     # default), "budget" (reasoning tokens, null: no limit), "tags" (custom [open, close] pairs)
     thinking: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # RPC workers (app.core.rpc) the planner may split a model over when it does not fit here: HOST:PORT each
+    workers: list[str] = field(default_factory=list)
 
 
 def _migrate(data: dict[str, Any]) -> dict[str, Any]:
