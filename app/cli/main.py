@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="reasoning models: think before answering, or not (default: the model's setting, else its template's)")
     chat.add_argument("--thinking-budget", type=_budget, default=None, metavar="N",
                       help="at most N reasoning tokens; then the block is closed and the model answers")
+    chat.add_argument("--worker", action="append", default=[], metavar="HOST:PORT",
+                      help="an RPC worker ('quantdesk worker') to split the model over when it does not fit here (repeatable)")
+    chat.add_argument("--gpu-mem", type=int, default=None, metavar="BYTES", help="GPU memory to plan for (0: CPU only)")
+    chat.add_argument("--ram", type=int, default=None, metavar="BYTES", help="RAM to plan for (a small figure forces a split)")
     chat.add_argument("--image", action="append", default=[], metavar="FILE",
                       help="an image for the --prompt message (repeatable; PNG, JPEG, GIF or BMP); the model needs "
                            "its vision projector (mmproj) beside it")
@@ -116,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpu-mem", type=int, default=None, metavar="BYTES", help="GPU memory to plan for (0: CPU only)")
     plan.add_argument("--ram", type=int, default=None, metavar="BYTES", help="RAM to plan for")
     plan.add_argument("--no-measure", action="store_true", help="skip the llama.cpp dry run; model the compute buffers only")
+    plan.add_argument("--worker", action="append", default=[], metavar="HOST:PORT",
+                      help="an RPC worker to split the model over when it does not fit here (repeatable)")
     plan.add_argument("--json", action="store_true")
 
     from app.cli.hub import add_parsers as add_hub_parsers
@@ -179,7 +185,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     images = _images(args.image)  # checked before the model loads
     with EngineClient() as engine:
         draft = _draft_model(args.draft_model, model)
-        engine.load_model(model, ctx=args.ctx, gpu_layers=args.gpu_layers, draft_model=draft)
+        engine.load_model(model, ctx=args.ctx, gpu_layers=args.gpu_layers, draft_model=draft, workers=args.worker or None,
+                          gpu_mem=args.gpu_mem, ram=args.ram)
         engine.thinking = _thinking(args, model)
         spec = {"draft_tokens": args.draft} if draft else {"lookup": args.lookup}
         messages = [{"role": "system", "content": args.system}] if args.system else []
@@ -197,6 +204,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     "ttft_s": reply.ttft_s,
                     "tokens_per_s": reply.tokens_per_s,
                     "cpu_variant": engine.build_info.get("cpu_variant"),
+                    "devices": engine.model.devices if engine.model else [],
                     "drafted_tokens": reply.drafted_tokens,
                     "accepted_tokens": reply.accepted_tokens,
                     **({"speculation": reply.speculation} if reply.speculation else {}),
@@ -389,8 +397,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return _plan_repo(args, remote[0], hw)
     h = _header(args.model)
     offload = True if args.gpu_mem else None
-    result = plan(h, hw, ctx=args.ctx, gpu_mem=args.gpu_mem, ram=args.ram, gpu_offload=offload)
-    if not args.no_measure and remote is None:
+    if args.worker:
+        from app.core.planner.auto import worker_offers
+        from app.core.planner.split import plan_with_workers
+
+        result = plan_with_workers(h, hw, worker_offers(args.worker), ctx=args.ctx, gpu_mem=args.gpu_mem, ram=args.ram,
+                                   gpu_offload=offload)
+    else:
+        result = plan(h, hw, ctx=args.ctx, gpu_mem=args.gpu_mem, ram=args.ram, gpu_offload=offload)
+    if not args.no_measure and remote is None and not result.params.rpc:
         result = with_dry_run(result, h)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -401,6 +416,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
           + f" (KV cache {result.params.type_k}/{result.params.type_v})")
     print(f"memory: weights {human_bytes(m.weights_bytes)}, KV cache {human_bytes(m.kv_bytes)}, compute {human_bytes(m.compute_bytes)}")
     print(f"        GPU {human_bytes(m.gpu_bytes)}, CPU {human_bytes(m.cpu_bytes)}")
+    if result.params.rpc:
+        for d in result.devices():
+            print(f"        {d.get('address') or d['name']}: {d['layers']} layers, weights {human_bytes(d['weights_bytes'])}, "
+                  f"KV {human_bytes(d['kv_bytes'])}, compute {human_bytes(d['compute_bytes'])}")
     for reason in result.reasons:
         print(f"- {reason}")
     return 0 if result.fits else EXIT_BAD_INPUT

@@ -78,6 +78,7 @@ class EngineClient:
         self._decoded = False  # has this host process produced a token yet (the SIGILL fallback's window)
         self._last_exit: int | None = None
         self._notices: list[str] = []
+        self._plan_options: dict[str, Any] = {}  # load_model's workers and memory overrides, for a re-plan
         # prompt-lookup speculative decoding for requests that do not say: "auto" (on per model once
         # measured to win here, engine.speculation), 0 (off), a draft length, or None: the setting
         self.lookup: int | str | None = None
@@ -263,14 +264,19 @@ class EngineClient:
 
     # -- requests -------------------------------------------------------------------------------
     def load_model(self, path: str | Path, *, ctx: int | None = None, gpu_layers: int | None = None,
-                   draft_model: str | Path | None = None) -> ModelInfo:
+                   draft_model: str | Path | None = None, workers: list[str] | None = None,
+                   gpu_mem: int | None = None, ram: int | None = None) -> ModelInfo:
         """Check the file, choose load parameters for it, and load it; ``draft_model``: a small
-        model of the same vocabulary for speculative decoding, placed by the planner beside it."""
+        model of the same vocabulary for speculative decoding, placed by the planner beside it;
+        ``workers``: RPC workers (HOST:PORT) the planner may split it over when it does not fit
+        here (``gpu_mem``/``ram`` replace the detected memory, to force a split)."""
         self._load_aborted = False
         self._embedding = False
         header = read_header(path)
         self.start()
-        params = plan_load(header, ctx=ctx, gpu_layers=gpu_layers, gpu_offload_supported=self.gpu_offload)
+        self._plan_options = {"workers": workers, "gpu_mem": gpu_mem, "ram": ram}
+        params = plan_load(header, ctx=ctx, gpu_layers=gpu_layers, gpu_offload_supported=self.gpu_offload,
+                           workers=workers, gpu_mem=gpu_mem, ram=ram)
         draft = None
         if draft_model is not None:
             from app.core import hardware
@@ -350,7 +356,31 @@ class EngineClient:
             self.restarts += 1
             log.warning("engine restarting after: %s", self.last_crash)
         path, params, draft = self._wanted
+        if params.rpc:
+            params = self._without_dead_workers(path, params)
         self._load(path, params, draft=draft)
+
+    def _without_dead_workers(self, path: str, params: LoadParams) -> LoadParams:
+        """Before a reload: the workers of the split that still answer; when one is gone the model
+        is planned again without it, and a notice says so (llama.cpp would abort on it)."""
+        from app.core.errors import WorkerError
+        from app.core.rpc.client import probe
+
+        alive, gone = [], []
+        for address in params.rpc:
+            try:
+                probe(address)
+                alive.append(address)
+            except WorkerError as exc:
+                gone.append(str(exc))
+        if not gone:
+            return params
+        options = self._plan_options
+        replanned = plan_load(read_header(path), ctx=params.n_ctx, gpu_offload_supported=self.gpu_offload,
+                              workers=alive or None, gpu_mem=options.get("gpu_mem"), ram=options.get("ram"))
+        self._notices.append(f"reloaded {Path(path).name} without a worker that is gone ({'; '.join(gone)})")
+        self._wanted = (path, replanned, self._wanted[2] if self._wanted else None)
+        return replanned
 
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
         with self._request_lock:

@@ -15,6 +15,7 @@ import json
 import os
 import queue
 import random
+import re
 import signal
 import sys
 import threading
@@ -27,7 +28,7 @@ from app.core.engine.protocol import SamplingParams, send
 from app.core.planner.params import GGML_TYPES
 from app.core.redact import redact
 
-LOG_TAIL: collections.deque[str] = collections.deque(maxlen=200)
+LOG_TAIL: collections.deque[str] = collections.deque(maxlen=2000)  # a load's whole log (its buffer sizes)
 TEMPLATE_S = 5.0  # a chat template that renders longer is refused
 IDLE_SAVE_S = 1.0  # after a reply, this long without a request counts as idle
 
@@ -129,6 +130,19 @@ class Host:
         }
         if msg.get("embedding"):  # an embedding model, for ``embed`` requests (the API server's /v1/embeddings)
             kwargs["embedding"] = True
+        workers = list(params.get("rpc") or [])
+        if workers:  # split over RPC workers (planner.split): their devices go into ggml's registry first
+            from app.core.errors import WorkerError
+            from app.core.rpc.client import register
+
+            try:
+                devices = register(workers)
+            except WorkerError as exc:
+                raise RuntimeError(f"{path}: cannot load model: {exc}") from None
+            # the split is per worker in the plan's order; llama.cpp's is the registry's (registered earlier here maybe)
+            share = dict(zip(workers, [float(x) for x in params.get("tensor_split") or []]))
+            ordered = sorted(devices, key=lambda d: d.registry_index)
+            kwargs["tensor_split"] = [share.get(d.address, 0.0) for d in ordered] or None
         t0 = time.perf_counter()
         LOG_TAIL.clear()
         try:
@@ -174,6 +188,7 @@ class Host:
                 "vision_note": vision_note,
                 "load_seconds": time.perf_counter() - t0,
                 "params": params,
+                "devices": loaded_devices(list(LOG_TAIL), n_layer, params),
             },
         )
 
@@ -633,6 +648,43 @@ def gpu_device_name() -> str:
     except Exception:
         pass
     return "GPU"
+
+
+_BUFFER = re.compile(r"^\S+:\s+(\S+) (model|KV|compute) buffer size =\s+([\d.]+) MiB")
+
+
+def loaded_devices(log: list[str], n_layer: int, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where the model went, from llama.cpp's buffer lines ("RPC0[HOST:PORT] model buffer size =
+    X MiB", "CPU_Mapped model buffer size", "CPU KV buffer size", "... compute buffer size"): one
+    entry per device, its layers from the split the load asked for."""
+    devices: dict[str, dict[str, Any]] = {}
+    fields = {"model": "weights_bytes", "KV": "kv_bytes", "compute": "compute_bytes"}
+    for line in log:
+        m = _BUFFER.match(line.strip())
+        if not m:
+            continue
+        name, kind, mib = m.group(1), m.group(2), float(m.group(3))
+        address = name[name.index("[") + 1:-1] if name.startswith("RPC") and "[" in name else None
+        key = address or ("cpu" if name.startswith("CPU") else name)
+        entry = devices.setdefault(key, {"kind": "rpc" if address else "cpu" if key == "cpu" else "gpu",
+                                         **({"address": address} if address else {}), "name": name.split("[")[0],
+                                         "weights_bytes": 0, "kv_bytes": 0, "compute_bytes": 0})
+        entry[fields[kind]] += int(mib * 2**20)
+    # llama.cpp's units: the layers, then the output layer, offloaded from the end (planner.split)
+    ngl = int(params.get("n_gpu_layers") or 0)
+    ngl = n_layer + 1 if ngl < 0 else min(ngl, n_layer + 1)
+    here = max(n_layer + 1 - ngl, 0) if ngl > 0 else n_layer
+    workers = list(params.get("rpc") or [])
+    split = dict(zip(workers, [int(x) for x in params.get("tensor_split") or []]))
+    last = next((a for a in reversed(workers) if split.get(a)), None)  # the planner's order is the registry's
+    for entry in devices.values():
+        if entry["kind"] == "rpc" and entry.get("address") in split:
+            entry["layers"] = split[entry["address"]] - (entry["address"] == last)
+            entry["output_layer"] = entry["address"] == last
+        elif entry["kind"] == "cpu":
+            entry["layers"] = here
+            entry["output_layer"] = ngl == 0
+    return list(devices.values())
 
 
 def explain_load_failure(path: str, exc: Exception) -> str:

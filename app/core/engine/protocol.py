@@ -65,6 +65,8 @@ class ModelInfo:
     reasoning: dict[str, Any] = field(default_factory=dict)
     projector: str | None = None  # the vision projector loaded beside the model: it sees images
     vision_note: str = ""  # why the projector named at load did not load (the model runs without sight)
+    # where the model went, from llama.cpp's buffer lines: kind (cpu, gpu, rpc), address, layers, bytes
+    devices: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def vision(self) -> bool:

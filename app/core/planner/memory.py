@@ -76,7 +76,23 @@ class Plan:
             "n_ctx": p.n_ctx, "n_gpu_layers": p.n_gpu_layers, "n_batch": p.n_batch, "n_ubatch": p.n_ubatch,
             "n_threads": p.n_threads, "flash_attn": p.flash_attn, "type_k": GGML_TYPES[p.type_k],
             "type_v": GGML_TYPES[p.type_v], "swa_full": p.swa_full,
+            **({"tensor_split": list(p.tensor_split)} if p.tensor_split else {}),
         }
+
+    def devices(self) -> list[dict[str, Any]]:
+        """One entry per device: kind (cpu, gpu, rpc), address (a worker's), layers, and its
+        weights, KV cache and compute bytes (planner.split's shares when the model is split)."""
+        if "devices" in self.extra:
+            return list(self.extra["devices"])
+        m, n = self.memory, self.n_layer
+        ngl = n + 1 if self.params.n_gpu_layers < 0 else min(self.params.n_gpu_layers, n + 1)
+        on_gpu = n - max(n + 1 - ngl, 0) if m.gpu_bytes and ngl > 0 else 0  # repeating layers (the output goes too)
+        out = [{"kind": "cpu", "name": "CPU", "layers": n - on_gpu, "weights_bytes": m.cpu_weights_bytes,
+                "kv_bytes": m.kv_bytes - m.gpu_kv_bytes, "compute_bytes": m.cpu_compute_bytes}]
+        if m.gpu_bytes:
+            out.append({"kind": "gpu", "name": "GPU", "layers": on_gpu, "weights_bytes": m.gpu_weights_bytes,
+                        "kv_bytes": m.gpu_kv_bytes, "compute_bytes": m.gpu_compute_bytes})
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +103,8 @@ class Plan:
             "verdict": self.verdict,
             "max_ctx": self.max_ctx,
             "reasons": list(self.reasons),
+            "devices": self.devices(),
+            **({"workers": list(self.params.rpc)} if self.params.rpc else {}),
         }
 
 
@@ -119,8 +137,10 @@ def kv_layer_bytes(h: GGUFHeader, n_ctx: int, *, type_k: str = "f16", type_v: st
     return out
 
 
-def compute_bytes(h: GGUFHeader, n_ctx: int, *, n_ubatch: int = 512, flash_attn: bool = False, swa_full: bool = False) -> int:
-    """llama.cpp's compute buffer for one ubatch on the CPU, plus the output buffer."""
+def compute_bytes(h: GGUFHeader, n_ctx: int, *, n_ubatch: int = 512, flash_attn: bool = False, swa_full: bool = False,
+                  logits: bool = True) -> int:
+    """llama.cpp's compute buffer for one ubatch on the CPU, plus the output buffer; ``logits=False``:
+    a device that holds only layers (a worker of a split), without the output stage."""
     embd = h.embedding_length or 0
     vocab = h.n_vocab
     heads = h.head_count or 0
@@ -139,6 +159,8 @@ def compute_bytes(h: GGUFHeader, n_ctx: int, *, n_ubatch: int = 512, flash_attn:
         attn_stage = n_ubatch * n_kv * heads * 4 + n_ubatch * (n_kv + swa_kv) * 4 + activations
     if h.recurrent:
         attn_stage = n_ubatch * (h.ssm_d_inner * 4 + embd * 3) * 4
+    if not logits:
+        return attn_stage
     return max(logits_stage, attn_stage) + vocab * 4
 
 
@@ -230,9 +252,11 @@ def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool, cpu_varian
     ngl = n_layer + 1 if params.n_gpu_layers < 0 else min(params.n_gpu_layers, n_layer + 1)
     if not gpu_offload:
         ngl = 0
-    first_gpu = n_layer - min(ngl, n_layer)  # llama.cpp offloads from the last layer
+    # llama.cpp (load_tensors): the output layer counts as layer n_layer, offloaded first; n_gpu_layers = k
+    # puts layers n_layer + 1 - k .. n_layer - 1 and the output layer on the GPU devices
+    first_gpu = max(n_layer + 1 - ngl, 0) if ngl > 0 else n_layer
     layers = list(h.layer_bytes) or [0] * n_layer
-    output_on_gpu = ngl > n_layer
+    output_on_gpu = ngl > 0
     # a tied output layer is a GPU copy of the token embeddings, which stay on the CPU for input
     gpu_weights = sum(layers[first_gpu:]) + (h.output_bytes + h.embd_bytes * h.output_tied) * output_on_gpu
     repack = repack_bytes(h, cpu_variant or current_cpu_variant(), first_gpu, output_on_gpu)
@@ -242,7 +266,13 @@ def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool, cpu_varian
     gpu_kv = sum(kv_layers[first_gpu:])
     compute = compute_bytes(h, params.n_ctx, n_ubatch=n_ubatch, flash_attn=params.flash_attn, swa_full=params.swa_full)
     gpu_compute = compute if ngl > 0 else 0
-    cpu_compute = compute if ngl <= n_layer else n_ubatch_embd(h, params)
+    if ngl == 0:
+        cpu_compute = compute
+    elif first_gpu > 0:  # some layers stay: their stages, the output's is on the GPU
+        cpu_compute = compute_bytes(h, params.n_ctx, n_ubatch=n_ubatch, flash_attn=params.flash_attn,
+                                    swa_full=params.swa_full, logits=False)
+    else:
+        cpu_compute = n_ubatch_embd(h, params)
     margin = GPU_MARGIN if ngl > 0 else 0
     return MemoryEstimate(
         weights_bytes=weights,

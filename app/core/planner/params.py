@@ -27,6 +27,8 @@ class LoadParams:
     swa_full: bool = False
     projector: str | None = None  # the vision projector (mmproj) loaded beside the model
     projector_gpu: bool = False  # ... on the GPU (else in RAM), where the planner counted it
+    rpc: tuple[str, ...] = ()  # RPC workers (HOST:PORT) the offloaded layers are split over (planner.split)
+    tensor_split: tuple[float, ...] = ()  # layers per device, in llama.cpp's device order (the workers first)
     reasons: tuple[str, ...] = field(default=(), compare=False)
 
     def to_dict(self) -> dict[str, Any]:
