@@ -36,6 +36,8 @@ def add_parsers(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     serve.add_argument("--gpu-mem", type=int, default=None, metavar="BYTES", help="GPU memory the models may use (default: what is free)")
     serve.add_argument("--ram", type=int, default=None, metavar="BYTES", help="RAM the models may use (default: what is available)")
     serve.add_argument("--threads", type=int, default=None, help="engine threads per model (default: the planner's)")
+    serve.add_argument("--worker", action="append", default=[], metavar="HOST:PORT",
+                       help="an RPC worker to split a model over when it does not fit here (repeatable)")
     return {"serve": cmd_serve}
 
 
@@ -85,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     models = _model_paths(args.model) if args.model else None
     config = ServerConfig(host=args.host, port=args.port, api_key=key, models=models, ctx=args.ctx, queue=args.queue,
                           cors_origins=tuple(args.allow_origin), allowed_hosts=tuple(args.allow_host), gpu_mem=args.gpu_mem,
-                          ram=args.ram, threads=args.threads, preload=bool(models))
+                          ram=args.ram, threads=args.threads, preload=bool(models), workers=tuple(args.worker))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     server_log = logging.getLogger("app.core.server")

@@ -157,7 +157,10 @@ class EngineBridge(QObject):
                 if params is not None:
                     info: ModelInfo = self.client.load(path, params, draft)
                 else:
-                    info = self.client.load_model(path, ctx=ctx, gpu_layers=gpu_layers)
+                    from app.core import settings
+
+                    info = self.client.load_model(path, ctx=ctx, gpu_layers=gpu_layers,
+                                                  workers=settings.load().workers or None, strict=False)
             except Exception as exc:  # a bug's exception too: a message, never a dead window
                 if not isinstance(exc, QuantDeskError):
                     log.exception("model load failed")

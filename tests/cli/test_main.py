@@ -27,7 +27,8 @@ def test_chat_json_greedy_matches_llama_cpp_python(starter_model: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(out) == {"text", "reasoning", "reasoning_tokens", "prompt_tokens", "completion_tokens", "ttft_s",
-                        "tokens_per_s", "cpu_variant", "drafted_tokens", "accepted_tokens"}
+                        "tokens_per_s", "cpu_variant", "drafted_tokens", "accepted_tokens", "image_tokens", "devices"}
+    assert out["image_tokens"] == 0 and [d["kind"] for d in out["devices"]] == ["cpu"]
     assert out["reasoning"] == "" and out["reasoning_tokens"] == 0  # the starter does not reason
     assert out["drafted_tokens"] == 0  # speculation off (tests/conftest.py): no "speculation" line either
     assert out["cpu_variant"] == cpu_variants.choose().variant.name  # the build the in-process reference runs too

@@ -265,18 +265,19 @@ class EngineClient:
     # -- requests -------------------------------------------------------------------------------
     def load_model(self, path: str | Path, *, ctx: int | None = None, gpu_layers: int | None = None,
                    draft_model: str | Path | None = None, workers: list[str] | None = None,
-                   gpu_mem: int | None = None, ram: int | None = None) -> ModelInfo:
+                   gpu_mem: int | None = None, ram: int | None = None, strict: bool = True) -> ModelInfo:
         """Check the file, choose load parameters for it, and load it; ``draft_model``: a small
         model of the same vocabulary for speculative decoding, placed by the planner beside it;
         ``workers``: RPC workers (HOST:PORT) the planner may split it over when it does not fit
-        here (``gpu_mem``/``ram`` replace the detected memory, to force a split)."""
+        here (``gpu_mem``/``ram`` replace the detected memory, to force a split); ``strict=False``:
+        a worker that cannot be used is left out instead of stopping the load (the app's saved ones)."""
         self._load_aborted = False
         self._embedding = False
         header = read_header(path)
         self.start()
         self._plan_options = {"workers": workers, "gpu_mem": gpu_mem, "ram": ram}
         params = plan_load(header, ctx=ctx, gpu_layers=gpu_layers, gpu_offload_supported=self.gpu_offload,
-                           workers=workers, gpu_mem=gpu_mem, ram=ram)
+                           workers=workers, gpu_mem=gpu_mem, ram=ram, strict=strict)
         draft = None
         if draft_model is not None:
             from app.core import hardware

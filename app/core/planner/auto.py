@@ -36,17 +36,25 @@ def vision_projector(header: GGUFHeader) -> tuple[Projector | None, str | None]:
     return pairing.projector, pairing.note
 
 
-def worker_offers(addresses: list[str]) -> list["Offer"]:
-    """What each worker offers the planner, from its status (a WorkerError with the one-line reason
-    for one that cannot be used: before any load is tried)."""
+def worker_offers(addresses: list[str], *, skipped: list[str] | None = None) -> list["Offer"]:
+    """What each worker offers the planner, from its status: a WorkerError with the one-line reason
+    for one that cannot be used (before any load is tried), or, given ``skipped``, that reason
+    appended there and the worker left out (the app's saved workers: one switched off must not stop
+    a load)."""
     from app.core.planner.split import Offer
     from app.core.rpc.client import probe
 
     offers = []
     for address in dict.fromkeys(addresses):
-        status = probe(address)
-        if not status.devices:
-            raise WorkerError(f"{address}: the worker offers no device")
+        try:
+            status = probe(address)
+            if not status.devices:
+                raise WorkerError(f"{address}: the worker offers no device")
+        except WorkerError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
+            continue
         device = status.devices[0]
         offers.append(Offer(address, device.description or device.name, device.offered_bytes))
     return offers
@@ -54,28 +62,32 @@ def worker_offers(addresses: list[str]) -> list["Offer"]:
 
 def auto_plan(header: GGUFHeader, hw: hardware.Hardware, *, ctx: int | None = None,
               gpu_offload: bool = False, gpu_mem: int | None = None, ram: int | None = None,
-              projector: Projector | None | str = "auto", workers: list[str] | None = None) -> planner.Plan:
+              projector: Projector | None | str = "auto", workers: list[str] | None = None,
+              strict: bool = True) -> planner.Plan:
     """The planner's choice ("Auto") with the Settings page's default context and threads: what
     ``plan_load`` loads and what the load dialog shows as Auto. ``gpu_mem``/``ram``: plan within
     these instead of the detected free memory (the API server's share beside its loaded models).
     ``projector``: the vision projector to load beside it; "auto": the one beside it that fits.
     ``workers``: RPC workers (HOST:PORT) to split the model over when it does not fit here
-    (planner.split); each is probed first, and one that cannot be used raises WorkerError."""
+    (planner.split), probed only then; one that cannot be used raises WorkerError, or with
+    ``strict=False`` is left out and the plan's reasons say why."""
     pref_ctx, threads = preferences(header)
     note = None
     if projector == "auto":
         projector, note = vision_projector(header)
     elif isinstance(projector, str):
         raise TypeError("projector: a Projector, None or 'auto'")
-    if workers:
+    plan = planner.plan(header, hw, ctx=ctx if ctx is not None else pref_ctx, gpu_offload=gpu_offload, n_threads=threads,
+                        gpu_mem=gpu_mem, ram=ram, projector=projector)
+    if workers and not plan.fits:
         from app.core.planner.split import plan_with_workers
 
-        plan = plan_with_workers(header, hw, worker_offers(workers), ctx=ctx if ctx is not None else pref_ctx,
+        skipped: list[str] = []
+        offers = worker_offers(workers, skipped=None if strict else skipped)
+        plan = plan_with_workers(header, hw, offers, ctx=ctx if ctx is not None else pref_ctx,
                                  gpu_mem=gpu_mem, ram=ram, n_threads=threads, projector=projector,
                                  gpu_offload=gpu_offload)
-    else:
-        plan = planner.plan(header, hw, ctx=ctx if ctx is not None else pref_ctx, gpu_offload=gpu_offload, n_threads=threads,
-                            gpu_mem=gpu_mem, ram=ram, projector=projector)
+        plan = replace(plan, reasons=(*plan.reasons, *(f"worker left out: {why}" for why in skipped)))
     if note and plan.fits:
         plan = replace(plan, reasons=(*plan.reasons, f"no vision: {note}"))
     return plan
@@ -91,6 +103,7 @@ def plan_load(
     ram: int | None = None,
     projector: Projector | None | str = "auto",
     workers: list[str] | None = None,
+    strict: bool = True,
 ) -> LoadParams:
     """The load parameters the engine uses by default ("Auto"), from the memory planner; every
     caller (CLI, GUI) comes through this function. ``ctx`` and ``gpu_layers`` are the user's;
@@ -100,7 +113,7 @@ def plan_load(
     if gpu_layers is not None and gpu_layers < -1:
         raise BadValueError(f"GPU layers {gpu_layers}: use -1 (all), 0 (CPU only) or a positive count")
     plan = auto_plan(header, hardware.detect(), ctx=ctx, gpu_offload=gpu_offload_supported, gpu_mem=gpu_mem, ram=ram,
-                     projector=projector, workers=workers)
+                     projector=projector, workers=workers, strict=strict)
     if not plan.fits:
         raise BadValueError(f"{header.path.name}: {plan.reasons[-1]}")
     params = plan.params

@@ -102,6 +102,7 @@ class PoolOptions:
     threads: int | None = None  # engine threads (None: the planner's)
     engine_env: dict[str, str] | None = None
     log_path: Path | None = None
+    workers: tuple[str, ...] = ()  # RPC workers for a model that does not fit here (one split model at a time)
 
 
 class ModelPool:
@@ -288,8 +289,10 @@ class ModelPool:
         gpu = self.budget.gpu - window_gpu - (0 if whole else used_gpu)
         cpu = self.budget.cpu - window_cpu - (0 if whole else used_cpu)
         try:
+            busy = any(s.params is not None and s.params.rpc for s in self.loaded())  # the workers are taken
             params = plan_load(header, ctx=self.options.ctx, gpu_offload_supported=gpu_offload,
-                               gpu_mem=gpu + memory.GPU_MARGIN if gpu > 0 else 0, ram=max(cpu, 0))
+                               gpu_mem=gpu + memory.GPU_MARGIN if gpu > 0 else 0, ram=max(cpu, 0),
+                               workers=list(self.options.workers) if self.options.workers and not busy else None)
         except BadValueError as exc:
             raise ApiError(400, f"{exc}" + ("" if whole else " beside the models being used"), param="model",
                            code="model_does_not_fit") from None

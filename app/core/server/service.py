@@ -37,6 +37,7 @@ class ServerConfig:
     ram: int | None = None
     threads: int | None = None
     preload: bool = False  # load the first model before serving
+    workers: tuple[str, ...] = ()  # RPC workers a model that does not fit here is split over (HOST:PORT)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -161,7 +162,8 @@ class Service:
         catalog = ModelCatalog(library or Library(), list(config.models) if config.models is not None else None)
         catalog.refresh()
         pool = ModelPool(PoolOptions(ctx=config.ctx, gpu_mem=config.gpu_mem, ram=config.ram, queue=config.queue,
-                                     threads=config.threads, log_path=log_path, engine_env=engine_env), shared=shared)
+                                     threads=config.threads, log_path=log_path, engine_env=engine_env,
+                                     workers=config.workers), shared=shared)
         return cls(config, catalog, pool)
 
     def model(self, name: Any, *, kind: str | None = CHAT, param: str = "model") -> ServedModel:

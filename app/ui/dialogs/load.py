@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core import hardware
+from app.core import hardware, settings
 from app.core.gguf.header import GGUFHeader, read_header
 from app.core.planner.auto import auto_plan
 from app.core.planner.memory import GPU_MARGIN, DraftPlan, MemoryEstimate, Plan, budget, estimate, human_bytes, plan_draft, with_projector
@@ -132,6 +132,10 @@ class LoadDialog(QDialog):
         layout.addWidget(self.cpu_bar)
         self.gpu_bar.setVisible(False)
         self.cpu_bar.setVisible(False)  # shown once the header is read
+        self.worker_bars: list[MemoryBar] = []  # one per RPC worker of a split (Auto only)
+        self.worker_box = QVBoxLayout()
+        layout.addLayout(self.worker_box)
+        self._planned: Plan | None = None
         self.reasons = plain_label()
         self.reasons.setWordWrap(True)
         self.reasons.setForegroundRole(QPalette.ColorRole.PlaceholderText)
@@ -163,7 +167,12 @@ class LoadDialog(QDialog):
             gpu_offload = engine.gpu_offload
         header = read_header(self.path)
         self.draft_header = library_draft(header)
-        return header, self.hw or hardware.detect(), gpu_offload
+        hw = self.hw or hardware.detect()
+        workers = settings.load().workers
+        # with saved workers, Auto may be a split: planned here, off the GUI thread (the workers are asked)
+        self._planned = auto_plan(header, hw, gpu_offload=gpu_offload and bool(hw.gpus), workers=workers,
+                                  strict=False) if workers else None
+        return header, hw, gpu_offload
 
     def _ready(self, found: tuple[GGUFHeader, hardware.Hardware, bool]) -> None:
         header, self.hw, offload = found
@@ -194,7 +203,8 @@ class LoadDialog(QDialog):
         self.ctx_slider.setRange(1, max(trained // 256, 1))
         self.layers.setRange(0, (h.block_count or 0) + 1)
         self._updating = False
-        self.auto_plan = auto_plan(h, self.hw, gpu_offload=self.gpu_offload)  # the same Auto as plan_load
+        # the same Auto as plan_load (a split over the saved workers when the model does not fit here)
+        self.auto_plan = self._planned or auto_plan(h, self.hw, gpu_offload=self.gpu_offload)
         self._show_params(self.auto_plan.params)
         if self.draft_header is not None:
             d = self.draft_header
@@ -249,9 +259,11 @@ class LoadDialog(QDialog):
             return
         n_layer = self.header.block_count or 0
         self.layers_label.setText(f"{p.n_gpu_layers if p.n_gpu_layers >= 0 else n_layer + 1} of {n_layer + 1} (from the last layer; the output layer counts)")
-        m = with_projector(estimate(self.header, p, gpu_offload=self.gpu_offload), p)
+        split = p.rpc and self.auto_plan is not None and p is self.auto_plan.params
+        m = self.auto_plan.memory if split and self.auto_plan else with_projector(estimate(self.header, p, gpu_offload=self.gpu_offload), p)
         room = budget(self.hw)
         show_memory(self.gpu_bar, self.cpu_bar, m, room.gpu, room.cpu)
+        self._show_workers(self.auto_plan.devices() if split and self.auto_plan else [])
         over = not room.holds(m)
         reasons = list(self.auto_plan.reasons) if self.auto.isChecked() and self.auto_plan else list(p.reasons)
         if over:
@@ -262,6 +274,22 @@ class LoadDialog(QDialog):
             over = placed is None
         self.reasons.setText("\n".join(f"• {r}" for r in reasons))
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(not over)
+
+    def _show_workers(self, devices: list[dict[str, object]]) -> None:
+        """A memory bar per worker of the split (its weights, KV and compute against what it offers)."""
+        workers = [d for d in devices if d.get("kind") == "rpc"]
+        while len(self.worker_bars) > len(workers):
+            bar = self.worker_bars.pop()
+            bar.setParent(None)
+            bar.deleteLater()
+        while len(self.worker_bars) < len(workers):
+            bar = MemoryBar("")
+            self.worker_box.addWidget(bar)
+            self.worker_bars.append(bar)
+        for bar, d in zip(self.worker_bars, workers):
+            bar.title = f"Worker {d.get('address')} ({d.get('layers')} layers)"
+            bar.set_values(int(d["weights_bytes"]), int(d["kv_bytes"]), int(d["compute_bytes"]),  # type: ignore[call-overload]
+                           int(d.get("budget_bytes") or 0))  # type: ignore[call-overload]
 
     def _draft_plan(self, p: LoadParams, m: MemoryEstimate) -> DraftPlan | None:
         """Where the draft model goes beside the model at ``p`` (the planner counts its memory)."""

@@ -17,7 +17,7 @@ from app.core.errors import QuantDeskError
 from app.core.gguf.header import read_header
 from app.core.gguf.remote import read_remote_header
 from app.core.hardware import GPU, Hardware
-from app.core.planner.memory import GiB, plan
+from app.core.planner.memory import GiB, estimate, plan
 from app.core.planner.recommend import plan_repo
 from tests.support.hub_server import HubRepo, HubServer
 from tests.support.tiny_models import build_tiny_gguf
@@ -91,7 +91,12 @@ def test_gated_and_missing_say_what_to_do(hub: HubServer) -> None:
 def test_repo_verdicts_recommend_the_best_full_fit(hub: HubServer, models: dict[str, Path]) -> None:
     hw = Hardware("test", "cpu", 2, 2, (), 16 * GiB, 16 * GiB, gpus=(GPU(0, "Test GPU", "nvidia", 8 * GiB, 8 * GiB, 0),))
     need = {k: plan(read_header(models[k]), hw, ctx=2048).memory.gpu_bytes for k in ("f32", "f16")}
-    gpu_mem = (need["f32"] + need["f16"]) // 2  # F16 fits fully, F32 does not
+    # F16 fits fully, F32 in part: llama.cpp offloads the output layer first, so its share must fit too
+    f32 = plan(read_header(models["f32"]), hw, ctx=2048).params
+    one = estimate(read_header(models["f32"]), replace(f32, n_gpu_layers=2), gpu_offload=True).gpu_bytes
+    low = max(need["f16"], one)
+    assert low < need["f32"]
+    gpu_mem = (low + need["f32"]) // 2
     verdicts = {v.path: v for v in plan_repo("qd/tiny-GGUF", hw, ctx=2048, gpu_mem=gpu_mem, endpoint=hub.url)}
     assert set(verdicts) == {"tiny-F32.gguf", "tiny-F16.gguf", "tiny-Q8_0.gguf"}  # the projector is not a model
     assert verdicts["tiny-F16.gguf"].recommended and verdicts["tiny-F16.gguf"].verdict == "full GPU"
