@@ -1,5 +1,5 @@
 """The Settings page: models folder, Hugging Face login, what new chats start with, the engine's
-default context and threads, and the theme. Saved through app.core.settings (versioned JSON);
+default context and threads, the RPC workers (app.ui.dialogs.workers), and the theme. Saved through app.core.settings (versioned JSON);
 the token is kept by huggingface_hub (app.core.hub.auth), never in our settings or logs."""
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from app.core.chat.session import new_chat_defaults
 from app.core.hub import auth as hf_auth
 from app.core.planner.params import MAX_CTX, physical_cores
 from app.ui.chat.side_panels import ConversationSettings
+from app.ui.dialogs.workers import WorkersPanel
 from app.ui.messages import user_text
 from app.ui.safe_text import plain_label
 from app.ui.tasks import TaskRunner
@@ -48,7 +49,7 @@ class SettingsDialog(QDialog):
         self.runner = runner
         self.endpoint = endpoint
         self.setWindowTitle("Settings")
-        self.resize(560, 640)
+        self.resize(560, 720)
         s = app_settings.load()
         layout = QVBoxLayout(self)
 
@@ -146,6 +147,13 @@ class SettingsDialog(QDialog):
                                     "Changes apply when the server next starts."))
         layout.addWidget(server)
 
+        workers = QGroupBox("Workers (other computers that lend their GPU or memory)")
+        box = QVBoxLayout(workers)
+        self.workers = WorkersPanel(runner, s.workers)
+        box.addWidget(self.workers)
+        layout.addWidget(workers)
+        self.finished.connect(lambda _result: self.workers.stop())
+
         look = QGroupBox("Appearance")
         form = QFormLayout(look)
         self.theme = QComboBox()
@@ -222,12 +230,13 @@ class SettingsDialog(QDialog):
             "server_host": self.server_host.text().strip() or "127.0.0.1",
             "server_port": self.server_port.value(),
             "server_api_key": self.server_key.text().strip(),
+            "workers": self.workers.addresses(),
         }
 
     def accept(self) -> None:
         saved = app_settings.update(**self.values())
         apply_theme(saved.theme)
-        log.info("settings saved (models folder %s, context %s, threads %s, theme %s)",
-                 saved.models_dir or "default", saved.default_ctx or "auto", saved.engine_threads or "auto", saved.theme)
+        log.info("settings saved (models folder %s, context %s, threads %s, theme %s, %d workers)", saved.models_dir or "default",
+                 saved.default_ctx or "auto", saved.engine_threads or "auto", saved.theme, len(saved.workers))
         self.saved.emit(saved)
         super().accept()
