@@ -127,6 +127,7 @@ def test_the_settings_page_saves_the_workers_when_accepted_and_probes_them_when_
     assert dialog.workers.addresses() == [] and SECURITY_NOTE.startswith("Workers are unauthenticated")
     add(qtbot, dialog.workers, worker.address)
     assert elided_texts(dialog) == []  # the Workers group's headers and buttons fit
+    assert dialog.minimumSizeHint().height() < 800  # the groups scroll; OK and Cancel stay on a laptop's screen
     with qtbot.waitSignal(dialog.saved):
         dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
     assert app_settings.load().workers == [worker.address]

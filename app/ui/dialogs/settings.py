@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QComboBox,
@@ -15,10 +15,12 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -51,7 +53,8 @@ class SettingsDialog(QDialog):
         self.setWindowTitle("Settings")
         self.resize(560, 720)
         s = app_settings.load()
-        layout = QVBoxLayout(self)
+        page = QWidget()  # the groups scroll (the page is taller than a laptop's screen); OK and Cancel stay in view
+        layout = QVBoxLayout(page)
 
         files = QGroupBox("Models")
         form = QFormLayout(files)
@@ -163,10 +166,18 @@ class SettingsDialog(QDialog):
         form.addRow("Theme", self.theme)
         layout.addWidget(look)
 
+        self.page_scroll = QScrollArea()
+        self.page_scroll.setWidgetResizable(True)
+        self.page_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.page_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.page_scroll.setWidget(page)
+        self.page_scroll.setMinimumWidth(page.minimumSizeHint().width() + self.page_scroll.verticalScrollBar().sizeHint().width())
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
-        layout.addWidget(self.buttons)
+        outer = QVBoxLayout(self)
+        outer.addWidget(self.page_scroll, 1)
+        outer.addWidget(self.buttons)
         self.refresh_account()
 
     # -- models folder --------------------------------------------------------------------------
