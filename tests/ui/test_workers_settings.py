@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialogButtonBox
 
 from app.core import settings as app_settings
@@ -121,11 +122,13 @@ def test_the_settings_page_saves_the_workers_when_accepted_and_probes_them_when_
         qtbot, runner: TaskRunner, worker: Worker) -> None:
     dialog = SettingsDialog(runner)
     qtbot.addWidget(dialog)
-    dialog.resize(1280, 800)
     dialog.show()
     qtbot.waitExposed(dialog)
     assert dialog.workers.addresses() == [] and SECURITY_NOTE.startswith("Workers are unauthenticated")
-    add(qtbot, dialog.workers, worker.address)
+    dialog.workers.address.setText(worker.address)
+    with qtbot.waitSignal(dialog.workers.worker_probed, timeout=WAIT_MS):
+        qtbot.keyClick(dialog.workers.address, Qt.Key.Key_Return)  # Enter in the field adds; it does not press OK
+    assert dialog.isVisible() and app_settings.load().workers == []
     assert elided_texts(dialog) == []  # the Workers group's headers and buttons fit
     assert dialog.minimumSizeHint().height() < 800  # the groups scroll; OK and Cancel stay on a laptop's screen
     with qtbot.waitSignal(dialog.saved):

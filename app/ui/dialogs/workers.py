@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from PySide6.QtCore import Signal
-from PySide6.QtGui import QPalette
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeyEvent, QPalette
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QHeaderView, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 from app.core.errors import WorkerError
@@ -45,6 +45,15 @@ def status_line(status: WorkerStatus) -> str:
     return " · ".join(parts)
 
 
+class AddressField(QLineEdit):
+    """Enter adds the address (``returnPressed``) and goes no further: a dialog would take it as OK."""
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt's name)
+        super().keyPressEvent(event)
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            event.accept()
+
+
 @dataclass
 class WorkerRow:
     address: str
@@ -78,7 +87,7 @@ class WorkersPanel(QWidget):
         layout.addWidget(self.table)
 
         row = QHBoxLayout()
-        self.address = QLineEdit()
+        self.address = AddressField()
         self.address.setPlaceholderText(f"HOST:PORT of a 'quantdesk worker', e.g. 192.168.1.7:{DEFAULT_PORT}")
         self.address.returnPressed.connect(self.add)
         self.add_button = QPushButton("Add")
@@ -90,7 +99,7 @@ class WorkersPanel(QWidget):
         self.refresh_button.clicked.connect(self.refresh)
         row.addWidget(self.address, 1)
         for button in (self.add_button, self.remove_button, self.refresh_button):
-            button.setAutoDefault(False)  # Enter in the address field adds; it does not press the dialog's OK
+            button.setAutoDefault(False)  # Enter is the dialog's OK, or Add in the address field
             row.addWidget(button)
         layout.addLayout(row)
 
