@@ -1,17 +1,26 @@
 """Settings → Workers, against a real worker process on loopback: a worker added shows its status
-and the memory it offers (its --mem), an unreachable one its reason, a bad or repeated address is
-refused with why, Remove drops a row, and the dialog saves the list when accepted."""
+and the memory it offers (its --mem); an unreachable one, one of another protocol version and a busy
+one show why; a bad or repeated address is refused with why; Remove drops a row; the dialog saves
+the list when accepted."""
 
 from __future__ import annotations
 
+import json
+import socket
+import struct
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialogButtonBox
 
 from app.core import settings as app_settings
+from app.core.rpc import status_port
+from app.core.rpc.client import probe, split_address
+from app.core.rpc.serve import RPC_CMD_HELLO, RPC_CONN_CAPS_SIZE
 from app.core.rpc.status import WorkerDevice, WorkerStatus
 from app.core.rpc.worker import Worker, free_port
 from app.ui.dialogs.settings import SettingsDialog
@@ -28,6 +37,31 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     w = start_worker(tmp_path_factory.mktemp("worker-home"), mem=WORKER_MEM)
     yield w
     w.stop()
+
+
+@pytest.fixture
+def newer_protocol(worker: Worker) -> Iterator[str]:
+    """The address of a status server answering the real worker's status, but for RPC 8.0.0."""
+    body = json.dumps({**probe(worker.address).to_dict(), "protocol": "8.0.0"}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", status_port(port)), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
@@ -84,6 +118,28 @@ def test_an_unreachable_worker_is_added_marked_with_the_reason(qtbot, runner: Ta
     assert address == f"127.0.0.1:{port}"
     assert text.startswith(f"unreachable (no worker status on port {port + 1}")
     assert panel.addresses() == [address] and panel.row(address).reachable is False  # type: ignore[union-attr]
+
+
+def test_a_worker_of_another_protocol_version_shows_the_mismatch(qtbot, runner: TaskRunner, newer_protocol: str) -> None:  # type: ignore[no-untyped-def]
+    panel = panel_with(qtbot, runner)
+    add(qtbot, panel, newer_protocol)
+    [(_, text)] = status_texts(panel)
+    assert text.startswith("protocol version mismatch: the worker speaks RPC 8.0.0, this engine 7.0.0")
+    assert panel.row(newer_protocol).reachable is False  # type: ignore[union-attr]
+
+
+def test_a_worker_serving_another_client_shows_busy(qtbot, runner: TaskRunner, worker: Worker) -> None:  # type: ignore[no-untyped-def]
+    host, port = split_address(worker.address)
+    panel = panel_with(qtbot, runner, [worker.address])
+    qtbot.waitUntil(lambda: status_texts(panel)[0][1].startswith("reachable"), timeout=WAIT_MS)
+    with socket.create_connection((host, port), timeout=5) as held:  # a client: llama.cpp's HELLO, answered
+        held.sendall(struct.pack("<BQ", RPC_CMD_HELLO, RPC_CONN_CAPS_SIZE) + bytes(RPC_CONN_CAPS_SIZE))
+        assert len(held.recv(64)) >= 12
+        qtbot.waitUntil(lambda: probe(worker.address).busy, timeout=WAIT_MS)
+        with qtbot.waitSignal(panel.worker_probed, timeout=WAIT_MS):
+            panel.refresh_button.click()
+        assert status_texts(panel)[0][1].startswith("busy: serving another client (a worker serves one at a time) · RPC 7.0.0")
+    qtbot.waitUntil(lambda: not probe(worker.address).busy, timeout=WAIT_MS)  # free again for the next test
 
 
 def test_a_bad_or_repeated_address_is_refused_with_why(qtbot, runner: TaskRunner, worker: Worker) -> None:  # type: ignore[no-untyped-def]
