@@ -134,7 +134,7 @@ def test_a_worker_serving_another_client_shows_busy(qtbot, runner: TaskRunner, w
     qtbot.waitUntil(lambda: status_texts(panel)[0][1].startswith("reachable"), timeout=WAIT_MS)
     with socket.create_connection((host, port), timeout=5) as held:  # a client: llama.cpp's HELLO, answered
         held.sendall(struct.pack("<BQ", RPC_CMD_HELLO, RPC_CONN_CAPS_SIZE) + bytes(RPC_CONN_CAPS_SIZE))
-        assert len(held.recv(64)) >= 12
+        assert held.recv(64)  # its answer has begun (it may come in more than one piece)
         qtbot.waitUntil(lambda: probe(worker.address).busy, timeout=WAIT_MS)
         with qtbot.waitSignal(panel.worker_probed, timeout=WAIT_MS):
             panel.refresh_button.click()
