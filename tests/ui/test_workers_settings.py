@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QDialogButtonBox
 
 from app.core import settings as app_settings
 from app.core.rpc import status_port
-from app.core.rpc.client import probe, split_address
+from app.core.rpc.client import MAX_WORKERS, probe, split_address
 from app.core.rpc.serve import RPC_CMD_HELLO, RPC_CONN_CAPS_SIZE
 from app.core.rpc.status import WorkerDevice, WorkerStatus
 from app.core.rpc.worker import Worker, free_port
@@ -153,6 +153,19 @@ def test_a_bad_or_repeated_address_is_refused_with_why(qtbot, runner: TaskRunner
     assert panel.error.text() == f"{worker.address}: already in the list"
     assert panel.addresses() == [worker.address] and panel.address.text().strip() == worker.address  # kept, to correct
     qtbot.waitUntil(lambda: panel.row(worker.address).text != CHECKING, timeout=WAIT_MS)  # type: ignore[union-attr]
+
+
+def test_no_more_workers_than_llama_cpp_takes(qtbot, runner: TaskRunner) -> None:  # type: ignore[no-untyped-def]
+    free: set[str] = set()
+    while len(free) < MAX_WORKERS + 1:
+        free.add(f"127.0.0.1:{free_port()}")  # nothing listens there
+    *full, extra = sorted(free)
+    panel = panel_with(qtbot, runner, full)
+    panel.address.setText(extra)
+    panel.add_button.click()
+    assert panel.error.text() == f"{extra}: not added; llama.cpp takes at most {MAX_WORKERS} workers (remove one first)"
+    assert len(panel.addresses()) == MAX_WORKERS
+    qtbot.waitUntil(lambda: all(r.reachable is False for r in panel.rows), timeout=WAIT_MS)
 
 
 def test_a_host_alone_gets_the_default_port(qtbot, runner: TaskRunner) -> None:  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QHeaderView, QLine
 from app.core.errors import WorkerError
 from app.core.hardware import human_bytes
 from app.core.rpc import DEFAULT_PORT
-from app.core.rpc.client import probe, split_address
+from app.core.rpc.client import MAX_WORKERS, probe, split_address
 from app.core.rpc.status import WorkerStatus
 from app.ui.messages import user_text
 from app.ui.safe_text import plain_label
@@ -126,8 +126,8 @@ class WorkersPanel(QWidget):
 
     # -- actions --------------------------------------------------------------------------------
     def add(self) -> None:
-        """Add the address in the field (refused, with the reason, when it is not HOST:PORT or is
-        listed already) and probe it; an unreachable worker is added all the same, marked so."""
+        """Add the address in the field (refused, with the reason, when it is not HOST:PORT, is
+        listed already or would be one too many) and probe it; an unreachable worker is added all the same, marked so."""
         text = self.address.text().strip()
         if not text:
             self._refuse("Type a worker's address as HOST:PORT first.")
@@ -139,6 +139,9 @@ class WorkersPanel(QWidget):
             return
         if any(r.address.lower() == address.lower() for r in self.rows):
             self._refuse(f"{address}: already in the list")
+            return
+        if len(self.rows) >= MAX_WORKERS:
+            self._refuse(f"{address}: not added; llama.cpp takes at most {MAX_WORKERS} workers (remove one first)")
             return
         self._refuse("")
         self.address.clear()
