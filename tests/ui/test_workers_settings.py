@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDialogButtonBox
+from PySide6.QtWidgets import QDialogButtonBox, QLabel
 
 from app.core import settings as app_settings
 from app.core.rpc import status_port
@@ -108,6 +108,7 @@ def test_a_running_worker_added_shows_its_protocol_device_and_offered_memory(qtb
     row = panel.row(worker.address)
     assert row is not None and row.reachable and row.status is not None and row.status.offered_bytes == WORKER_MEM
     assert "<p" in panel.table.item(0, 1).toolTip()  # the whole line, as escaped plain text
+    assert all(label.textFormat() == Qt.TextFormat.PlainText for label in panel.findChildren(QLabel))
 
 
 def test_an_unreachable_worker_is_added_marked_with_the_reason(qtbot, runner: TaskRunner) -> None:  # type: ignore[no-untyped-def]
