@@ -1,6 +1,7 @@
 """The Settings page: models folder, Hugging Face login, what new chats start with, the engine's
-default context and threads, the RPC workers (app.ui.dialogs.workers), and the theme. Saved through app.core.settings (versioned JSON);
-the token is kept by huggingface_hub (app.core.hub.auth), never in our settings or logs."""
+default context and threads, the RPC workers (app.ui.dialogs.workers), and the theme. Saved
+through app.core.settings (versioned JSON); the token is kept by huggingface_hub
+(app.core.hub.auth), never in our settings or logs."""
 
 from __future__ import annotations
 
