@@ -1,13 +1,14 @@
 """The Settings page: models folder, Hugging Face login, what new chats start with, the engine's
-default context and threads, and the theme. Saved through app.core.settings (versioned JSON);
-the token is kept by huggingface_hub (app.core.hub.auth), never in our settings or logs."""
+default context and threads, the RPC workers (app.ui.dialogs.workers), and the theme. Saved
+through app.core.settings (versioned JSON); the token is kept by huggingface_hub
+(app.core.hub.auth), never in our settings or logs."""
 
 from __future__ import annotations
 
 import logging
 from types import SimpleNamespace
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QComboBox,
@@ -15,10 +16,12 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -30,6 +33,7 @@ from app.core.chat.session import new_chat_defaults
 from app.core.hub import auth as hf_auth
 from app.core.planner.params import MAX_CTX, physical_cores
 from app.ui.chat.side_panels import ConversationSettings
+from app.ui.dialogs.workers import WorkersPanel
 from app.ui.messages import user_text
 from app.ui.safe_text import plain_label
 from app.ui.tasks import TaskRunner
@@ -48,9 +52,10 @@ class SettingsDialog(QDialog):
         self.runner = runner
         self.endpoint = endpoint
         self.setWindowTitle("Settings")
-        self.resize(560, 640)
+        self.resize(560, 720)
         s = app_settings.load()
-        layout = QVBoxLayout(self)
+        page = QWidget()  # the groups scroll (the page is taller than a laptop's screen); OK and Cancel stay in view
+        layout = QVBoxLayout(page)
 
         files = QGroupBox("Models")
         form = QFormLayout(files)
@@ -146,6 +151,13 @@ class SettingsDialog(QDialog):
                                     "Changes apply when the server next starts."))
         layout.addWidget(server)
 
+        workers = QGroupBox("Workers (other computers that lend their GPU or memory)")
+        box = QVBoxLayout(workers)
+        self.workers = WorkersPanel(runner, s.workers)
+        box.addWidget(self.workers)
+        layout.addWidget(workers)
+        self.finished.connect(lambda _result: self.workers.stop())
+
         look = QGroupBox("Appearance")
         form = QFormLayout(look)
         self.theme = QComboBox()
@@ -155,10 +167,18 @@ class SettingsDialog(QDialog):
         form.addRow("Theme", self.theme)
         layout.addWidget(look)
 
+        self.page_scroll = QScrollArea()
+        self.page_scroll.setWidgetResizable(True)
+        self.page_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.page_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.page_scroll.setWidget(page)
+        self.page_scroll.setMinimumWidth(page.minimumSizeHint().width() + self.page_scroll.verticalScrollBar().sizeHint().width())
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
-        layout.addWidget(self.buttons)
+        outer = QVBoxLayout(self)
+        outer.addWidget(self.page_scroll, 1)
+        outer.addWidget(self.buttons)
         self.refresh_account()
 
     # -- models folder --------------------------------------------------------------------------
@@ -222,12 +242,13 @@ class SettingsDialog(QDialog):
             "server_host": self.server_host.text().strip() or "127.0.0.1",
             "server_port": self.server_port.value(),
             "server_api_key": self.server_key.text().strip(),
+            "workers": self.workers.addresses(),
         }
 
     def accept(self) -> None:
         saved = app_settings.update(**self.values())
         apply_theme(saved.theme)
-        log.info("settings saved (models folder %s, context %s, threads %s, theme %s)",
-                 saved.models_dir or "default", saved.default_ctx or "auto", saved.engine_threads or "auto", saved.theme)
+        log.info("settings saved (models folder %s, context %s, threads %s, theme %s, %d workers)", saved.models_dir or "default",
+                 saved.default_ctx or "auto", saved.engine_threads or "auto", saved.theme, len(saved.workers))
         self.saved.emit(saved)
         super().accept()
