@@ -67,7 +67,10 @@ def _repo_files(repo_id: str, *, revision: str | None, token: str | None,
 
 
 def plan_repo(repo_id: str, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | None = None, ram: int | None = None,
-              revision: str | None = None, token: str | None = None, endpoint: str | None = None) -> list[FileVerdict]:
+              revision: str | None = None, token: str | None = None, endpoint: str | None = None,
+              workers: list[str] | None = None) -> list[FileVerdict]:
+    """A verdict per GGUF file of the repo; ``workers``: RPC workers a file that does not fit here
+    may be split over (asked once, only when one does not fit; one that does not answer is left out)."""
     try:
         files, projector_files = _repo_files(repo_id, revision=revision, token=token, endpoint=endpoint)
     except Exception as exc:  # the Hub's typed errors become one sentence
@@ -77,6 +80,7 @@ def plan_repo(repo_id: str, hw: Hardware, *, ctx: int | None = None, gpu_mem: in
     offload = True if gpu_mem else None
     verdicts = []
     read: dict[str, Projector | None] = {}  # each projector's header read once
+    offers: list[Any] | None = None
     for name in files:
         try:
             h = read_remote_header(repo_id, name, revision=revision, token=token, endpoint=endpoint)
@@ -86,6 +90,15 @@ def plan_repo(repo_id: str, hw: Hardware, *, ctx: int | None = None, gpu_mem: in
         proj = _projector_for(name, h, projector_files, read, repo_id=repo_id, revision=revision, token=token,
                               endpoint=endpoint)
         p = plan(h, hw, ctx=ctx, gpu_mem=gpu_mem, ram=ram, gpu_offload=offload, projector=proj)
+        if not p.fits and workers:
+            if offers is None:
+                from app.core.planner.auto import worker_offers
+
+                offers = worker_offers(workers, skipped=[])
+            if offers:
+                from app.core.planner.split import plan_with_workers
+
+                p = plan_with_workers(h, hw, offers, ctx=ctx, gpu_mem=gpu_mem, ram=ram, projector=proj, gpu_offload=offload)
         n_layer = h.block_count or 0
         gpu = p.params.n_gpu_layers > 0
         full = p.fits and (p.params.n_gpu_layers > n_layer or (p.verdict == "CPU only" and not (hw.gpus or gpu_mem)))

@@ -150,6 +150,7 @@ class ModelPanel(QWidget):
         self.runner.run("hub-card", fetch, self.card.setHtml, lambda exc: self.card.setPlainText(user_text(exc)), key="hub-card")
 
     def _load_fit(self, d: hubmod.RepoDetails) -> None:
+        from app.core import settings as app_settings
         from app.core.hardware import detect
         from app.core.planner.recommend import plan_repo
 
@@ -177,7 +178,9 @@ class ModelPanel(QWidget):
             self.fit_note.setText("Fit: full GPU / N of M layers on the GPU / CPU only / does not fit, at 4096 tokens "
                                   "of context or the trained one; ★ the best quality that fits fully.")
 
-        self.runner.run("hub-fit", lambda: plan_repo(d.repo_id, detect(), revision=d.sha, endpoint=self.endpoint), shown,
+        workers = app_settings.load().workers  # a file that does not fit here may fit split over them
+        self.runner.run("hub-fit", lambda: plan_repo(d.repo_id, detect(), revision=d.sha, endpoint=self.endpoint,
+                                                     workers=workers), shown,
                         lambda exc: self.fit_note.setText(user_text(exc)), key="hub-fit")
 
     def _on_file_selected(self) -> None:
