@@ -225,7 +225,20 @@ def main() -> int:
         measure(Row("decode tok/s, baseline CPU build ÷ native (report)", 0.0, True, "x"), lambda: cpu_bench.baseline_vs_native(model)),
         measure(Row("engine cold build, wheel + CPU builds (report)", 3600, False, "s"), cpu_bench.cold_build_seconds),
     ]
-    rows = [row for row, _, _ in engine_rows] + cpu_rows + api_rows + [gui_row, hostile_row, start_row, rss_row] + download_rows + quantize_rows()
+    from bench import rpc_bench
+
+    rpc: dict[str, tuple[float, str]] = {}
+
+    def rpc_row(key: str) -> tuple[float, str]:
+        if not rpc:
+            rpc.update(rpc_bench.measure(model))
+        return rpc[key]
+
+    rpc_rows = [
+        measure(Row("decode tok/s, split over 2 loopback workers ÷ local (report)", 0.0, True, "x"), lambda: rpc_row("decode")),
+        measure(Row("load time, split over 2 loopback workers ÷ local (report)", 0.0, False, "x"), lambda: rpc_row("load")),
+    ]
+    rows = [row for row, _, _ in engine_rows] + cpu_rows + api_rows + rpc_rows + [gui_row, hostile_row, start_row, rss_row] + download_rows + quantize_rows()
 
     print_table(rows)
     elapsed = time.perf_counter() - started

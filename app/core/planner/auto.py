@@ -77,13 +77,15 @@ def auto_plan(header: GGUFHeader, hw: hardware.Hardware, *, ctx: int | None = No
         projector, note = vision_projector(header)
     elif isinstance(projector, str):
         raise TypeError("projector: a Projector, None or 'auto'")
+    skipped: list[str] = []
+    offers = worker_offers(workers) if workers and strict else None  # asked for by name: each must answer, now
     plan = planner.plan(header, hw, ctx=ctx if ctx is not None else pref_ctx, gpu_offload=gpu_offload, n_threads=threads,
                         gpu_mem=gpu_mem, ram=ram, projector=projector)
     if workers and not plan.fits:
         from app.core.planner.split import plan_with_workers
 
-        skipped: list[str] = []
-        offers = worker_offers(workers, skipped=None if strict else skipped)
+        if offers is None:
+            offers = worker_offers(workers, skipped=skipped)
         plan = plan_with_workers(header, hw, offers, ctx=ctx if ctx is not None else pref_ctx,
                                  gpu_mem=gpu_mem, ram=ram, n_threads=threads, projector=projector,
                                  gpu_offload=gpu_offload)
