@@ -110,7 +110,8 @@ def _split(h: GGUFHeader, hw: Hardware, offers: list[Offer], local: Plan, *, ram
     p = replace(params, n_gpu_layers=offloaded, rpc=tuple(o.address for o in offers),
                 tensor_split=tuple(float(n) for n in best))
     m = estimate(h, p, gpu_offload=True)
-    cpu = replace(m, gpu_bytes=0, gpu_weights_bytes=0, gpu_kv_bytes=0, gpu_compute_bytes=0, margin_bytes=0)
+    # the memory here: nothing on a local GPU (gpu_bytes 0); the gpu_* parts are what went to the workers
+    cpu = replace(m, gpu_bytes=0, margin_bytes=0)
     here = n_layer + 1 - offloaded
     devices = [DeviceShare("cpu", None, "CPU", here, m.cpu_weights_bytes, m.kv_bytes - m.gpu_kv_bytes,
                            m.cpu_compute_bytes, cpu_room + vision)]
