@@ -22,6 +22,7 @@ from app.core.planner.params import LoadParams  # noqa: E402
 from app.core.starter import starter_model_path  # noqa: E402
 
 if TYPE_CHECKING:
+    from app.core.rpc.worker import Worker
     from tests.support.hub_server import HubServer
 
 TEST_CTX = 2048
@@ -190,3 +191,25 @@ def window_on_hub(qtbot, hub: "HubServer") -> Iterator[object]:  # type: ignore[
 def hub_window(qtbot, hub: "HubServer") -> Iterator[object]:  # type: ignore[no-untyped-def]
     """The real main window talking to the local Hub."""
     yield from window_on_hub(qtbot, hub)
+
+
+@pytest.fixture
+def hf_token_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """huggingface_hub's token files in a temp folder, no token in the environment (its paths are
+    fixed at import)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf" / "stored_tokens"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator["Worker"]:
+    """One real RPC worker on loopback (a CPU device offering WORKER_MEM), shared by a module's tests."""
+    from tests.core.rpc.conftest import WORKER_MEM, start_worker
+
+    w = start_worker(tmp_path_factory.mktemp("worker-home"), mem=WORKER_MEM)
+    yield w
+    w.stop()

@@ -37,14 +37,8 @@ TOKEN = "hf_" + "ZyXwVuTsRqPoNmLkJiHgFeDcBa9876543210"
 
 
 @pytest.fixture(autouse=True)
-def _hf_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """huggingface_hub's token files in a temp folder (its paths are fixed at import)."""
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf" / "stored_tokens"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+def _hf_files(hf_token_files: None) -> None:
+    """huggingface_hub's token files in a temp folder (tests/conftest.py)."""
 
 
 def close_window(window: MainWindow) -> None:

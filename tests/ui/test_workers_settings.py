@@ -5,20 +5,15 @@ the list when accepted."""
 
 from __future__ import annotations
 
-import json
 import socket
 import struct
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialogButtonBox, QLabel
 
 from app.core import settings as app_settings
-from app.core.rpc import status_port
 from app.core.rpc.client import MAX_WORKERS, probe, split_address
 from app.core.rpc.serve import RPC_CMD_HELLO, RPC_CONN_CAPS_SIZE
 from app.core.rpc.status import WorkerDevice, WorkerStatus
@@ -26,42 +21,17 @@ from app.core.rpc.worker import Worker, free_port
 from app.ui.dialogs.settings import SettingsDialog
 from app.ui.dialogs.workers import CHECKING, SECURITY_NOTE, WorkersPanel, status_line
 from app.ui.tasks import TaskRunner
-from tests.core.rpc.conftest import WORKER_MEM, start_worker
+from tests.core.rpc.conftest import WORKER_MEM, status_server
 from tests.ui.test_no_elision import elided_texts
 
 WAIT_MS = 15_000
 
 
-@pytest.fixture(scope="module")
-def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = start_worker(tmp_path_factory.mktemp("worker-home"), mem=WORKER_MEM)
-    yield w
-    w.stop()
-
-
 @pytest.fixture
 def newer_protocol(worker: Worker) -> Iterator[str]:
     """The address of a status server answering the real worker's status, but for RPC 8.0.0."""
-    body = json.dumps({**probe(worker.address).to_dict(), "protocol": "8.0.0"}).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    port = free_port()
-    server = ThreadingHTTPServer(("127.0.0.1", status_port(port)), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with status_server({**probe(worker.address).to_dict(), "protocol": "8.0.0"}) as address:
+        yield address
 
 
 @pytest.fixture
@@ -72,14 +42,8 @@ def runner() -> Iterator[TaskRunner]:
 
 
 @pytest.fixture(autouse=True)
-def _hf_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The Settings dialog checks the Hugging Face account: no token, in a temp folder."""
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf" / "stored_tokens"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+def _hf_files(hf_token_files: None) -> None:
+    """The Settings dialog checks the Hugging Face account: no token, in a temp folder (tests/conftest.py)."""
 
 
 def panel_with(qtbot, runner: TaskRunner, addresses: list[str] | None = None) -> WorkersPanel:  # type: ignore[no-untyped-def]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,8 +26,31 @@ def start_worker(home: Path, **options: Any) -> Worker:
     return w
 
 
-@pytest.fixture(scope="module")
-def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = start_worker(tmp_path_factory.mktemp("worker-home"), mem=WORKER_MEM)
-    yield w
-    w.stop()
+
+
+@contextlib.contextmanager
+def status_server(doc: dict[str, Any]) -> Iterator[str]:
+    """A stand-in worker status on loopback answering ``doc`` as it is when asked (the test may
+    change it): the address HOST:PORT whose status port it serves."""
+    from app.core.rpc import status_port
+    from app.core.rpc.worker import free_port
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = json.dumps(doc).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", status_port(port)), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,10 +4,8 @@ probe's one-line reasons, and a clean stop."""
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,7 +17,7 @@ from app.core.errors import WorkerError
 from app.core.rpc import PROTOCOL, status_port
 from app.core.rpc.client import probe, split_address
 from app.core.rpc.worker import Worker, WorkerConfig, free_port, parse_size
-from tests.core.rpc.conftest import WORKER_MEM, start_worker
+from tests.core.rpc.conftest import WORKER_MEM, start_worker, status_server
 
 
 def _get(url: str) -> tuple[int, dict[str, Any]]:
@@ -73,26 +71,8 @@ def test_a_bad_address_is_named() -> None:
 def fake_status(worker: Worker) -> Iterator[tuple[str, dict[str, Any]]]:
     """A status server that answers what the test puts in ``doc`` (another version, not a worker)."""
     doc: dict[str, Any] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            body = json.dumps(doc).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    port = free_port()
-    server = ThreadingHTTPServer(("127.0.0.1", status_port(port)), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{port}", doc
-    finally:
-        server.shutdown()
-        server.server_close()
+    with status_server(doc) as address:
+        yield address, doc
 
 
 def test_a_worker_of_another_protocol_version_is_refused_before_any_load(worker: Worker, fake_status: tuple[str, dict[str, Any]]) -> None:

@@ -29,15 +29,23 @@ def close_window(window: MainWindow) -> None:
     window.store.close()
 
 
-@pytest.fixture
-def window(qtbot, starter_model: Path) -> Iterator[MainWindow]:  # type: ignore[no-untyped-def]
+def window_with(qtbot, model: Path | None = None) -> Iterator[MainWindow]:  # type: ignore[no-untyped-def]
+    """The real main window, shown, with ``model`` loaded (None: the one it opens first), closed after."""
     win = create_window()
     qtbot.addWidget(win)
     win.show()
     with qtbot.waitSignal(win.bridge.model_loaded, timeout=WAIT_MS):
-        win.open_initial_model()
+        if model is None:
+            win.open_initial_model()
+        else:
+            win.bridge.load_model(str(model))
     yield win
     close_window(win)
+
+
+@pytest.fixture
+def window(qtbot, starter_model: Path) -> Iterator[MainWindow]:  # type: ignore[no-untyped-def]
+    yield from window_with(qtbot)
 
 
 def use_sampling(win: MainWindow, sampling: SamplingParams) -> None:

@@ -18,7 +18,7 @@ from app.core.engine import SamplingParams
 from app.ui.app import create_window
 from app.ui.main_window import MainWindow
 from tests.support.tiny_vision import png_bytes, tiny_vision_pair
-from tests.ui.chat.test_chat_window import WAIT_MS, close_window, last, use_sampling, wait_reply
+from tests.ui.chat.test_chat_window import WAIT_MS, close_window, last, use_sampling, wait_reply, window_with
 
 GREEDY = SamplingParams(temperature=0.0, top_k=1, repeat_penalty=1.0, seed=0, max_tokens=6)
 
@@ -30,13 +30,7 @@ def seeing_window(qtbot, tmp_path: Path) -> Iterator[MainWindow]:  # type: ignor
     folder.mkdir()
     model = Path(shutil.copy(pair.model, folder / pair.model.name))
     shutil.copy(pair.projector, folder / pair.projector.name)
-    win = create_window()
-    qtbot.addWidget(win)
-    win.show()
-    with qtbot.waitSignal(win.bridge.model_loaded, timeout=WAIT_MS):
-        win.bridge.load_model(str(model))
-    yield win
-    close_window(win)
+    yield from window_with(qtbot, model)
 
 
 def paste_image(win: MainWindow, image: QImage) -> None:

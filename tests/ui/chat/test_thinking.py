@@ -12,12 +12,11 @@ import pytest
 from app.core import settings as app_settings
 from app.core.chat import store as chats
 from app.core.engine import SamplingParams
-from app.ui.app import create_window
 from app.ui.chat.widgets import ThoughtSection
 from app.ui.main_window import MainWindow
 from tests.core.engine.test_reasoning import OPENS_WITH_SWITCH
 from tests.core.engine.test_template_limits import with_template
-from tests.ui.chat.test_chat_window import WAIT_MS, close_window, last, send, use_sampling, wait_reply
+from tests.ui.chat.test_chat_window import last, send, use_sampling, wait_reply, window_with
 
 GREEDY = SamplingParams(temperature=0.0, top_k=1, repeat_penalty=1.0, seed=0, max_tokens=60)
 STORY = "Write a long story about a dragon who learns to bake bread."
@@ -30,13 +29,7 @@ def thinker(starter_model: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def window(qtbot, thinker: Path) -> Iterator[MainWindow]:  # type: ignore[no-untyped-def]
-    win = create_window()
-    qtbot.addWidget(win)
-    win.show()
-    with qtbot.waitSignal(win.bridge.model_loaded, timeout=WAIT_MS):
-        win.bridge.load_model(str(thinker))
-    yield win
-    close_window(win)
+    yield from window_with(qtbot, thinker)
 
 
 def message(status: str, content: str, reasoning: str, stats: dict | None = None) -> chats.Message:
