@@ -20,7 +20,7 @@ from app.core.engine import cpu_variants as cv
 from app.core.engine.client import EngineClient
 
 ROOT = Path(__file__).resolve().parents[1]
-ROUNDS, TOKENS, THREADS = 7, 200, 2
+ROUNDS, TOKENS, THREADS = 11, 200, 2  # paired rounds: the spread of single ratios here is ±3%
 PROMPT = [{"role": "user", "content": "Write a long story about a dragon who learns to read."}]
 
 
@@ -101,6 +101,7 @@ def decode_ratio(model: Path, log_dir: Path) -> tuple[float, str]:
         client.close()
         server.terminate()
         server.wait(timeout=10)
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
     return statistics.median(ratios), (f"QuantDesk {statistics.median(ours):.1f} tok/s, llama-server "
                                        f"{statistics.median(theirs):.1f} ({cv.choose().variant.name} flags, {THREADS} "
-                                       f"threads, FA off); median of {ROUNDS} paired rounds")
+                                       f"threads, FA off); median of {ROUNDS} paired rounds, quartiles {q1:.3f}–{q3:.3f}")
