@@ -140,9 +140,11 @@ class Host:
             except WorkerError as exc:
                 raise RuntimeError(f"{path}: cannot load model: {exc}") from None
             # the split is per worker in the plan's order; llama.cpp's is the registry's (registered earlier here maybe)
-            share = dict(zip(workers, [float(x) for x in params.get("tensor_split") or []]))
+            split = [float(x) for x in params.get("tensor_split") or []]
+            share = dict(zip(workers, split))
             ordered = sorted(devices, key=lambda d: d.registry_index)
-            kwargs["tensor_split"] = [share.get(d.address, 0.0) for d in ordered] or None
+            # then this computer's GPUs, which libllama lists after the RPC devices
+            kwargs["tensor_split"] = [share.get(d.address, 0.0) for d in ordered] + split[len(workers):] or None
         t0 = time.perf_counter()
         LOG_TAIL.clear()
         try:

@@ -22,6 +22,7 @@ from app.core.gguf.header import GGUFHeader
 from app.core.gguf.projector import Projector
 from app.core.hardware import Hardware, human_bytes
 from app.core.planner.memory import (
+    GPU_MARGIN,
     MiB,
     Plan,
     budget,
@@ -74,11 +75,20 @@ def plan_with_workers(h: GGUFHeader, hw: Hardware, offers: list[Offer], *, ctx: 
         return local
     if local.fits:
         return replace(local, reasons=(*local.reasons, f"fits here: the {len(offers)} worker(s) are not used"))
-    return _split(h, hw, offers, local, ram=ram, projector=projector)
+    can_offload = bool(hw.gpus) if gpu_offload is None else gpu_offload
+    return _split(h, hw, offers, local, ram=ram, projector=projector, gpus=_local_gpus(hw, gpu_mem) if can_offload else [])
+
+
+def _local_gpus(hw: Hardware, gpu_mem: int | None) -> list[Offer]:
+    """This computer's GPUs as split devices (after the workers, in llama.cpp's order), each less
+    its driver margin; ``gpu_mem`` replaces them with one GPU of that size."""
+    if gpu_mem is not None:
+        return [Offer("", "GPU", max(gpu_mem - GPU_MARGIN, 0))] if gpu_mem > 0 else []
+    return [Offer("", g.name, max(g.free_bytes - GPU_MARGIN, 0)) for g in hw.gpus]
 
 
 def _split(h: GGUFHeader, hw: Hardware, offers: list[Offer], local: Plan, *, ram: int | None,
-           projector: Projector | None) -> Plan:
+           projector: Projector | None, gpus: list[Offer]) -> Plan:
     n_layer = h.block_count or 0
     params = replace(local.params, n_gpu_layers=0, flash_attn=False, type_k="f16", type_v="f16")
     n_ubatch = effective_ubatch(params)
@@ -89,9 +99,11 @@ def _split(h: GGUFHeader, hw: Hardware, offers: list[Offer], local: Plan, *, ram
     # llama.cpp's units: the layers, then the output layer (its weights, and the logits' larger compute)
     output_w = h.output_bytes + h.embd_bytes * h.output_tied
     cost = [w + kv for w, kv in zip(layer_w, layer_kv)] + [output_w + full - stages]
-    # llama.cpp gives the output layer (and the logits) to the last device: the one offering most
+    # llama.cpp's device order: the workers, then this computer's GPUs; the last device gets the output
+    # layer (and the logits): a local GPU when there is one, else the worker offering most
     offers = sorted(offers, key=lambda o: o.offered_bytes)
-    room = [max(o.offered_bytes - stages - DEVICE_MARGIN, 0) for o in offers]
+    devices_in_order = offers + gpus
+    room = [max(o.offered_bytes - stages - DEVICE_MARGIN, 0) for o in devices_in_order]
     cpu_room = budget(hw, 0, ram).cpu
     vision = sum(projector_bytes(projector)) if projector is not None else 0  # on the CPU: mtmd does not use RPC
     cpu_room -= vision
@@ -110,28 +122,29 @@ def _split(h: GGUFHeader, hw: Hardware, offers: list[Offer], local: Plan, *, ram
     p = replace(params, n_gpu_layers=offloaded, rpc=tuple(o.address for o in offers),
                 tensor_split=tuple(float(n) for n in best))
     m = estimate(h, p, gpu_offload=True)
-    # the memory here: nothing on a local GPU (gpu_bytes 0); the gpu_* parts are what went to the workers
-    cpu = replace(m, gpu_bytes=0, margin_bytes=0)
     here = n_layer + 1 - offloaded
     devices = [DeviceShare("cpu", None, "CPU", here, m.cpu_weights_bytes, m.kv_bytes - m.gpu_kv_bytes,
                            m.cpu_compute_bytes, cpu_room + vision)]
     start = here
-    for offer, n in zip(offers, best):
+    for offer, n in zip(devices_in_order, best):
         units = range(start, start + n)
         has_output = n_layer in units
-        devices.append(DeviceShare("rpc", offer.address, offer.name, n - has_output,
+        devices.append(DeviceShare("rpc" if offer.address else "gpu", offer.address or None, offer.name, n - has_output,
                                    sum(layer_w[i] for i in units if i < n_layer) + output_w * has_output,
                                    sum(layer_kv[i] for i in units if i < n_layer),
                                    (full if has_output else stages) if n else 0, offer.offered_bytes))
         start += n
-    where = ", ".join(f"{d.layers} on {d.address}" for d in devices[1:] if d.layers)
-    last = next(d for d in reversed(devices) if d.kind == "rpc" and d.layers or d.weights_bytes)
-    reasons = (*local.reasons[:-1], f"split: {here} layers here, {where}, the output layer on {last.address} "
-               f"(each worker's share in proportion to the memory it offers)")
+    # the memory here: the local GPUs' shares (with their margin); the rest of gpu_* went to the workers
+    on_gpus = sum(d.weights_bytes + d.kv_bytes + d.compute_bytes for d in devices if d.kind == "gpu" and d.layers + d.weights_bytes)
+    cpu = replace(m, gpu_bytes=on_gpus + GPU_MARGIN * len(gpus) if on_gpus else 0, margin_bytes=GPU_MARGIN * len(gpus) if on_gpus else 0)
+    where = ", ".join(f"{d.layers} on {d.address or 'this ' + d.name}" for d in devices[1:] if d.layers)
+    last = next(d for d in reversed(devices) if d.weights_bytes)
+    reasons = (*local.reasons[:-1], f"split: {here} layers on this CPU, {where}, the output layer on "
+               f"{last.address or 'this ' + last.name} (each device's share in proportion to the memory it offers)")
     if projector is not None:
         p = replace(p, projector=str(projector.path), projector_gpu=False)
     p = replace(p, reasons=reasons)
-    verdict = f"split over {len([d for d in devices[1:] if d.layers])} worker(s)"
+    verdict = f"split over {len([d for d in devices if d.kind == 'rpc' and (d.layers or d.weights_bytes)])} worker(s)"
     return Plan(p, replace(cpu, projector_bytes=vision, cpu_bytes=cpu.cpu_bytes + vision), True, reasons, n_layer,
                 params.n_ctx, verdict, extra={"devices": [d.to_dict() for d in devices]})
 

@@ -52,7 +52,7 @@ def test_a_model_that_fits_neither_worker_alone_is_split_and_answers_as_a_local_
     assert plan.fits and plan.params.rpc and sum(plan.params.tensor_split) == plan.params.n_gpu_layers
     predicted = {d.get("address", "cpu"): d for d in plan.devices()}
     assert all(predicted[a]["layers"] > 0 for a in addresses)  # both workers take layers
-    assert any("split:" in r and "layers here" in r for r in plan.reasons)
+    assert any("split:" in r and "layers on this CPU" in r for r in plan.reasons)
     with EngineClient(log_path=tmp_path / "local.log") as local:
         local.load_model(starter_model, ctx=CTX)
         expected = local.chat(ASK, GREEDY).text
@@ -135,3 +135,22 @@ def test_the_planner_keeps_a_model_that_fits_here_local(starter_model: Path, wor
     assert any("workers are not used" in r or "worker(s) are not used" in r for r in plan.reasons)
     with pytest.raises(QuantDeskError, match="unreachable"):
         worker_offers(["127.0.0.1:9"])
+
+
+def test_with_a_local_gpu_the_split_ends_there_and_the_output_layer_stays_local(starter_model: Path) -> None:
+    """Planned only (no GPU here): llama.cpp lists the workers first, then this computer's GPUs,
+    and the last device takes the output layer; the GPU's share is its own, within its memory."""
+    from app.core.hardware import GPU, Hardware
+    from app.core.planner.split import Offer
+
+    gib = 1 << 30
+    hw = Hardware("test", "cpu", 2, 2, (), 16 * gib, 2 * MiB * 100, gpus=(GPU(0, "Test GPU", "nvidia", gib, 700 * MiB, 0),))
+    offers = [Offer("10.0.0.2:50052", "CPU", 96 * MiB)]
+    plan = plan_with_workers(read_header(starter_model), hw, offers, ctx=CTX, ram=40_000_000, gpu_mem=680 * MiB, gpu_offload=True)
+    assert plan.fits, plan.reasons
+    kinds = [d["kind"] for d in plan.devices()]
+    assert kinds == ["cpu", "rpc", "gpu"]
+    gpu = plan.devices()[-1]
+    assert plan.params.rpc == ("10.0.0.2:50052",) and len(plan.params.tensor_split) == 2
+    assert gpu["weights_bytes"] > 0 and gpu["compute_bytes"] > 0 and "output layer on this" in " ".join(plan.reasons)
+    assert plan.memory.gpu_bytes <= 680 * MiB
