@@ -86,8 +86,11 @@ def test_fields_name_the_field_at_fault() -> None:
     with pytest.raises(ApiError) as e:
         chat_messages(Fields({"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}]}))
     assert e.value.status == 400 and e.value.param == "messages[1].role"
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(ApiError) as e:  # images come as base64 data URLs; the server never fetches one
         chat_messages(Fields({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}))
+    assert e.value.param == "messages[0].content[0].image_url.url" and "never fetches a URL" in e.value.message
+    with pytest.raises(ApiError) as e:
+        chat_messages(Fields({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}))
     assert e.value.param == "messages[0].content[0]" and "not supported" in e.value.message
     with pytest.raises(ApiError) as e:
         sampling(Fields({"top_p": 1.5}))
