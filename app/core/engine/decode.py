@@ -3,7 +3,9 @@
 ``Llama.generate`` copies the vocabulary's logits into numpy and samples in Python for every token.
 Here each step is three C calls: ``llama_decode``, ``llama_sampler_sample`` on a sampler chain built
 once per request (the same chain, in the same order, as llama-cpp-python's, so a seeded reply is the
-same), and ``llama_token_to_piece``. The loop keeps the KV cache of sequence 0 between requests
+same), and ``llama_token_to_piece``; plain greedy decoding (nothing that changes the logits) takes
+the first largest logit in place instead of the chain, which would copy the whole vocabulary into
+candidate records first. The loop keeps the KV cache of sequence 0 between requests
 (``kv_tokens``): a follow-up only evaluates what is new.
 
 Hooks for the features built on it:
@@ -165,6 +167,10 @@ class Decoder:
         self._one = (llama_cpp.llama_token * 1)()
         self._piece = ctypes.create_string_buffer(256)
         self._batch = llm._batch  # llama-cpp-python's LlamaBatch of n_batch tokens
+        import numpy
+
+        self._np = numpy
+        self._row_type = ctypes.c_float * self.n_vocab  # one output's logits, viewed in place by _argmax
 
         # Stop interrupts a long batch (a prompt) inside llama_decode. ggml asks the callback after
         # every graph node, and a Python callback there costs the GIL and a call per node, so it is
@@ -276,6 +282,19 @@ class Decoder:
             add(lib.llama_sampler_init_dist(r.seed & 0xFFFFFFFF))
         return chain
 
+    @staticmethod
+    def _plain_greedy(r: Request) -> bool:
+        """Greedy with nothing that changes the logits: the chain would only take their argmax."""
+        return (r.temperature <= 0 and not r.grammar and not r.logit_bias and r.repeat_penalty == 1.0
+                and not r.frequency_penalty and not r.presence_penalty)
+
+    def _argmax(self, idx: int) -> int:
+        """llama.cpp's greedy choice (the first largest logit) read in place: the sampler chain would
+        first copy all n_vocab logits into candidate records, ~0.2 ms a token for a 49k vocabulary."""
+        ptr = self.lib.llama_get_logits_ith(self.ctx, idx)
+        row = self._row_type.from_address(ctypes.addressof(ptr.contents))
+        return int(self._np.frombuffer(row, dtype=self._np.float32).argmax())
+
     def piece(self, token: int, special: bool = False) -> bytes:
         n = self.lib.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, special)
         if n < 0:
@@ -292,6 +311,7 @@ class Decoder:
         cached = self.reuse(r.tokens, r.media)
         n_lookup = 0 if r.media else r.lookup  # drafts from a context of image placeholders: never
         chain = self._sampler(r)
+        pick = self._argmax if self._plain_greedy(r) else (lambda idx: lib.llama_sampler_sample(chain, self.ctx, idx))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
         completion: list[int] = []
         text, sent = "", 0
@@ -318,7 +338,7 @@ class Decoder:
                     outputs = []
                     base = len(pending) - 1  # batch index of the logits after the last pending token
                     for i in range(len(draft) + 1):
-                        tok = lib.llama_sampler_sample(chain, self.ctx, base + i)
+                        tok = pick(base + i)
                         outputs.append(tok)
                         if i == len(draft) or tok != draft[i] or lib.llama_vocab_is_eog(self.vocab, tok):
                             break
@@ -334,7 +354,7 @@ class Decoder:
                 else:
                     if pending:
                         self._decode(pending)
-                    outputs = [lib.llama_sampler_sample(chain, self.ctx, -1)]
+                    outputs = [pick(-1)]
                     pending = [outputs[0]]
                 for token in outputs:
                     now = time.perf_counter()

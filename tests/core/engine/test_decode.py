@@ -48,6 +48,16 @@ def test_logit_bias_bans_a_token(engine: EngineClient) -> None:
     assert banned.text.split()[:1] != [word]
 
 
+def test_plain_greedy_reads_the_argmax_in_place_and_picks_what_the_sampler_chain_picks(engine: EngineClient) -> None:
+    """Plain greedy skips llama.cpp's chain (engine.decode._argmax); a bias of 0 changes no logit but
+    sends the same reply through the chain: token for token the same."""
+    prompt = [{"role": "user", "content": "Write a long story about a dragon who learns to read."}]
+    greedy = SamplingParams(temperature=0.0, max_tokens=120)
+    fast = engine.chat(prompt, greedy)
+    chained = engine.chat(prompt, greedy, logit_bias={0: 0.0})
+    assert fast.completion_tokens == chained.completion_tokens and fast.text == chained.text
+
+
 def _tokens(word: str) -> list[int]:
     import llama_cpp
 
