@@ -378,7 +378,8 @@ class EngineClient:
             return params
         options = self._plan_options
         replanned = plan_load(read_header(path), ctx=params.n_ctx, gpu_offload_supported=self.gpu_offload,
-                              workers=alive or None, gpu_mem=options.get("gpu_mem"), ram=options.get("ram"))
+                              workers=alive or None, gpu_mem=options.get("gpu_mem"), ram=options.get("ram"),
+                              strict=False)  # just probed: asked again only if the model does not fit here
         self._notices.append(f"reloaded {Path(path).name} without a worker that is gone ({'; '.join(gone)})")
         self._wanted = (path, replanned, self._wanted[2] if self._wanted else None)
         return replanned

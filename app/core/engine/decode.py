@@ -76,7 +76,7 @@ def _find_stop(text: str, stops: list[str], start: int) -> int | None:
     return min(hits) if hits else None
 
 
-def _partial_stop_len(text: str, stops: list[str]) -> int:
+def partial_stop_len(text: str, stops: list[str]) -> int:
     """Length of the longest end of ``text`` that could begin a stop string: held back."""
     best = 0
     for s in stops:
@@ -386,7 +386,7 @@ class Decoder:
                             text += decoder.decode(self.piece(f, f in r.preserve))
                         self._decode(pending + forced[:-1])
                         pending = [forced[-1]]
-                    safe = len(text) - _partial_stop_len(text, r.stops)
+                    safe = len(text) - partial_stop_len(text, r.stops)
                     if safe > sent:
                         emit(text[sent:safe])
                         sent = safe

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from app.core.engine.decode import partial_stop_len
+
 TAG_PAIRS: tuple[tuple[str, str], ...] = (
     ("<think>", "</think>"),
     ("<thinking>", "</thinking>"),
@@ -100,7 +102,7 @@ class Splitter:
             if self._code:  # code in the answer: only its end matters
                 end = _code_end(buf, i, self._code)
                 if end < 0:
-                    keep = _partial_len(buf, [self._code if self._code == "```" else "\n\n"], i)
+                    keep = partial_stop_len(buf[i:], [self._code if self._code == "```" else "\n\n"])
                     self._emit(out, buf[i:len(buf) - keep])
                     self._held = buf[len(buf) - keep:]
                     break
@@ -122,7 +124,7 @@ class Splitter:
                     i = tick + len(self._code)
                     continue
             if hit < 0:  # hold back an end that could begin a tag
-                keep = _partial_len(buf, tags, i)
+                keep = partial_stop_len(buf[i:], tags)
                 self._emit(out, buf[i:len(buf) - keep])
                 self._held = buf[len(buf) - keep:]
                 break
@@ -226,18 +228,6 @@ def _code_end(buf: str, start: int, code: str) -> int:
     if j < 0 and nl < 0:
         return -1
     return (j + 1) if j >= 0 and (nl < 0 or j < nl) else nl
-
-
-def _partial_len(buf: str, tags: list[str], start: int) -> int:
-    """The longest end of ``buf[start:]`` that is the beginning of a tag."""
-    best = 0
-    tail = buf[start:]
-    for t in tags:
-        for k in range(min(len(t) - 1, len(tail)), 0, -1):
-            if tail.endswith(t[:k]):
-                best = max(best, k)
-                break
-    return best
 
 
 def split(text: str, *, inside: bool = False, harmony: bool = False,

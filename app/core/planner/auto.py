@@ -88,7 +88,7 @@ def auto_plan(header: GGUFHeader, hw: hardware.Hardware, *, ctx: int | None = No
             offers = worker_offers(workers, skipped=skipped)
         plan = plan_with_workers(header, hw, offers, ctx=ctx if ctx is not None else pref_ctx,
                                  gpu_mem=gpu_mem, ram=ram, n_threads=threads, projector=projector,
-                                 gpu_offload=gpu_offload)
+                                 gpu_offload=gpu_offload, local=plan)
         plan = replace(plan, reasons=(*plan.reasons, *(f"worker left out: {why}" for why in skipped)))
     if note and plan.fits:
         plan = replace(plan, reasons=(*plan.reasons, f"no vision: {note}"))

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from app.core.gguf.header import GGUFHeader
 from app.core.gguf.projector import Projector
 from app.core.hardware import Hardware, human_bytes
-from app.core.planner.params import DEFAULT_CTX, GGML_TYPES, LoadParams, physical_cores
+from app.core.planner.params import DEFAULT_CTX, GGML_TYPES, LoadParams, first_offloaded, offloaded_units, physical_cores
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -85,8 +85,7 @@ class Plan:
         if "devices" in self.extra:
             return list(self.extra["devices"])
         m, n = self.memory, self.n_layer
-        ngl = n + 1 if self.params.n_gpu_layers < 0 else min(self.params.n_gpu_layers, n + 1)
-        on_gpu = n - max(n + 1 - ngl, 0) if m.gpu_bytes and ngl > 0 else 0  # repeating layers (the output goes too)
+        on_gpu = n - first_offloaded(self.params.n_gpu_layers, n) if m.gpu_bytes else 0  # repeating layers (the output goes too)
         out = [{"kind": "cpu", "name": "CPU", "layers": n - on_gpu, "weights_bytes": m.cpu_weights_bytes,
                 "kv_bytes": m.kv_bytes - m.gpu_kv_bytes, "compute_bytes": m.cpu_compute_bytes}]
         if m.gpu_bytes:
@@ -237,9 +236,13 @@ def with_projector(m: MemoryEstimate, params: LoadParams) -> MemoryEstimate:
         return m
     if proj is None:
         return m
-    vision = sum(projector_bytes(proj, flash_attn=params.flash_attn))
-    return replace(m, projector_bytes=vision, gpu_bytes=m.gpu_bytes + vision * params.projector_gpu,
-                   cpu_bytes=m.cpu_bytes + vision * (not params.projector_gpu))
+    return add_projector(m, sum(projector_bytes(proj, flash_attn=params.flash_attn)), on_gpu=params.projector_gpu)
+
+
+def add_projector(m: MemoryEstimate, vision: int, *, on_gpu: bool) -> MemoryEstimate:
+    """``m`` with a projector's ``vision`` bytes counted on the GPU or in RAM."""
+    return replace(m, projector_bytes=vision, gpu_bytes=m.gpu_bytes + vision * on_gpu,
+                   cpu_bytes=m.cpu_bytes + vision * (not on_gpu))
 
 
 def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool, cpu_variant: str | None = None) -> MemoryEstimate:
@@ -249,12 +252,8 @@ def estimate(h: GGUFHeader, params: LoadParams, *, gpu_offload: bool, cpu_varian
     n_ubatch = effective_ubatch(params)
     kv_layers = kv_layer_bytes(h, params.n_ctx, type_k=params.type_k, type_v=params.type_v,
                                n_ubatch=n_ubatch, swa_full=params.swa_full)
-    ngl = n_layer + 1 if params.n_gpu_layers < 0 else min(params.n_gpu_layers, n_layer + 1)
-    if not gpu_offload:
-        ngl = 0
-    # llama.cpp (load_tensors): the output layer counts as layer n_layer, offloaded first; n_gpu_layers = k
-    # puts layers n_layer + 1 - k .. n_layer - 1 and the output layer on the GPU devices
-    first_gpu = max(n_layer + 1 - ngl, 0) if ngl > 0 else n_layer
+    ngl = offloaded_units(params.n_gpu_layers, n_layer) if gpu_offload else 0
+    first_gpu = first_offloaded(ngl, n_layer)  # the output layer is offloaded first
     layers = list(h.layer_bytes) or [0] * n_layer
     output_on_gpu = ngl > 0
     # a tied output layer is a GPU copy of the token embeddings, which stay on the CPU for input
@@ -395,8 +394,7 @@ def plan(h: GGUFHeader, hw: Hardware, *, ctx: int | None = None, gpu_mem: int | 
     p, m = chosen
     if projector is not None:
         p = replace(p, projector=str(projector.path), projector_gpu=vision_gpu)
-        m = replace(m, projector_bytes=vision, gpu_bytes=m.gpu_bytes + vision * vision_gpu,
-                    cpu_bytes=m.cpu_bytes + vision * (not vision_gpu))
+        m = add_projector(m, vision, on_gpu=vision_gpu)
     if not can_offload:
         verdict = "CPU only"
         reasons.append("CPU only: " + (hw.gpu_note or "no GPU") if gpu_mem is None else "CPU only: no GPU memory given")

@@ -37,5 +37,19 @@ class LoadParams:
         return data
 
 
+def offloaded_units(n_gpu_layers: int, n_layer: int) -> int:
+    """llama.cpp's ``n_gpu_layers`` as the units it offloads (-1: all), at most the ``n_layer``
+    layers and the output layer."""
+    return n_layer + 1 if n_gpu_layers < 0 else min(n_gpu_layers, n_layer + 1)
+
+
+def first_offloaded(n_gpu_layers: int, n_layer: int) -> int:
+    """The first layer llama.cpp offloads (load_tensors): the output layer counts as layer
+    ``n_layer`` and goes first, so ``n_gpu_layers = k`` offloads layers ``n_layer + 1 - k`` ..
+    ``n_layer - 1`` and the output layer; the layers before it stay on the CPU (``n_layer``: all)."""
+    ngl = offloaded_units(n_gpu_layers, n_layer)
+    return max(n_layer + 1 - ngl, 0) if ngl > 0 else n_layer
+
+
 def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1

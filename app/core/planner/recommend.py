@@ -98,7 +98,8 @@ def plan_repo(repo_id: str, hw: Hardware, *, ctx: int | None = None, gpu_mem: in
             if offers:
                 from app.core.planner.split import plan_with_workers
 
-                p = plan_with_workers(h, hw, offers, ctx=ctx, gpu_mem=gpu_mem, ram=ram, projector=proj, gpu_offload=offload)
+                p = plan_with_workers(h, hw, offers, ctx=ctx, gpu_mem=gpu_mem, ram=ram, projector=proj, gpu_offload=offload,
+                                      local=p)
         n_layer = h.block_count or 0
         gpu = p.params.n_gpu_layers > 0
         full = p.fits and (p.params.n_gpu_layers > n_layer or (p.verdict == "CPU only" and not (hw.gpus or gpu_mem)))

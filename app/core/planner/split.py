@@ -25,6 +25,7 @@ from app.core.planner.memory import (
     GPU_MARGIN,
     MiB,
     Plan,
+    add_projector,
     budget,
     compute_bytes,
     effective_ubatch,
@@ -33,6 +34,7 @@ from app.core.planner.memory import (
     plan,
     projector_bytes,
 )
+from app.core.planner.params import first_offloaded
 
 DEVICE_MARGIN = 8 * MiB  # per worker device: alignment and fragmentation of its buffers
 
@@ -65,12 +67,15 @@ class DeviceShare:
 
 def plan_with_workers(h: GGUFHeader, hw: Hardware, offers: list[Offer], *, ctx: int | None = None,
                       gpu_mem: int | None = None, ram: int | None = None, n_threads: int | None = None,
-                      projector: Projector | None = None, gpu_offload: bool | None = None) -> Plan:
+                      projector: Projector | None = None, gpu_offload: bool | None = None,
+                      local: Plan | None = None) -> Plan:
     """The local plan when the model fits here; else a split over the workers in ``offers`` and
     this CPU (the plan's ``extra["devices"]``: one DeviceShare per device), or the local plan's
-    "does not fit" when even that is not enough."""
-    local = plan(h, hw, ctx=ctx, gpu_mem=gpu_mem, ram=ram, n_threads=n_threads, gpu_offload=gpu_offload,
-                 projector=projector)
+    "does not fit" when even that is not enough. ``local``: the plan here for the same arguments,
+    when the caller has made it already."""
+    if local is None:
+        local = plan(h, hw, ctx=ctx, gpu_mem=gpu_mem, ram=ram, n_threads=n_threads, gpu_offload=gpu_offload,
+                     projector=projector)
     if not offers:
         return local
     if local.fits:
@@ -122,7 +127,7 @@ def _split(h: GGUFHeader, hw: Hardware, offers: list[Offer], local: Plan, *, ram
     p = replace(params, n_gpu_layers=offloaded, rpc=tuple(o.address for o in offers),
                 tensor_split=tuple(float(n) for n in best))
     m = estimate(h, p, gpu_offload=True)
-    here = n_layer + 1 - offloaded
+    here = first_offloaded(offloaded, n_layer)
     devices = [DeviceShare("cpu", None, "CPU", here, m.cpu_weights_bytes, m.kv_bytes - m.gpu_kv_bytes,
                            m.cpu_compute_bytes, cpu_room + vision)]
     start = here
@@ -145,7 +150,7 @@ def _split(h: GGUFHeader, hw: Hardware, offers: list[Offer], local: Plan, *, ram
         p = replace(p, projector=str(projector.path), projector_gpu=False)
     p = replace(p, reasons=reasons)
     verdict = f"split over {len([d for d in devices if d.kind == 'rpc' and (d.layers or d.weights_bytes)])} worker(s)"
-    return Plan(p, replace(cpu, projector_bytes=vision, cpu_bytes=cpu.cpu_bytes + vision), True, reasons, n_layer,
+    return Plan(p, add_projector(cpu, vision, on_gpu=False), True, reasons, n_layer,
                 params.n_ctx, verdict, extra={"devices": [d.to_dict() for d in devices]})
 
 
