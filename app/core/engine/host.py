@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from app.core.engine import cpu_variants
 from app.core.engine.protocol import SamplingParams, send
-from app.core.planner.params import GGML_TYPES
+from app.core.planner.params import GGML_TYPES, first_offloaded, offloaded_units
 from app.core.redact import redact
 
 LOG_TAIL: collections.deque[str] = collections.deque(maxlen=2000)  # a load's whole log (its buffer sizes)
@@ -136,13 +136,13 @@ class Host:
             from app.core.rpc.client import register
 
             try:
-                devices = register(workers)
+                registered = register(workers)
             except WorkerError as exc:
                 raise RuntimeError(f"{path}: cannot load model: {exc}") from None
             # the split is per worker in the plan's order; llama.cpp's is the registry's (registered earlier here maybe)
             split = [float(x) for x in params.get("tensor_split") or []]
             share = dict(zip(workers, split))
-            ordered = sorted(devices, key=lambda d: d.registry_index)
+            ordered = sorted(registered, key=lambda d: d.registry_index)
             # then this computer's GPUs, which libllama lists after the RPC devices
             kwargs["tensor_split"] = [share.get(d.address, 0.0) for d in ordered] + split[len(workers):] or None
         t0 = time.perf_counter()
@@ -152,6 +152,9 @@ class Host:
         except Exception as exc:
             raise RuntimeError(explain_load_failure(path, exc)) from None
         self.llm, self.path = llm, path
+        n_layer = llama_cpp.llama_model_n_layer(llm.model)
+        # the model's own buffer lines, before the projector and the draft model log theirs
+        devices = loaded_devices(list(LOG_TAIL), n_layer, params)
         offload = llama_cpp.llama_supports_gpu_offload() and kwargs["n_gpu_layers"] != 0
         vision_note = self._vision_note = self._load_vision(params.get("projector"), llm,
                                                             use_gpu=offload and bool(params.get("projector_gpu")),
@@ -168,7 +171,6 @@ class Host:
         from app.core.engine.chat_format import choose_chat_format
 
         self.fmt = choose_chat_format(llm)
-        n_layer = llama_cpp.llama_model_n_layer(llm.model)
         self.emit(
             "loaded",
             id=msg.get("id"),
@@ -190,7 +192,7 @@ class Host:
                 "vision_note": vision_note,
                 "load_seconds": time.perf_counter() - t0,
                 "params": params,
-                "devices": loaded_devices(list(LOG_TAIL), n_layer, params),
+                "devices": devices,
             },
         )
 
@@ -673,9 +675,8 @@ def loaded_devices(log: list[str], n_layer: int, params: dict[str, Any]) -> list
                                          "weights_bytes": 0, "kv_bytes": 0, "compute_bytes": 0})
         entry[fields[kind]] += int(mib * 2**20)
     # llama.cpp's units: the layers, then the output layer, offloaded from the end (planner.split)
-    ngl = int(params.get("n_gpu_layers") or 0)
-    ngl = n_layer + 1 if ngl < 0 else min(ngl, n_layer + 1)
-    here = max(n_layer + 1 - ngl, 0) if ngl > 0 else n_layer
+    ngl = offloaded_units(int(params.get("n_gpu_layers") or 0), n_layer)
+    here = first_offloaded(ngl, n_layer)
     workers = list(params.get("rpc") or [])
     split = dict(zip(workers, [int(x) for x in params.get("tensor_split") or []]))
     last = next((a for a in reversed(workers) if split.get(a)), None)  # the planner's order is the registry's
