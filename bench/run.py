@@ -210,6 +210,8 @@ def main() -> int:
                          lambda: engine_bench.reopen_ttft_ratio(model, Path(os.environ["QUANTDESK_HOME"])))
     server_row = measure(Row("decode tok/s, QuantDesk ÷ llama-server", 0.99, True, "x"),
                          lambda: server_bench.decode_ratio(model, Path(os.environ["QUANTDESK_HOME"])))
+    work_row = measure(Row("decode instructions per token, llama-server ÷ QuantDesk", 0.99, True, "x"),
+                       lambda: server_bench.decode_work_ratio(model, Path(os.environ["QUANTDESK_HOME"])))
     from bench import api_bench
 
     home = Path(os.environ["QUANTDESK_HOME"])
@@ -220,7 +222,7 @@ def main() -> int:
         measure(Row("API server RSS, idle (report)", 400, False, "MB"), lambda: api_bench.rss(model, home, False)),
         measure(Row("API server RSS, one model loaded (report)", 800, False, "MB"), lambda: api_bench.rss(model, home, True)),
     ]
-    cpu_rows = [server_row, reopen_row,
+    cpu_rows = [server_row, work_row, reopen_row,
         measure(Row("decode tok/s, chosen CPU build ÷ native minus AMX", 0.97, True, "x"), lambda: cpu_bench.chosen_vs_native(model)),
         measure(Row("decode tok/s, baseline CPU build ÷ native (report)", 0.0, True, "x"), lambda: cpu_bench.baseline_vs_native(model)),
         measure(Row("engine cold build, wheel + CPU builds (report)", 3600, False, "s"), cpu_bench.cold_build_seconds),

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from app.core.engine import SamplingParams
@@ -20,8 +22,12 @@ from app.core.engine import cpu_variants as cv
 from app.core.engine.client import EngineClient
 
 ROOT = Path(__file__).resolve().parents[1]
-ROUNDS, TOKENS, THREADS = 11, 200, 2  # paired rounds: the spread of single ratios here is ±3%
+ROUNDS, TOKENS, THREADS = 21, 200, 2  # paired rounds: single ratios here spread ±3% on a quiet machine, ±15% on a busy one
 PROMPT = [{"role": "user", "content": "Write a long story about a dragon who learns to read."}]
+
+
+IDLE_WAIT_S = 1.5  # > engine.host.IDLE_SAVE_S, and the save itself
+WORK_TOKENS = (4, 20)  # replies whose difference is counted; prompt + reply stay under the KV store's MIN_TOKENS
 
 
 def llama_server() -> Path:
@@ -90,6 +96,7 @@ def decode_ratio(model: Path, log_dir: Path) -> tuple[float, str]:
                 if side == "app":
                     client.chat([{"role": "user", "content": "hi"}], SamplingParams(max_tokens=2))
                     pair.append(("app", client.chat(PROMPT, greedy).tokens_per_s))
+                    time.sleep(IDLE_WAIT_S)  # the engine saves the conversation's KV cache when idle: not during llama-server's turn
                 else:
                     pair.append(("server", _server_tps(port)))
             a = dict(pair)["app"]
@@ -105,3 +112,108 @@ def decode_ratio(model: Path, log_dir: Path) -> tuple[float, str]:
     return statistics.median(ratios), (f"QuantDesk {statistics.median(ours):.1f} tok/s, llama-server "
                                        f"{statistics.median(theirs):.1f} ({cv.choose().variant.name} flags, {THREADS} "
                                        f"threads, FA off); median of {ROUNDS} paired rounds, quartiles {q1:.3f}–{q3:.3f}")
+
+
+# -- decode work per token, counted by callgrind ---------------------------------------------------
+def _dump(pid: int) -> None:
+    """Ask callgrind in ``pid`` to write its counts so far (and zero them); returns once written."""
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, stdout=subprocess.DEVNULL, timeout=600)
+
+
+def _totals(out_dir: Path, prefix: str, pid: int) -> list[int]:
+    """The instruction totals of ``pid``'s dumps, in order (callgrind's ``totals:`` lines)."""
+    files = sorted(out_dir.glob(f"{prefix}.{pid}.*"), key=lambda f: int(f.suffix[1:]))
+    out = []
+    for f in files:
+        for line in f.read_text(errors="replace").splitlines():
+            if line.startswith(("totals:", "summary:")):
+                out.append(int(line.split()[1]))
+                break
+    return out
+
+
+def decode_work_ratio(model: Path, log_dir: Path) -> tuple[float, str]:
+    """Instructions per decoded token, llama-server's ÷ the app's (through the engine host, its pipe
+    included), counted by valgrind's callgrind: deterministic where tok/s drift with the machine. One
+    thread on both (OMP_THREAD_LIMIT=1), so no thread spins while waiting; each side evaluates the
+    prompt once, then answers it again from its cache with WORK_TOKENS[0] and WORK_TOKENS[1] tokens,
+    and the difference of those two replies' counts over the difference of their lengths is the
+    cost of one decode step and everything the loop does around it."""
+    import shutil
+
+    from app.core.engine import client as engine_client
+    from app.core.planner.params import LoadParams
+
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise RuntimeError("valgrind is not installed (apt install valgrind)")
+    exe = llama_server()
+    out_dir = log_dir / "callgrind"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    grind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + str(out_dir / "%q{QD_SIDE}.%p")]
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    port = _free_port()
+    server = subprocess.Popen([*grind, str(exe), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-t", "1",
+                               "-tb", "1", "-c", "2048", "-fa", "off", "-np", "1", "--no-webui"],
+                              env={**env, "QD_SIDE": "server"}, stdout=subprocess.DEVNULL,
+                              stderr=open(log_dir / "llama-server-callgrind.log", "w"))
+    original = engine_client.host_command
+    engine_client.host_command = lambda: [*grind, *original()]  # type: ignore[assignment]
+    client = EngineClient(log_path=log_dir / "engine-callgrind.log", env={**env, "QD_SIDE": "app"})
+    try:
+        client.load(model, LoadParams(n_ctx=2048, n_gpu_layers=0, n_threads=1))
+        assert client._proc is not None
+        host_pid = client._proc.pid
+        deadline = time.monotonic() + 900
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("llama-server did not start under valgrind (see llama-server-callgrind.log)") from None
+                time.sleep(1)
+
+        def server_reply(n: int) -> tuple[int, int]:
+            body = json.dumps({"messages": PROMPT, "max_tokens": n, "temperature": 0.0, "top_k": 1, "repeat_penalty": 1.0,
+                               "cache_prompt": True}).encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=1800) as resp:
+                usage = json.loads(resp.read())["usage"]
+            return int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+
+        def app_reply(n: int) -> tuple[int, int]:
+            r = client.chat(PROMPT, SamplingParams(temperature=0.0, top_k=1, repeat_penalty=1.0, max_tokens=n, seed=0))
+            return r.prompt_tokens, r.completion_tokens
+
+        def side_counts(pid: int, reply: Callable[[int], tuple[int, int]]) -> list[tuple[int, int]]:
+            reply(1)  # the prompt, evaluated once: both later replies start from the cache
+            _dump(pid)
+            out = []
+            for n in WORK_TOKENS:
+                out.append(reply(n))
+                _dump(pid)
+            return out
+
+        with ThreadPoolExecutor(2) as pool:  # the two sides at once: counts do not depend on timing
+            futures = {"server": pool.submit(side_counts, server.pid, server_reply),
+                       "app": pool.submit(side_counts, host_pid, app_reply)}
+            counts = {side: f.result() for side, f in futures.items()}
+    finally:
+        engine_client.host_command = original  # type: ignore[assignment]
+        client.close()
+        server.terminate()
+        server.wait(timeout=60)
+    per_token = {}
+    for side, pid in (("server", server.pid), ("app", host_pid)):
+        totals = _totals(out_dir, side, pid)[-2:]  # the two replies' dumps (the last file is the exit's)
+        (p_a, n_a), (p_b, n_b) = counts[side]
+        if n_b <= n_a or len(totals) < 2:
+            raise RuntimeError(f"{side}: replies of {n_a} and {n_b} tokens, {len(totals)} dumps")
+        per_token[side] = (totals[1] - totals[0]) / (n_b - n_a)
+    prompts = {side: counts[side][0][0] for side in counts}
+    ratio = per_token["server"] / per_token["app"]
+    return ratio, (f"instructions per decoded token: llama-server {per_token['server'] / 1e6:.2f} M, QuantDesk "
+                   f"{per_token['app'] / 1e6:.2f} M (callgrind, 1 thread, replies of {WORK_TOKENS[0]} and "
+                   f"{WORK_TOKENS[1]} tokens after a cached prompt of {prompts['server']} / {prompts['app']} tokens)")
