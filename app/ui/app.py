@@ -88,14 +88,19 @@ def _quit_on_sigterm(app) -> None:  # type: ignore[no-untyped-def]
     if not hasattr(signal, "SIGTERM"):
         return
 
-    def on_term(_signum: int, _frame: object) -> None:
-        log.info("SIGTERM: closing")
+    def close_all() -> None:
         for widget in app.topLevelWidgets():
             if hasattr(widget, "_quit_confirmed"):
                 widget._quit_confirmed = True  # logout or kill: no question; downloads pause, other jobs stop
             if widget.isWindow() and widget.isVisible():
                 widget.close()
         app.quit()
+
+    def on_term(_signum: int, _frame: object) -> None:
+        log.info("SIGTERM: closing")
+        # from inside the event loop: a SIGTERM between window.show() and app.exec() would otherwise
+        # close the window and quit a loop that is not running yet, and exec() would then run forever
+        QTimer.singleShot(0, close_all)
 
     signal.signal(signal.SIGTERM, on_term)
     tick = QTimer(app)

@@ -319,3 +319,37 @@ def test_a_second_launch_brings_the_first_to_the_front(tmp_path: Path) -> None:
     assert code == 0
     assert "closed" in log.read_text()
     assert app_settings.load(tmp_path / "home" / "settings.json").window_geometry  # saved on the way out
+
+
+RACE = """
+import os, signal, sys
+from app.ui import app as ui_app
+
+make = ui_app.create_window
+
+def create():
+    window = make()
+    open_model = window.open_initial_model
+
+    def term_then_open():
+        os.kill(os.getpid(), signal.SIGTERM)  # after window.show(), before app.exec()
+        open_model()
+
+    window.open_initial_model = term_then_open
+    return window
+
+ui_app.create_window = create
+sys.exit(ui_app.run_gui([]))
+"""
+
+
+def test_a_sigterm_before_the_event_loop_runs_still_closes_the_app(tmp_path: Path) -> None:
+    """A SIGTERM between the window's show() and app.exec() (logout right after launch; the timing
+    the second-launch test once hit): the app closes the normal way, it does not run on forever."""
+    script = tmp_path / "term_at_start.py"
+    script.write_text(RACE)
+    env = child_env({**os.environ, "QT_QPA_PLATFORM": "offscreen", "QUANTDESK_HOME": str(tmp_path / "home")})
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "home" / "logs" / "quantdesk.log").read_text()
+    assert "SIGTERM: closing" in text and "app.ui.app: closed" in text
