@@ -219,7 +219,10 @@ class Library:
             "imatrix": imatrix, "parent": parent, "extra": json.dumps(extra or {}), "error": None,
             "n_embd": header.embedding_length if header else None,
         }
-        with self._lock:
+        # One write transaction from the check to the write: the window, the API server and the CLI
+        # each hold their own connection and may register the same file at the same moment.
+        with self._lock, self.db:
+            self.db.execute("BEGIN IMMEDIATE")
             row = self.db.execute("SELECT id FROM models WHERE path=?", (str(p),)).fetchone()
             if row:
                 sets = ", ".join(f"{k}=?" for k in values)

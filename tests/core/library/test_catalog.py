@@ -107,6 +107,36 @@ def test_last_used_orders_the_list(tiny_ggufs: dict[str, Path]) -> None:
     assert [e.id for e in lib.entries()][0] == b.id
 
 
+def test_libraries_that_scan_at_the_same_moment_each_list_every_file_once(tiny_ggufs: dict[str, Path]) -> None:
+    """The window, the API server and the CLI each open the library; two scans that find a new file at
+    the same moment used to both insert it, and the second failed on the unique path."""
+    import threading
+
+    folder = models_dir() / "local"
+    folder.mkdir(parents=True)
+    for i in range(12):
+        shutil.copy(tiny_ggufs["q8_0"], folder / f"copy{i}-Q8_0.gguf")
+    libraries = [Library() for _ in range(4)]
+    start = threading.Barrier(len(libraries))
+    errors: list[BaseException] = []
+
+    def scan(lib: Library) -> None:
+        start.wait()
+        try:
+            lib.refresh(hf_cache=False)
+        except BaseException as exc:  # noqa: BLE001 — the failure is the result
+            errors.append(exc)
+
+    threads = [threading.Thread(target=scan, args=(lib,)) for lib in libraries]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    paths = [e.path for e in libraries[0].entries(dedupe=False)]
+    assert len(paths) == len(set(paths)) == 13  # twelve copies and the starter, each once
+
+
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     import sqlite3
 
