@@ -30,12 +30,13 @@ IDLE_WAIT_S = 1.5  # > engine.host.IDLE_SAVE_S, and the save itself
 WORK_TOKENS = (4, 20)  # replies whose difference is counted; prompt + reply stay under the KV store's MIN_TOKENS
 
 
-def llama_server() -> Path:
+def llama_server(variant_name: str | None = None) -> Path:
+    """llama-server with the flags of the engine's CPU build in use (or of ``variant_name``)."""
     from bench.cpu_bench import _install_engine, engine_build
 
     ie = _install_engine()
     build, cache = engine_build()
-    variant = cv.choose().variant
+    variant = (cv.by_name(variant_name) if variant_name else None) or cv.choose().variant
     out = ROOT / ".bench" / f"llama-server-{build['key']}-{variant.name}"
     exe = out / "bin" / "llama-server"
     if exe.is_file():
@@ -115,6 +116,19 @@ def decode_ratio(model: Path, log_dir: Path) -> tuple[float, str]:
 
 
 # -- decode work per token, counted by callgrind ---------------------------------------------------
+VALGRIND_SAFE = ("haswell",)  # valgrind decodes AVX2 but neither AVX-512 nor AVX-VNNI
+
+
+def _valgrind_variant() -> str:
+    """The CPU build both sides run under callgrind: the one in use if valgrind can decode it,
+    else haswell (every x86 build above it needs a superset of haswell's instructions). The
+    kernels are then the same on both sides, which is all the per-token comparison needs."""
+    chosen = cv.choose().variant
+    if chosen.name in ("icelake", "alderlake"):
+        return VALGRIND_SAFE[0]
+    return chosen.name
+
+
 def _dump(pid: int) -> None:
     """Ask callgrind in ``pid`` to write its counts so far (and zero them); returns once written."""
     subprocess.run(["callgrind_control", "-d", str(pid)], check=True, stdout=subprocess.DEVNULL, timeout=600)
@@ -146,12 +160,13 @@ def decode_work_ratio(model: Path, log_dir: Path) -> tuple[float, str]:
 
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise RuntimeError("valgrind is not installed (apt install valgrind)")
-    exe = llama_server()
+    variant = _valgrind_variant()
+    exe = llama_server(variant)
     out_dir = log_dir / "callgrind"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     grind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + str(out_dir / "%q{QD_SIDE}.%p")]
-    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1", cv.ENV: variant}
     port = _free_port()
     server = subprocess.Popen([*grind, str(exe), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-t", "1",
                                "-tb", "1", "-c", "2048", "-fa", "off", "-np", "1", "--no-webui"],
@@ -216,4 +231,5 @@ def decode_work_ratio(model: Path, log_dir: Path) -> tuple[float, str]:
     ratio = per_token["server"] / per_token["app"]
     return ratio, (f"instructions per decoded token: llama-server {per_token['server'] / 1e6:.2f} M, QuantDesk "
                    f"{per_token['app'] / 1e6:.2f} M (callgrind, 1 thread, replies of {WORK_TOKENS[0]} and "
-                   f"{WORK_TOKENS[1]} tokens after a cached prompt of {prompts['server']} / {prompts['app']} tokens)")
+                   f"{WORK_TOKENS[1]} tokens after a cached prompt of {prompts['server']} / {prompts['app']} tokens, "
+                   f"{variant} build on both)")
