@@ -22,7 +22,9 @@ from app.core.engine import cpu_variants as cv
 from app.core.engine.client import EngineClient
 
 ROOT = Path(__file__).resolve().parents[1]
-ROUNDS, TOKENS, THREADS = 41, 200, 2  # paired rounds: single ratios here spread ±3% on a quiet machine, ±15% on a busy one (runs of 10–40 rounds gave medians 0.92–1.00)
+# paired rounds: single ratios here spread ±3% on a quiet machine, ±15% on a busy one
+# (runs of 10–40 rounds gave medians 0.92–1.00)
+ROUNDS, TOKENS, THREADS = 41, 200, 2
 PROMPT = [{"role": "user", "content": "Write a long story about a dragon who learns to read."}]
 
 
