@@ -62,7 +62,7 @@ def native_library() -> Path:
     src = ie.sdist(cache)
     env = {**os.environ, "CFLAGS": NO_AMX, "CXXFLAGS": NO_AMX}
     print("  building a native (minus AMX) libggml-cpu for the comparison (once)", file=sys.stderr, flush=True)
-    ie.build_cpu_library(ie.source_tree(cache, src), out.parent / "build", ["-DGGML_NATIVE=ON"], out,
+    ie.build_cpu_library(ie.source_tree(cache, src), out.parent / "build", ["-DGGML_NATIVE=ON", *ie.THREADING], out,
                          out.parent / "build.log", env=env)
     import shutil
 

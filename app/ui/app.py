@@ -153,7 +153,7 @@ def run_gui(argv: list[str] | None = None) -> int:
     window = create_window()
     instance.activation_requested.connect(lambda: bring_to_front(window))
     window.bridge.model_loaded.connect(lambda _info: crash_dialog.set_build_info(window.bridge.client.build_info))
-    window.bridge.model_loaded.connect(lambda info: log.info("model loaded: %s on %s, context %s", info.path, info.device, info.n_ctx))
+    window.bridge.model_loaded.connect(lambda info: log.info("model loaded: %s on %s, context %s, %s", info.path, info.device, info.n_ctx, info.threads))
     _screenshot_when_loaded(window)
     window.show()
     log.info("main window shown")

@@ -53,6 +53,7 @@ class Host:
         self._images_left_out = 0  # images of earlier turns a model without sight was not given
         self.kv: Any = None  # saved KV caches of the loaded model (app.core.engine.kvstore), or None
         self._dirty = False  # a reply changed the KV cache since it was last saved
+        self.pools: Any = None  # the loaded model's compute threads (engine.threadpool.ThreadPools), or None
 
     # -- plumbing -------------------------------------------------------------------------------
     def emit(self, event: str, **fields: Any) -> None:
@@ -109,6 +110,8 @@ class Host:
             except Exception as exc:  # reported to the parent, which shows it to the user
                 self.emit("error", id=msg.get("id"), kind=type(exc).__name__, message=str(exc), log=list(LOG_TAIL)[-20:],
                           **getattr(exc, "fields", {}))
+            if self.pools is not None:  # done: the compute threads sleep instead of polling
+                self.pools.pause()
 
     # -- ops ------------------------------------------------------------------------------------
     def op_load(self, msg: dict[str, Any]) -> None:
@@ -152,6 +155,10 @@ class Host:
         except Exception as exc:
             raise RuntimeError(explain_load_failure(path, exc)) from None
         self.llm, self.path = llm, path
+        from app.core.engine.threadpool import ThreadPools
+
+        self.pools = ThreadPools(int(llm.context_params.n_threads), int(llm.context_params.n_threads_batch))
+        self.pools.attach(llm._ctx.ctx)
         n_layer = llama_cpp.llama_model_n_layer(llm.model)
         # the model's own buffer lines, before the projector and the draft model log theirs
         devices = loaded_devices(list(LOG_TAIL), n_layer, params)
@@ -191,6 +198,7 @@ class Host:
                 "projector": self.vision.path if self.vision is not None else None,
                 "vision_note": vision_note,
                 "load_seconds": time.perf_counter() - t0,
+                "threads": self.pools.describe(),
                 "params": params,
                 "devices": devices,
             },
@@ -229,6 +237,8 @@ class Host:
         if why:
             small.close()
             raise RuntimeError(f"{draft['path']}: cannot draft for {os.path.basename(path)}: {why}")
+        if self.pools is not None:  # its steps alternate with the big model's on this thread: the same pools
+            self.pools.attach(small._ctx.ctx)
         return DraftModel(small, usable_ctx(small))
 
     def _save_kv(self) -> None:
@@ -254,6 +264,9 @@ class Host:
             self.draft.close()
             self.draft = None
             self.fmt = None
+        if self.pools is not None:  # after the contexts that run on them
+            self.pools.close()
+            self.pools = None
         if not quiet:
             self.emit("unloaded", id=msg.get("id"))
 

@@ -67,6 +67,9 @@ class ModelInfo:
     vision_note: str = ""  # why the projector named at load did not load (the model runs without sight)
     # where the model went, from llama.cpp's buffer lines: kind (cpu, gpu, rpc), address, layers, bytes
     devices: list[dict[str, Any]] = field(default_factory=list)
+    # the CPU compute threads (engine.threadpool): "2 threads" for a pool kept with the model,
+    # "per graph" where the CPU backend offers none and ggml starts them for every graph
+    threads: str = ""
 
     @property
     def vision(self) -> bool:

@@ -160,6 +160,36 @@ def test_unload_frees_the_model_and_a_new_load_works(starter_model: Path, tmp_pa
         client.close()
 
 
+def test_the_model_keeps_one_pool_of_compute_threads_that_sleeps_between_requests(starter_model: Path, tmp_path: Path) -> None:
+    """The engine's ggml is built without OpenMP and the host keeps a pool of the load's threads
+    with the model (engine.threadpool): a reload frees the old pool (no thread left behind), and
+    once a request is done the pool sleeps instead of polling for the next graph."""
+    import time
+
+    import psutil
+
+    client = EngineClient(log_path=tmp_path / "engine.log")
+    hi = [{"role": "user", "content": "hi"}]
+    try:
+        client.load(starter_model, load_params())
+        assert client.model is not None and client.model.threads == f"{THREADS} threads"
+        assert client.pid is not None
+        host = psutil.Process(client.pid)
+        client.chat(hi, GREEDY)
+        threads = host.num_threads()
+        busy = sum(host.cpu_times()[:2])
+        time.sleep(1.0)
+        idle_cpu = sum(host.cpu_times()[:2]) - busy
+        assert idle_cpu < 0.05, f"the idle engine host used {idle_cpu:.2f} s of CPU in a second"
+        for _ in range(2):
+            client.unload()
+            client.load(starter_model, load_params())
+            client.chat(hi, GREEDY)
+        assert host.num_threads() == threads
+    finally:
+        client.close()
+
+
 def test_model_with_template_reports_it(engine: EngineClient) -> None:
     assert engine.model is not None
     assert engine.model.template_source == "gguf"
