@@ -1,10 +1,15 @@
 """QuantDesk's engine against llama.cpp's own llama-server, built once from the installed
 llama-cpp-python sdist (the same llama.cpp commit) with the CPU flags of the engine's CPU build,
 into .bench/ (never shipped). Same model, threads, greedy, flash attention off on both; the ratio
-is the median of paired, alternating rounds (this machine's speed drifts between runs)."""
+is the median of paired, alternating rounds (this machine's speed drifts between runs).
+
+llama-server is measured twice in the same rounds: as llama.cpp builds it by default (OpenMP, the
+row's value) and built like the engine, without OpenMP (the detail), where it starts its compute
+threads for every graph: it attaches no thread pool, the engine host does (engine.threadpool)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -22,9 +27,9 @@ from app.core.engine import cpu_variants as cv
 from app.core.engine.client import EngineClient
 
 ROOT = Path(__file__).resolve().parents[1]
-# paired rounds: single ratios here spread ±3% on a quiet machine, ±15% on a busy one
-# (runs of 10–40 rounds gave medians 0.92–1.00)
-ROUNDS, TOKENS, THREADS = 41, 200, 2
+# rounds (each of the 6 orders of the three sides 7 times): single ratios here spread ±3% on a quiet
+# machine, ±15% on a busy one (runs of 10–40 rounds gave medians 0.92–1.00)
+ROUNDS, TOKENS, THREADS = 42, 200, 2
 PROMPT = [{"role": "user", "content": "Write a long story about a dragon who learns to read."}]
 
 
@@ -32,14 +37,15 @@ IDLE_WAIT_S = 1.5  # > engine.host.IDLE_SAVE_S, and the save itself
 WORK_TOKENS = (4, 20)  # replies whose difference is counted; prompt + reply stay under the KV store's MIN_TOKENS
 
 
-def llama_server(variant_name: str | None = None) -> Path:
-    """llama-server with the flags of the engine's CPU build in use (or of ``variant_name``)."""
+def llama_server(variant_name: str | None = None, *, openmp: bool = True) -> Path:
+    """llama-server with the flags of the engine's CPU build in use (or of ``variant_name``); with
+    OpenMP (llama.cpp's default) or, ``openmp=False``, with the engine's threading options."""
     from bench.cpu_bench import _install_engine, engine_build
 
     ie = _install_engine()
     build, cache = engine_build()
     variant = (cv.by_name(variant_name) if variant_name else None) or cv.choose().variant
-    out = ROOT / ".bench" / f"llama-server-{build['key']}-{variant.name}"
+    out = ROOT / ".bench" / f"llama-server-{build['key']}-{variant.name}{'' if openmp else '-noomp'}"
     exe = out / "bin" / "llama-server"
     if exe.is_file():
         return exe
@@ -48,7 +54,7 @@ def llama_server(variant_name: str | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     ie.run(["cmake", "-S", str(tree), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF",
             "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TOOLS=ON",
-            *ie.cpu_options(variant.cmake)], log=out / "configure.log")
+            *ie.cpu_options(variant.cmake), *([] if openmp else ie.THREADING)], log=out / "configure.log")
     ie.run(["cmake", "--build", str(out), "--target", "llama-server", "-j", str(os.cpu_count() or 2)], log=out / "build.log")
     return exe
 
@@ -69,52 +75,63 @@ def _server_tps(port: int) -> float:
         return float(json.loads(resp.read())["timings"]["predicted_per_second"])
 
 
-def decode_ratio(model: Path, log_dir: Path) -> tuple[float, str]:
-    from app.core.planner.params import LoadParams
-
-    exe = llama_server()
+def _start_server(exe: Path, model: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     server = subprocess.Popen([str(exe), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-t", str(THREADS),
                                "-c", "2048", "-fa", "off", "-np", "1", "--no-webui"],
-                              stdout=subprocess.DEVNULL, stderr=open(log_dir / "llama-server.log", "w"))
+                              stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    return server, port
+
+
+def _wait_healthy(server: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(f"llama-server did not start (see {log})") from None
+            time.sleep(0.3)
+
+
+def decode_ratio(model: Path, log_dir: Path) -> tuple[float, str]:
+    from app.core.planner.params import LoadParams
+
+    builds = {"server": llama_server(), "server-noomp": llama_server(openmp=False)}
+    servers = {side: _start_server(exe, model, log_dir / f"{side}.log") for side, exe in builds.items()}
     client = EngineClient(log_path=log_dir / "engine-vs-server.log")
     try:
         client.load(model, LoadParams(n_ctx=2048, n_gpu_layers=0, n_threads=THREADS))
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("llama-server did not start (see llama-server.log)") from None
-                time.sleep(0.3)
+        for side, (server, port) in servers.items():
+            _wait_healthy(server, port, log_dir / f"{side}.log")
         greedy = SamplingParams(temperature=0.0, top_k=1, repeat_penalty=1.0, max_tokens=TOKENS, seed=0)
-        ours, theirs, ratios = [], [], []
-        _server_tps(port)
-        client.chat(PROMPT, greedy)  # warm-up both
+        tps: dict[str, list[float]] = {"app": [], "server": [], "server-noomp": []}
+        for _, port in servers.values():
+            _server_tps(port)
+        client.chat(PROMPT, greedy)  # warm-up all three
+        orders = list(itertools.permutations(tps))  # each side first, middle and last equally often
         for i in range(ROUNDS):
-            pair = []
-            for side in (("app", "server") if i % 2 == 0 else ("server", "app")):
+            for side in orders[i % len(orders)]:
                 if side == "app":
                     client.chat([{"role": "user", "content": "hi"}], SamplingParams(max_tokens=2))
-                    pair.append(("app", client.chat(PROMPT, greedy).tokens_per_s))
+                    tps["app"].append(client.chat(PROMPT, greedy).tokens_per_s)
                     time.sleep(IDLE_WAIT_S)  # the engine saves the conversation's KV cache when idle: not during llama-server's turn
                 else:
-                    pair.append(("server", _server_tps(port)))
-            a = dict(pair)["app"]
-            b = dict(pair)["server"]
-            ours.append(a)
-            theirs.append(b)
-            ratios.append(a / b)
+                    tps[side].append(_server_tps(servers[side][1]))
     finally:
         client.close()
-        server.terminate()
-        server.wait(timeout=10)
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(timeout=10)
+    ratios = [a / b for a, b in zip(tps["app"], tps["server"], strict=True)]
+    noomp = statistics.median(a / b for a, b in zip(tps["app"], tps["server-noomp"], strict=True))
     q1, _, q3 = statistics.quantiles(ratios, n=4)
-    return statistics.median(ratios), (f"QuantDesk {statistics.median(ours):.1f} tok/s, llama-server "
-                                       f"{statistics.median(theirs):.1f} ({cv.choose().variant.name} flags, {THREADS} "
-                                       f"threads, FA off); median of {ROUNDS} paired rounds, quartiles {q1:.3f}–{q3:.3f}")
+    med = {side: statistics.median(v) for side, v in tps.items()}
+    return statistics.median(ratios), (f"QuantDesk {med['app']:.1f} tok/s, llama-server {med['server']:.1f} "
+                                       f"({cv.choose().variant.name} flags, {THREADS} threads, FA off); median of {ROUNDS} "
+                                       f"rounds, quartiles {q1:.3f}–{q3:.3f}; ÷ llama-server built without OpenMP "
+                                       f"({med['server-noomp']:.1f}): {noomp:.3f}")
 
 
 # -- decode work per token, counted by callgrind ---------------------------------------------------
