@@ -83,16 +83,18 @@ def _start_server(exe: Path, model: Path, log: Path) -> tuple[subprocess.Popen[b
     return server, port
 
 
-def _wait_healthy(server: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 120
+def _wait_healthy(server: subprocess.Popen[bytes], port: int, why: str, *, wait_s: float = 120, poll_s: float = 0.3,
+                  request_s: float = 2) -> None:
+    """Return once llama-server answers /health; ``why`` ends the error when it exits or ``wait_s`` passes."""
+    deadline = time.monotonic() + wait_s
     while True:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=request_s).read()
             return
         except OSError:
             if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError(f"llama-server did not start (see {log})") from None
-            time.sleep(0.3)
+                raise RuntimeError(f"llama-server did not start {why}") from None
+            time.sleep(poll_s)
 
 
 def decode_ratio(model: Path, log_dir: Path) -> tuple[float, str]:
@@ -104,7 +106,7 @@ def decode_ratio(model: Path, log_dir: Path) -> tuple[float, str]:
     try:
         client.load(model, LoadParams(n_ctx=2048, n_gpu_layers=0, n_threads=THREADS))
         for side, (server, port) in servers.items():
-            _wait_healthy(server, port, log_dir / f"{side}.log")
+            _wait_healthy(server, port, f"(see {log_dir / f'{side}.log'})")
         greedy = SamplingParams(temperature=0.0, top_k=1, repeat_penalty=1.0, max_tokens=TOKENS, seed=0)
         tps: dict[str, list[float]] = {"app": [], "server": [], "server-noomp": []}
         for _, port in servers.values():
@@ -198,15 +200,7 @@ def decode_work_ratio(model: Path, log_dir: Path) -> tuple[float, str]:
         client.load(model, LoadParams(n_ctx=2048, n_gpu_layers=0, n_threads=1))
         assert client._proc is not None
         host_pid = client._proc.pid
-        deadline = time.monotonic() + 900
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("llama-server did not start under valgrind (see llama-server-callgrind.log)") from None
-                time.sleep(1)
+        _wait_healthy(server, port, "under valgrind (see llama-server-callgrind.log)", wait_s=900, poll_s=1, request_s=5)
 
         def server_reply(n: int) -> tuple[int, int]:
             body = json.dumps({"messages": PROMPT, "max_tokens": n, "temperature": 0.0, "top_k": 1, "repeat_penalty": 1.0,

@@ -100,10 +100,6 @@ class ThreadPools:
         if self.decode is not None:
             self.batch = self.decode if n_threads_batch == n_threads else (new(ctypes.byref(params(n_threads_batch))) or self.decode)
 
-    @property
-    def active(self) -> bool:
-        return self.decode is not None
-
     def attach(self, ctx: Any) -> None:
         """Run ``ctx``'s graphs (a llama_context pointer) on these pools."""
         if self.decode is not None:
